@@ -11,6 +11,7 @@ Environment:
     DOUBAO_IMAGE_MODEL   default image model or endpoint id (fallback DOUBAO_IMAGE_ENDPOINT_ID).
     DOUBAO_VIDEO_MODEL   default video model or endpoint id (fallback DOUBAO_VIDEO_ENDPOINT_ID).
     ARK_TIMEOUT          seconds to wait for an image generation answer, default 300.
+    DOUBAO_OUTPUT_DIR    folder to save results in when a call gives no save_dir (relative to home).
 
 Run it over stdio with `doubao-image-video-mcp` (alias `doubao-mcp`, or `python -m doubao_mcp`).
 """
@@ -18,21 +19,28 @@ Run it over stdio with `doubao-image-video-mcp` (alias `doubao-mcp`, or `python 
 from __future__ import annotations
 
 import argparse
+import base64
+import email.utils
 import logging
 import os
+import random
 import re
 import sys
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
+from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
+from urllib.request import url2pathname
 
+import anyio
 import anyio.to_thread
 import requests
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.types import ToolAnnotations
@@ -55,6 +63,29 @@ CONNECT_TIMEOUT = 10.0
 TASK_TIMEOUT = 30.0  # task create/get/list/delete answer in well under a second when Ark is healthy
 WORKER_THREADS = 40  # anyio's default thread limit: the connection pool is sized to match it
 PROMPT_MAX_CHARS = 5000  # far above what Ark uses (~500 for video); stops pasted files going upstream
+
+MAX_ATTEMPTS = 4  # one call plus up to three retries of a transient failure
+MAX_RETRY_AFTER = 30.0  # a longer Retry-After is reported to the caller, not slept through
+MAX_WAIT_SECONDS = 600
+POLL_INTERVALS = (1.5, 12.0)  # first poll after 1.5 s, then x1.5 each time up to 12 s
+HEARTBEAT_SECONDS = 10.0  # progress while a long image generation runs, for clients that time out at 60 s
+IMAGE_INPUT_MAX_BYTES = 10 * 2**20  # Ark's limit for image-generation inputs
+VIDEO_FRAME_MAX_BYTES = 30 * 2**20  # Ark's limit for video frames and reference images
+DEFAULT_MAX_DOWNLOAD_BYTES = 2 * 2**30
+DOWNLOAD_READ_TIMEOUT = 60.0  # longest silence tolerated mid-download
+DOWNLOAD_CHUNK_BYTES = 2**20
+
+# (offset, magic bytes, MIME type, file extension): files are recognised by content, not by name.
+FILE_SIGNATURES = (
+    (0, b"\xff\xd8\xff", "image/jpeg", ".jpeg"),
+    (0, b"\x89PNG\r\n\x1a\n", "image/png", ".png"),
+    (8, b"WEBP", "image/webp", ".webp"),
+    (0, b"GIF8", "image/gif", ".gif"),
+    (0, b"BM", "image/bmp", ".bmp"),
+    (0, b"II*\x00", "image/tiff", ".tiff"),
+    (0, b"MM\x00*", "image/tiff", ".tiff"),
+    (4, b"ftyp", "video/mp4", ".mp4"),
+)
 
 API_KEY_ENV = ("ARK_API_KEY", "DOUBAO_API_KEY")
 IMAGE_MODEL_ENV = ("DOUBAO_IMAGE_MODEL", "DOUBAO_IMAGE_ENDPOINT_ID")
@@ -96,10 +127,11 @@ HINTS_BY_STATUS = {
     500: "Ark failed on its side: retry in a minute.",
 }
 TASK_NOT_FOUND_HINT = "No task with this id: use the task_id generate_video returned (Ark keeps tasks 7 days)."
+NOT_FINISHED = ("Not finished yet. Videos take 30 s to several minutes: call query_video_task with task_id "
+                "{task_id!r} and wait_seconds=50 (again while it runs) rather than polling rapidly.")
 NEXT_STEP = {
-    "queued": "Not started yet. Videos take 30 s to several minutes: call query_video_task with "
-    "task_id {task_id!r} in about 30 s.",
-    "running": "Generating. Call query_video_task with task_id {task_id!r} in about 20 s.",
+    "queued": NOT_FINISHED,
+    "running": NOT_FINISHED,
     "succeeded": URL_LIFETIME_NOTE,
     "failed": "Generation failed; read error_message, adjust the request and call generate_video again.",
     "cancelled": "The task was cancelled before it started.",
@@ -116,6 +148,9 @@ class Config:
     image_model: str = DEFAULT_IMAGE_MODEL
     video_model: str = DEFAULT_VIDEO_MODEL
     image_timeout: float = DEFAULT_IMAGE_TIMEOUT
+    output_dir: str | None = None
+    poll_intervals: tuple[float, float] = POLL_INTERVALS
+    max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Config:
@@ -138,6 +173,7 @@ class Config:
             image_model=first(IMAGE_MODEL_ENV) or DEFAULT_IMAGE_MODEL,
             video_model=first(VIDEO_MODEL_ENV) or DEFAULT_VIDEO_MODEL,
             image_timeout=image_timeout,
+            output_dir=first(("DOUBAO_OUTPUT_DIR",)),
         )
 
 
@@ -229,14 +265,88 @@ ModelId = Annotated[str | None, _optional(_model_id)]
 TaskId = Annotated[str, Field(description="Task id from generate_video, e.g. cgt-2025..."), AfterValidator(_task_id)]
 
 
-def image_ref(ref: str, argument: str) -> str:
-    """Check one image argument: an http(s) URL or a data:image URL, passed to Ark as is."""
+def _size(n: float) -> str:
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n:.0f} bytes"
+
+
+def sniff(head: bytes) -> tuple[str, str] | None:
+    """(MIME type, extension) of a file from its first bytes, or None if it is none we know."""
+    return next(((mime, ext) for offset, magic, mime, ext in FILE_SIGNATURES
+                 if head[offset:offset + len(magic)] == magic), None)
+
+
+def load_image(ref: str, argument: str, max_bytes: int) -> str:
+    """One image argument as Ark takes it: URLs pass through, a local file becomes a data URL.
+
+    Runs on a worker thread: it reads files.
+    """
     ref = ref.strip()
-    if urlsplit(ref).scheme in ("http", "https") and urlsplit(ref).netloc:
+    parts = urlsplit(ref)
+    if parts.scheme in ("http", "https") and parts.netloc:
         return ref
-    if re.match(r"data:image/[\w.+-]+;base64,", ref):
+    if parts.scheme == "data":
+        if not re.match(r"data:image/[\w.+-]+;base64,", ref):
+            raise DoubaoError(f"{argument}: a data URL must look like data:image/png;base64,....")
+        if (len(ref) - ref.index(",") - 1) * 3 // 4 > max_bytes:
+            raise DoubaoError(f"{argument}: the data URL's image is over Ark's {_size(max_bytes)} limit.")
         return ref
-    raise DoubaoError(f"{argument}: {ref[:80]!r} is not an http(s) URL or a data:image/...;base64, URL.")
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise DoubaoError(f"{argument}: {ref[:200]!r} points at another machine; use a local path.")
+        path = Path(url2pathname(unquote(parts.path)))
+    elif len(parts.scheme) > 1:  # one letter is a Windows drive (C:\...), not a scheme
+        raise DoubaoError(f"{argument}: {ref[:80]!r} is not an https URL, a data:image URL or a file path.")
+    else:
+        path = Path(ref).expanduser()
+    if not path.is_absolute():
+        raise DoubaoError(f"{argument}: {ref[:200]!r} is not a URL or an absolute path; give a full path such "
+                          "as ~/Pictures/cat.png.")
+    return _file_data_url(path, argument, max_bytes)
+
+
+def _file_data_url(path: Path, argument: str, max_bytes: int) -> str:
+    try:
+        if path.is_dir():
+            raise DoubaoError(f"{argument}: {path} is a folder, not an image file.")
+        if not path.is_file():
+            raise DoubaoError(f"{argument}: {path} does not exist." if not path.exists()
+                              else f"{argument}: {path} is not a regular file.")
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise DoubaoError(f"{argument}: {path} is {_size(size)}, over Ark's {_size(max_bytes)} limit for "
+                              "this input.")
+        data = path.read_bytes()
+    except OSError as error:
+        raise DoubaoError(f"{argument}: {path} cannot be read: {error.strerror or error}.") from error
+    mime = (sniff(data[:16]) or ("", ""))[0]
+    if not mime.startswith("image/"):
+        raise DoubaoError(f"{argument}: {path} is not a JPEG, PNG, WebP, BMP, TIFF or GIF image.")
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def load_images(refs: Iterable[tuple[str, str | None]], max_bytes: int) -> list[str | None]:
+    """`load_image` for several (argument name, value) pairs at once, keeping None for absent ones."""
+    return [ref and load_image(ref, argument, max_bytes) for argument, ref in refs]
+
+
+def output_dir(save_dir: str | None) -> Path | None:
+    """The folder to save results in, checked before anything is generated. Relative means under home:
+    MCP clients often start servers with the working directory `/`."""
+    if not save_dir:
+        return None
+    path = Path(save_dir).expanduser()
+    path = (path if path.is_absolute() else Path.home() / path).resolve()
+    if not path.exists():
+        raise DoubaoError(f"save_dir {path} does not exist: create it first or choose an existing folder.")
+    if not path.is_dir():
+        raise DoubaoError(f"save_dir {path} is a file, not a folder.")
+    probe = path / f".doubao-write-test-{uuid.uuid4().hex[:8]}"
+    try:
+        probe.open("xb").close()
+        probe.unlink()
+    except OSError as error:
+        raise DoubaoError(f"save_dir {path} is not writable: {error.strerror or error}.") from error
+    return path
 
 
 def _compact(mapping: dict[str, Any]) -> dict[str, Any]:
@@ -287,6 +397,16 @@ def list_query(status: str | None, model: str | None, task_ids: list[str], page_
     return [(k, v) for k, v in pairs if v is not None] + [("filter.task_ids", t) for t in task_ids]
 
 
+class SavedFile(TypedDict):
+    path: str
+    bytes: int
+
+
+class SaveError(TypedDict):
+    source: str
+    error: str
+
+
 class ImageOut(TypedDict):
     index: int
     url: NotRequired[str]
@@ -305,6 +425,8 @@ class ImageResult(TypedDict):
     images: list[ImageOut]
     errors: list[ImageError]
     usage: NotRequired[dict[str, int]]
+    saved_files: NotRequired[list[SavedFile]]
+    save_errors: NotRequired[list[SaveError]]
     note: str
 
 
@@ -326,6 +448,8 @@ class VideoTask(TypedDict):
     seed: NotRequired[int]
     service_tier: NotRequired[str]
     usage: NotRequired[dict[str, int]]
+    saved_files: NotRequired[list[SavedFile]]
+    save_errors: NotRequired[list[SaveError]]
     next_step: str
 
 
@@ -375,12 +499,13 @@ def shape_images(body: dict[str, Any]) -> ImageResult:
     for index, item in enumerate(data):
         item = item if isinstance(item, dict) else {}
         error = item.get("error")
-        if isinstance(error, dict) or not _text(item.get("url")):
+        if isinstance(error, dict) or not (_text(item.get("url")) or _text(item.get("b64_json"))):
             error = error if isinstance(error, dict) else {}
             errors.append(ImageError(index=index, code=_text(error.get("code")) or "NoImage",
                                      message=_text(error.get("message")) or "Ark returned no image here."))
-        else:
-            images.append(ImageOut(index=index, **_compact({"url": item["url"], "size": _text(item.get("size"))})))
+        else:  # an inline b64_json image is never put in the result: it would flood the model's context
+            images.append(ImageOut(index=index, **_compact({"url": _text(item.get("url")),
+                                                            "size": _text(item.get("size"))})))
     return ImageResult(images=images, errors=errors, note=URL_LIFETIME_NOTE, **_compact({
         "model": _text(body.get("model")),
         "created_at": _time(body.get("created", body.get("created_at"))),
@@ -425,6 +550,82 @@ def shape_task_list(body: dict[str, Any]) -> TaskList:
     return TaskList(total=_int(body.get("total")) or len(tasks), tasks=tasks)
 
 
+# --- Result files ----------------------------------------------------------------------------
+
+
+def write_file(directory: Path, stem: str, chunks: Iterable[bytes], default_ext: str, max_bytes: int) -> SavedFile:
+    """Stream chunks to a hidden temporary file, then move it to a name no existing file has.
+
+    A failure at any point leaves nothing behind; the extension comes from the content.
+    """
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", stem).lstrip(".")[:100] or "doubao"
+    part = directory / f".{stem}.{uuid.uuid4().hex[:8]}.part"
+    size, head = 0, b""
+    try:
+        with part.open("xb") as out:
+            for chunk in chunks:
+                size += len(chunk)
+                if size > max_bytes:
+                    raise DoubaoError(f"the file is larger than the {_size(max_bytes)} download cap")
+                head += chunk[: 16 - len(head)]
+                out.write(chunk)
+        ext = (sniff(head) or ("", default_ext))[1]
+        for n in range(1000):
+            final = directory / f"{stem}{f'-{n}' if n else ''}{ext}"
+            try:
+                final.open("xb").close()  # claims the name atomically: an existing file is never replaced
+            except FileExistsError:
+                continue
+            try:
+                os.replace(part, final)
+            except OSError:
+                final.unlink(missing_ok=True)
+                raise
+            return SavedFile(path=str(final), bytes=size)
+        raise DoubaoError(f"{directory} already has 1000 files named {stem}*{ext}")
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def save_task_files(client: ArkClient, task: VideoTask, directory: Path, max_bytes: int) -> VideoTask:
+    """Download a succeeded task's video and last frame; a failed download is reported, not raised."""
+    wanted = [(task.get("video_url"), task["task_id"], ".mp4"),
+              (task.get("last_frame_url"), f"{task['task_id']}-last-frame", ".png")]
+    saved, errors = _save_each(
+        (url, partial(client.download, url, directory, stem, ext, max_bytes)) for url, stem, ext in wanted if url)
+    return VideoTask(**task, **_compact({"saved_files": saved or None, "save_errors": errors or None}))
+
+
+def save_images(client: ArkClient, data: list[Any], result: ImageResult, directory: Path,
+                max_bytes: int) -> ImageResult:
+    """Save each generated image, from its URL or its inline b64_json, named by time and index."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    jobs = []
+    for image in result["images"]:
+        index, item = image["index"], data[image["index"]]
+        stem = f"doubao-{stamp}-{index}"
+        if image.get("url"):
+            jobs.append((image["url"], partial(client.download, image["url"], directory, stem, ".jpeg", max_bytes)))
+        else:
+            raw = partial(base64.b64decode, item["b64_json"])
+            jobs.append((f"image {index} (b64_json)",
+                         lambda raw=raw, stem=stem: write_file(directory, stem, [raw()], ".jpeg", max_bytes)))
+    saved, errors = _save_each(jobs)
+    return ImageResult(**result, **_compact({"saved_files": saved or None, "save_errors": errors or None}))
+
+
+def _save_each(jobs: Iterable[tuple[str, Callable[[], SavedFile]]]) -> tuple[list[SavedFile], list[SaveError]]:
+    saved: list[SavedFile] = []
+    errors: list[SaveError] = []
+    for source, job in jobs:
+        try:
+            saved.append(job())
+        except (DoubaoError, OSError, ValueError) as error:
+            log.warning("Saving %s failed: %s", source[:100], error)
+            errors.append(SaveError(source=source, error=str(error)))
+    return saved, errors
+
+
 # --- The Ark client --------------------------------------------------------------------------
 
 
@@ -462,15 +663,17 @@ def _hint(status: int, code: str | None, path: str) -> str | None:
     return hint and hint.format(model_env=model_env)
 
 
-def _connection_failure(error: requests.RequestException, method: str, url: str, timeout: float) -> str:
+def _failure_reason(error: requests.RequestException, timeout: float) -> str:
+    """The short reason inside requests' long exception texts."""
     if isinstance(error, requests.ConnectTimeout):
-        return f"Timed out connecting to {url}. Check your network, proxy and ARK_BASE_URL."
+        return "timed out while connecting"
     if isinstance(error, requests.Timeout):
-        return f"Ark did not answer {method} {url} within {timeout:g} s. Try again; if it keeps happening, Ark is slow."
-    reason = re.findall(r"\[Errno -?\d+\] [^'\")]+|Connection aborted|Connection refused|"
-                        r"RemoteDisconnected\([^)]*\)|IncompleteRead\([^)]*\)", str(error))
-    detail = reason[-1] if reason else type(error).__name__
-    return f"Connection to Ark failed for {method} {url}: {detail}. Check your network, proxy and ARK_BASE_URL."
+        return f"no answer within {timeout:g} s"
+    if isinstance(error, requests.exceptions.InvalidSchema):
+        return f"redirected to a URL that is not http(s) ({error})"
+    found = re.findall(r"\[Errno -?\d+\] [^'\")]+|Connection aborted|Connection refused|"
+                       r"RemoteDisconnected\([^)]*\)|IncompleteRead\([^)]*\)", str(error))
+    return found[-1] if found else f"{type(error).__name__}: {str(error)[:160]}"
 
 
 def _parse_response(response: requests.Response, content: bytes, path: str, api_key: str,
@@ -504,33 +707,116 @@ def _parse_response(response: requests.Response, content: bytes, path: str, api_
                       _text(error.get("param")), request_id, _hint(response.status_code, code, path))
 
 
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header: a number, or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _never_connected(error: requests.RequestException) -> bool:
+    """True when the request cannot have reached Ark: DNS failure, refused or timed-out connect."""
+    reason = getattr(error.args[0] if error.args else None, "reason", None)
+    return isinstance(error, requests.ConnectTimeout) or type(reason).__name__ in (
+        "NewConnectionError", "NameResolutionError")
+
+
+def _retry_delay(method: str, attempt: int, response: requests.Response | None = None,
+                 error: requests.RequestException | None = None) -> float | None:
+    """Seconds to wait before trying again, or None when this outcome is final.
+
+    GET and DELETE are retried on 429, 5xx, timeouts and dropped connections. POST creates tasks and
+    costs money, so it is retried only where Ark cannot have acted on it: a 429, or a connection that
+    never opened. Never a second task.
+    """
+    if error is not None:
+        transient = isinstance(error, (requests.ConnectionError, requests.Timeout))
+        if not transient or (method == "POST" and not _never_connected(error)):
+            return None
+    else:
+        assert response is not None
+        status = response.status_code
+        if status != 429 and not (status >= 500 and method != "POST"):
+            return None
+        asked = _retry_after(response.headers.get("Retry-After"))
+        if asked is not None:
+            return asked if asked <= MAX_RETRY_AFTER else None
+    return min(0.5 * 2 ** (attempt - 1), 8.0) * random.uniform(1.0, 1.25)
+
+
 class ArkClient:
     """Synchronous client for the two Ark endpoints this server uses. Call it from worker threads."""
 
-    def __init__(self, base_url: str, image_timeout: float = DEFAULT_IMAGE_TIMEOUT):
+    def __init__(self, base_url: str, image_timeout: float = DEFAULT_IMAGE_TIMEOUT,
+                 sleep: Callable[[float], None] = time.sleep):
         self.base_url = base_url.rstrip("/")
         self.image_timeout = image_timeout
+        self.sleep = sleep
         self.session = requests.Session()
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=WORKER_THREADS)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
         self.session.headers["User-Agent"] = f"doubao-mcp/{__version__} {requests.utils.default_user_agent()}"
 
-    def _request(self, method: str, path: str, api_key: str, *, json: Any = None,
+    def _send(self, method: str, url: str, attempts: int = MAX_ATTEMPTS, **kwargs: Any) -> requests.Response:
+        """One HTTP exchange, retried with backoff while the failure is transient (see `_retry_delay`)."""
+        for attempt in range(1, attempts + 1):
+            try:
+                response = self.session.request(method, url, **kwargs)
+            except requests.RequestException as error:
+                delay = _retry_delay(method, attempt, error=error) if attempt < attempts else None
+                if delay is None:
+                    raise
+                outcome = type(error).__name__
+            else:
+                delay = _retry_delay(method, attempt, response=response) if attempt < attempts else None
+                if delay is None:
+                    return response
+                outcome = f"HTTP {response.status_code}"
+                response.close()
+            log.info("%s %s: %s; retry %d in %.1f s", method, urlsplit(url).path, outcome, attempt, delay)
+            self.sleep(delay)
+        raise AssertionError("unreachable: the last attempt always returns or raises")
+
+    def _request(self, method: str, path: str, api_key: str, *, json: Any = None, retry: bool = True,
                  params: list[tuple[str, Any]] | None = None, timeout: float = TASK_TIMEOUT) -> dict[str, Any]:
-        """Every Ark call goes through here: one place for auth, timeouts and error mapping."""
+        """Every Ark API call goes through here: one place for auth, timeouts, retries and error mapping."""
         url = self.base_url + path
         request_id = uuid.uuid4().hex
         try:
-            response = self.session.request(
-                method, url, json=json, params=params, auth=_BearerAuth(api_key),
+            response = self._send(
+                method, url, attempts=MAX_ATTEMPTS if retry else 1, json=json, params=params, auth=_BearerAuth(api_key),
                 headers={"X-Client-Request-Id": request_id}, timeout=(CONNECT_TIMEOUT, timeout),
                 allow_redirects=False,  # an API that redirects is misconfigured; never resend the key elsewhere
             )
-            content = response.content  # read the whole body here so a drop mid-body is a connection error
         except requests.RequestException as error:
-            raise ArkConnectionError(_redact(_connection_failure(error, method, url, timeout), api_key)) from error
-        return _parse_response(response, content, path, api_key, request_id)
+            raise ArkConnectionError(_redact(
+                f"Could not reach Ark ({method} {url}): {_failure_reason(error, timeout)}. Check your network, "
+                "proxy and ARK_BASE_URL, then try again.", api_key)) from error
+        return _parse_response(response, response.content, path, api_key, request_id)
+
+    def download(self, url: str, directory: Path, stem: str, default_ext: str, max_bytes: int) -> SavedFile:
+        """Stream a result file to disk without the API key (result URLs are pre-signed)."""
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise DoubaoError(f"not an http(s) URL: {url[:100]!r}")
+        try:
+            with self._send("GET", url, stream=True, timeout=(CONNECT_TIMEOUT, DOWNLOAD_READ_TIMEOUT)) as response:
+                if response.status_code != 200:
+                    raise DoubaoError(f"the download answered HTTP {response.status_code} {response.reason}")
+                declared = int(response.headers.get("Content-Length") or 0)
+                if declared > max_bytes:
+                    raise DoubaoError(f"the file is {_size(declared)}, over the {_size(max_bytes)} download cap")
+                return write_file(directory, stem, response.iter_content(DOWNLOAD_CHUNK_BYTES), default_ext,
+                                  max_bytes)
+        except requests.RequestException as error:
+            raise DoubaoError(_failure_reason(error, DOWNLOAD_READ_TIMEOUT)) from error
 
     def generate_images(self, body: dict[str, Any], api_key: str) -> dict[str, Any]:
         return self._request("POST", IMAGES_PATH, api_key, json=body, timeout=self.image_timeout)
@@ -538,8 +824,8 @@ class ArkClient:
     def create_task(self, body: dict[str, Any], api_key: str) -> dict[str, Any]:
         return self._request("POST", TASKS_PATH, api_key, json=body)
 
-    def get_task(self, task_id: str, api_key: str) -> dict[str, Any]:
-        return self._request("GET", f"{TASKS_PATH}/{quote(task_id, safe='')}", api_key)
+    def get_task(self, task_id: str, api_key: str, retry: bool = True) -> dict[str, Any]:
+        return self._request("GET", f"{TASKS_PATH}/{quote(task_id, safe='')}", api_key, retry=retry)
 
     def list_tasks(self, params: list[tuple[str, Any]], api_key: str) -> dict[str, Any]:
         return self._request("GET", TASKS_PATH, api_key, params=params)
@@ -556,6 +842,43 @@ def _require_key(config: Config) -> str:
         raise DoubaoError("No Ark API key: set ARK_API_KEY in this server's environment (the \"env\" block of "
                           "your MCP client config). Create a key in the Ark console under API Key management.")
     return config.api_key
+
+
+def _transient(error: DoubaoError) -> bool:
+    return isinstance(error, ArkConnectionError) or (
+        isinstance(error, ArkAPIError) and (error.status == 429 or error.status >= 500))
+
+
+async def wait_for_task(poll: Callable[[], Awaitable[VideoTask]], task: VideoTask, wait_seconds: float,
+                        report: Callable[[float, str], Awaitable[None]], intervals: tuple[float, float] = POLL_INTERVALS,
+                        clock: Callable[[], float] = time.monotonic,
+                        sleep: Callable[[float], Awaitable[None]] = anyio.sleep) -> VideoTask:
+    """Poll until the task is final or `wait_seconds` have passed, at growing intervals.
+
+    Sleeping happens on the event loop, so a wait holds no thread, and a cancelled call stops here at
+    once. The last poll starts no later than the deadline. `poll` makes a single attempt: the next
+    poll is the retry of a transient failure, which keeps the deadline exact.
+    """
+    start = clock()
+    interval, longest = intervals
+    failure: DoubaoError | None = None
+    while task["status"] not in FINAL_STATUSES:
+        elapsed = clock() - start
+        if elapsed >= wait_seconds:
+            break
+        await report(elapsed, f"{task['status']}, {elapsed:.0f} s elapsed")
+        await sleep(min(interval, wait_seconds - elapsed))
+        interval = min(interval * 1.5, longest)
+        try:
+            task, failure = await poll(), None
+        except DoubaoError as error:
+            failure = error
+            if not _transient(error):
+                break
+    if failure:  # keep what is known, so the caller never loses the task id
+        return VideoTask(**{**task, "next_step": f"Checking the task failed ({failure}); it may still be running. "
+                            f"Call query_video_task with task_id {task['task_id']!r} and wait_seconds=50 later."})
+    return task
 
 
 def _lean_schema(node: Any) -> Any:
@@ -577,6 +900,13 @@ def _lean_schema(node: Any) -> Any:
     return lean
 
 
+ImageArg = Annotated[str | None, Field(description="https URL, data:image URL, or local file path.")]
+SaveDir = Annotated[str | None, Field(description="Existing folder to save results in (default DOUBAO_OUTPUT_DIR; "
+                                      "relative to home).")]
+WaitSeconds = Annotated[float, Field(ge=0, le=MAX_WAIT_SECONDS, description="Wait up to this long for the video "
+                                     "to finish (sends progress).")]
+
+
 def build_server(config: Config, client: ArkClient | None = None) -> MCPServer:
     """The MCP server with its five tools, bound to one configuration and one Ark client."""
     client = client or ArkClient(config.base_url, config.image_timeout)
@@ -592,16 +922,57 @@ def build_server(config: Config, client: ArkClient | None = None) -> MCPServer:
             return fn
         return register
 
-    async def call(method: Any, *args: Any) -> dict[str, Any]:
-        """Run one blocking Ark call on a worker thread, never on the event loop."""
-        return await anyio.to_thread.run_sync(partial(method, *args))
+    async def call(function: Any, *args: Any) -> Any:
+        """Run blocking work (HTTP, files) on a worker thread, never on the event loop. A cancelled
+        call returns at once; the thread finishes on its own."""
+        return await anyio.to_thread.run_sync(partial(function, *args), abandon_on_cancel=True)
+
+    async def finish_task(task: VideoTask | None, task_id: str, wait_seconds: float, save_to: Path | None,
+                          api_key: str, ctx: Context) -> VideoTask:
+        """Shared by generate_video and query_video_task: wait if asked, then save if it succeeded."""
+        async def poll() -> VideoTask:
+            return shape_task(await call(partial(client.get_task, retry=False), task_id, api_key))
+
+        async def report(elapsed: float, message: str) -> None:
+            await ctx.report_progress(min(elapsed, wait_seconds), wait_seconds, message)
+
+        task = task or shape_task(await call(client.get_task, task_id, api_key))
+        task = await wait_for_task(poll, task, wait_seconds, report, config.poll_intervals)
+        if save_to and task["status"] == "succeeded":
+            return await call(save_task_files, client, task, save_to, config.max_download_bytes)
+        if save_to and task["status"] in ("queued", "running"):
+            task = VideoTask(**{**task, "next_step": task["next_step"] + " Pass save_dir again to save it."})
+        return task
+
+    async def with_heartbeat(ctx: Context, what: str, work: Awaitable[Any]) -> Any:
+        """Send progress every few seconds while `work` runs, so clients that reset their timeout on
+        progress keep waiting for a long synchronous generation."""
+        async def beat() -> None:
+            start = time.monotonic()
+            while True:
+                await anyio.sleep(HEARTBEAT_SECONDS)
+                elapsed = time.monotonic() - start
+                await ctx.report_progress(elapsed, None, f"{what}, {elapsed:.0f} s elapsed")
+
+        failure: Exception | None = None
+        async with anyio.create_task_group() as beats:
+            beats.start_soon(beat)
+            try:
+                result = await work
+            except Exception as error:  # raised below, outside the group, so it is not wrapped in a group
+                failure = error
+            beats.cancel_scope.cancel()
+        if failure:
+            raise failure
+        return result
 
     @tool(title="Generate images", read_only_hint=False, destructive_hint=False)
     async def generate_image(
+        ctx: Context,
         prompt: Annotated[Prompt, Field(description="What to draw, or how to edit the reference images.")],
         model: Annotated[ModelId, Field(description="Model or endpoint id; default from DOUBAO_IMAGE_MODEL.")] = None,
-        images: Annotated[list[str] | None, Field(max_length=14, description="Reference image URLs "
-                          "(https or data:image) to edit or combine.")] = None,
+        images: Annotated[list[str] | None, Field(max_length=14, description="Reference images to edit or "
+                          "combine: https URLs, data:image URLs or local file paths.")] = None,
         size: Annotated[str | None, _optional(_image_size),
                         Field(description="1K, 2K, 4K, adaptive, or WIDTHxHEIGHT like 2048x2048.")] = None,
         max_images: Annotated[int | None, Field(ge=1, le=15, description="Above 1: a set of up to this many "
@@ -610,24 +981,32 @@ def build_server(config: Config, client: ArkClient | None = None) -> MCPServer:
         guidance_scale: Annotated[float | None, Field(ge=1, le=10, description="Prompt adherence (Seedream 3.0 "
                                   "and SeedEdit only).")] = None,
         watermark: Annotated[bool | None, Field(description="Ark's default is true.")] = None,
+        save_dir: SaveDir = None,
     ) -> ImageResult:
         """Generate images with Doubao Seedream from a prompt, optionally editing or fusing reference images.
-        Returns image URLs (valid 24 h) and any per-image errors."""
-        refs = [image_ref(ref, "images") for ref in images or []]
-        if max_images and max_images > 1 and len(refs) + max_images > 15:
-            raise DoubaoError(f"images plus max_images may total 15 at most, got {len(refs)} + {max_images}.")
+        Returns image URLs (valid 24 h), per-image errors, and saved file paths with save_dir."""
+        if max_images and max_images > 1 and len(images or []) + max_images > 15:
+            raise DoubaoError(f"images plus max_images may total 15 at most, got {len(images or [])} + {max_images}.")
+        api_key = _require_key(config)
+        save_to = await call(output_dir, save_dir or config.output_dir)
+        refs = await call(load_images, [("images", ref) for ref in images or []], IMAGE_INPUT_MAX_BYTES)
         body = image_request(prompt, model or config.image_model, refs, size, max_images, seed,
                              guidance_scale, watermark)
-        return shape_images(await call(client.generate_images, body, _require_key(config)))
+        data = await with_heartbeat(ctx, "generating images", call(client.generate_images, body, api_key))
+        result = shape_images(data)
+        if save_to:
+            result = await call(save_images, client, data["data"], result, save_to, config.max_download_bytes)
+        return result
 
-    @tool(title="Start a video task", read_only_hint=False, destructive_hint=False)
+    @tool(title="Generate a video", read_only_hint=False, destructive_hint=False)
     async def generate_video(
+        ctx: Context,
         prompt: Annotated[Prompt, Field(description="The scene and motion to generate (best under 500 chars).")],
         model: Annotated[ModelId, Field(description="Model or endpoint id; default from DOUBAO_VIDEO_MODEL.")] = None,
-        first_frame: Annotated[str | None, Field(description="Image URL to start from (image-to-video).")] = None,
-        last_frame: Annotated[str | None, Field(description="Image URL to end on; needs first_frame.")] = None,
-        reference_images: Annotated[list[str] | None, Field(description="1-4 reference image URLs; not with "
-                                    "first/last frames.")] = None,
+        first_frame: ImageArg = None,
+        last_frame: Annotated[ImageArg, Field(description="Image to end on; needs first_frame.")] = None,
+        reference_images: Annotated[list[str] | None, Field(description="1-4 reference images (URLs or file "
+                                    "paths); not with first/last frames.")] = None,
         resolution: Resolution | None = None,
         ratio: Ratio | None = None,
         duration: Annotated[int | None, _optional(_duration),
@@ -643,25 +1022,34 @@ def build_server(config: Config, client: ArkClient | None = None) -> MCPServer:
         service_tier: Annotated[ServiceTier | None, Field(description="flex: cheaper, slower.")] = None,
         callback_url: Annotated[str | None, _optional(_callback_url),
                                 Field(description="Ark POSTs task updates here.")] = None,
+        wait_seconds: WaitSeconds = 0,
+        save_dir: SaveDir = None,
     ) -> VideoTask:
         """Start a Doubao Seedance video task: text-to-video, or image-to-video from a first frame, first and
-        last frames, or reference images. Returns a task_id at once; check it with query_video_task."""
-        first = first_frame and image_ref(first_frame, "first_frame")
-        last = last_frame and image_ref(last_frame, "last_frame")
-        refs = [image_ref(ref, "reference_images") for ref in reference_images or []]
-        check_video_combination(first, last, refs, duration, frames)
+        last frames, or reference images. Returns a task_id; with wait_seconds, waits for the video."""
+        check_video_combination(first_frame, last_frame, reference_images or [], duration, frames)
+        api_key = _require_key(config)
+        save_to = await call(output_dir, save_dir or config.output_dir)
+        named = [("first_frame", first_frame), ("last_frame", last_frame)]
+        first, last, *refs = await call(load_images, named + [("reference_images", ref) for ref in
+                                                               reference_images or []], VIDEO_FRAME_MAX_BYTES)
         body = video_request(
             prompt, model or config.video_model, first, last, refs, resolution=resolution, ratio=ratio,
             duration=duration, frames=frames, seed=seed, camera_fixed=camera_fixed, watermark=watermark,
             generate_audio=generate_audio, return_last_frame=return_last_frame, service_tier=service_tier,
             callback_url=callback_url)
-        created = await call(client.create_task, body, _require_key(config))
-        return shape_task({"status": "queued", "model": body["model"], **created})
+        created = shape_task({"status": "queued", "model": body["model"], **await call(client.create_task, body,
+                                                                                        api_key)})
+        return await finish_task(created, created["task_id"], wait_seconds, save_to, api_key, ctx)
 
     @tool(title="Check a video task", read_only_hint=True, idempotent_hint=True)
-    async def query_video_task(task_id: TaskId) -> VideoTask:
-        """Get a video task's status and, once succeeded, its video URL (valid 24 h)."""
-        return shape_task(await call(client.get_task, task_id, _require_key(config)))
+    async def query_video_task(task_id: TaskId, ctx: Context, wait_seconds: WaitSeconds = 0,
+                               save_dir: SaveDir = None) -> VideoTask:
+        """Get a video task's status and, once succeeded, its video URL (valid 24 h). With wait_seconds, waits
+        for it to finish; with save_dir, saves the video."""
+        api_key = _require_key(config)
+        save_to = await call(output_dir, save_dir or config.output_dir)
+        return await finish_task(None, task_id, wait_seconds, save_to, api_key, ctx)
 
     @tool(title="List video tasks", read_only_hint=True, idempotent_hint=True)
     async def list_video_tasks(

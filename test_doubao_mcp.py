@@ -3,18 +3,26 @@ runs of the installed console script over stdio against a fake Ark server on 127
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
+import re
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import anyio
+import anyio.from_thread
 import pytest
 import requests
 import responses
+import urllib3
 from mcp import Client, StdioServerParameters
 
 import doubao_mcp
@@ -27,6 +35,11 @@ BASE = "https://ark.test/api/v3"
 TASKS = f"{BASE}/contents/generations/tasks"
 IMAGES = f"{BASE}/images/generations"
 SCRIPT = Path(sys.executable).with_name("doubao-image-video-mcp")
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(64)
+JPEG = b"\xff\xd8\xff\xe0" + bytes(64)
+VIDEO_BYTES = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 400
+ARK_500 = {"status": 500, "json": {"error": {"code": "InternalServiceError", "message": "oops"}}}
+ARK_429 = {"status": 429, "json": {"error": {"code": "RateLimitExceeded", "message": "slow down"}}}
 
 SUCCEEDED_TASK = {
     "id": "cgt-20250331175019-6htr8", "model": "doubao-seedance-1-0-pro-250528", "status": "succeeded",
@@ -59,9 +72,16 @@ def ark() -> Any:
         yield mock
 
 
-async def call(tool: str, arguments: dict[str, Any], config: Config | None = None) -> Any:
-    async with Client(build_server(config or Config.from_env())) as client:
-        return await client.call_tool(tool, arguments)
+def server(config: Config | None = None, sleeps: list[float] | None = None) -> Any:
+    """The server in-process; retry back-off is recorded in `sleeps` instead of slept."""
+    config = config or Config.from_env()
+    sleep = sleeps.append if sleeps is not None else (lambda seconds: None)
+    return build_server(config, ArkClient(config.base_url, config.image_timeout, sleep=sleep))
+
+
+async def call(tool: str, arguments: dict[str, Any], config: Config | None = None, **kwargs: Any) -> Any:
+    async with Client(server(config)) as client:
+        return await client.call_tool(tool, arguments, **kwargs)
 
 
 def sent_json(mock: Any, index: int = 0) -> Any:
@@ -186,7 +206,7 @@ async def test_an_explicit_model_argument_wins_over_the_environment(
     ({"prompt": "a", "guidance_scale": 11}, "guidance_scale"),
     ({"prompt": "a", "watermark": "maybe"}, "watermark"),
     ({"prompt": "a", "model": "two words"}, "must be an Ark model id"),
-    ({"prompt": "a", "images": ["ftp://host/a.png"]}, "images: 'ftp://host/a.png' is not an http(s) URL"),
+    ({"prompt": "a", "images": ["ftp://host/a.png"]}, "images: 'ftp://host/a.png' is not an https URL"),
     ({"prompt": "a", "images": "https://img.test/a.png"}, "images"),
     ({"prompt": "a", "images": ["https://img.test/a.png"] * 15}, "images"),
     ({"prompt": "a", "images": ["https://img.test/a.png"] * 5, "max_images": 11}, "total 15 at most, got 5 + 11"),
@@ -418,15 +438,14 @@ async def test_an_error_page_echoing_the_key_is_redacted(ark: Any) -> None:
 
 
 @pytest.mark.parametrize("failure, expected", [
-    (requests.ReadTimeout("read timed out"), "Ark did not answer GET https://ark.test/api/v3/contents/generations/"
-                                             "tasks/cgt-1 within 30 s"),
-    (requests.ConnectTimeout("connect timed out"), "Timed out connecting to https://ark.test"),
-    (requests.ConnectionError("[Errno 111] Connection refused"), "Connection to Ark failed for GET https://ark.test"
-                                                                 "/api/v3/contents/generations/tasks/cgt-1: [Errno 111] Connection refused"),
+    (requests.ReadTimeout("read timed out"), "no answer within 30 s"),
+    (requests.ConnectTimeout("connect timed out"), "timed out while connecting"),
+    (requests.ConnectionError("[Errno 111] Connection refused"), "[Errno 111] Connection refused"),
 ])
 async def test_timeouts_and_connection_failures_are_explained(ark: Any, failure: Exception, expected: str) -> None:
     ark.get(f"{TASKS}/cgt-1", body=failure)
-    assert expected in error_text(await call("query_video_task", {"task_id": "cgt-1"}))
+    text = error_text(await call("query_video_task", {"task_id": "cgt-1"}))
+    assert f"Could not reach Ark (GET {TASKS}/cgt-1): {expected}. Check your network, proxy and ARK_BASE_URL" in text
 
 
 @pytest.mark.parametrize("body, expected", [
@@ -461,7 +480,7 @@ def test_requests_use_connect_and_read_timeouts(ark: Any) -> None:
 
 async def test_without_a_key_tools_are_listed_and_calls_name_ark_api_key(ark: Any) -> None:
     config = Config.from_env({"ARK_BASE_URL": BASE})
-    async with Client(build_server(config)) as client:
+    async with Client(server(config)) as client:
         names = {tool.name for tool in (await client.list_tools()).tools}
         result = await client.call_tool("query_video_task", {"task_id": "cgt-1"})
     assert names == {"generate_image", "generate_video", "query_video_task", "list_video_tasks", "cancel_video_task"}
@@ -470,7 +489,7 @@ async def test_without_a_key_tools_are_listed_and_calls_name_ark_api_key(ark: An
 
 
 async def test_tools_declare_output_schemas_and_annotations() -> None:
-    async with Client(build_server(Config.from_env())) as client:
+    async with Client(server()) as client:
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
     hints = {name: (t.annotations.read_only_hint, t.annotations.destructive_hint, t.annotations.open_world_hint)
              for name, t in tools.items()}
@@ -485,24 +504,434 @@ async def test_tools_declare_output_schemas_and_annotations() -> None:
     assert '"title": "Prompt"' not in listing
 
 
+# --- Waiting for a video -----------------------------------------------------------------------
+
+
+class FakeTime:
+    """A clock that moves only when the code under test sleeps: schedules are checked without waiting."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+async def wait_for(finish_at: float, wait_seconds: float, failures: tuple[Exception, ...] = ()) -> tuple[Any, list]:
+    """Run wait_for_task on a task that succeeds at `finish_at` fake seconds; returns it and the poll times.
+    The first polls raise `failures`."""
+    failing = list(failures)
+    now, polls = FakeTime(), []
+
+    async def poll() -> Any:
+        polls.append(now.now)
+        if failing:
+            raise failing.pop(0)
+        return doubao_mcp.shape_task({"id": "cgt-1", "status": "succeeded" if now.now >= finish_at else "running"})
+
+    async def report(elapsed: float, message: str) -> None:
+        pass
+
+    queued = doubao_mcp.shape_task({"id": "cgt-1", "status": "queued"})
+    task = await doubao_mcp.wait_for_task(poll, queued, wait_seconds, report, clock=now.clock, sleep=now.sleep)
+    return task, polls
+
+
+async def test_polling_backs_off_so_a_two_minute_video_costs_fourteen_polls() -> None:
+    task, polls = await wait_for(finish_at=120, wait_seconds=600)
+    assert task["status"] == "succeeded"
+    assert polls[:5] == [1.5, 3.75, 7.125, 12.1875, 19.78125]  # 1.5 s, then x1.5 ...
+    assert max(b - a for a, b in zip(polls, polls[1:])) == 12.0  # ... up to 12 s
+    assert len(polls) == 14 and polls[-1] - 120 < 12
+
+
+async def test_a_quick_task_is_noticed_within_a_few_seconds() -> None:
+    task, polls = await wait_for(finish_at=5, wait_seconds=600)
+    assert task["status"] == "succeeded" and polls == [1.5, 3.75, 7.125]
+
+
+async def test_a_transient_poll_failure_is_retried_by_the_next_poll() -> None:
+    outage = (doubao_mcp.ArkConnectionError("reset"), ArkAPIError(503, None, "busy"), ArkAPIError(429, "R", "slow"))
+    task, polls = await wait_for(finish_at=5, wait_seconds=600, failures=outage)
+    assert task["status"] == "succeeded" and polls == [1.5, 3.75, 7.125, 12.1875]
+
+
+async def test_a_wait_ends_at_its_deadline_when_the_task_never_finishes() -> None:
+    task, polls = await wait_for(finish_at=float("inf"), wait_seconds=30)
+    assert task["status"] == "running"
+    assert polls[-1] == 30 and all(t <= 30 for t in polls)
+    assert "call query_video_task with task_id 'cgt-1' and wait_seconds=50" in task["next_step"]
+
+
+def fast_polls(**changes: Any) -> Config:
+    return dataclasses.replace(Config.from_env(), poll_intervals=(0.01, 0.02), **changes)
+
+
+async def test_waiting_sends_progress_to_the_client(ark: Any) -> None:
+    for status in ("queued", "running", "running", "succeeded"):
+        ark.get(f"{TASKS}/cgt-1", json={"id": "cgt-1", "status": status})
+    updates: list[tuple[float, float | None, str | None]] = []
+
+    async def progress(value: float, total: float | None, message: str | None) -> None:
+        updates.append((value, total, message))
+
+    result = await call("query_video_task", {"task_id": "cgt-1", "wait_seconds": 30}, fast_polls(),
+                        progress_callback=progress)
+    assert result.structured_content["status"] == "succeeded"
+    assert len(ark.calls) == 4
+    assert [message for _, _, message in updates] == ["queued, 0 s elapsed", "running, 0 s elapsed",
+                                                      "running, 0 s elapsed"]
+    assert {total for _, total, _ in updates} == {30}
+    assert [value for value, _, _ in updates] == sorted(value for value, _, _ in updates)
+
+
+async def test_cancelling_a_waiting_call_stops_polling(ark: Any) -> None:
+    polls: list[int] = []
+    second_poll = anyio.Event()
+
+    def running(request: Any) -> tuple[int, dict[str, str], str]:
+        polls.append(1)
+        if len(polls) == 2:
+            anyio.from_thread.run_sync(second_poll.set)
+        return 200, {}, json.dumps({"id": "cgt-1", "status": "running"})
+
+    ark.add_callback("GET", f"{TASKS}/cgt-1", callback=running)
+    async with Client(server(fast_polls())) as client:
+        async with anyio.create_task_group() as group:
+            group.start_soon(partial(client.call_tool, "query_video_task", {"task_id": "cgt-1", "wait_seconds": 60}))
+            await second_poll.wait()
+            group.cancel_scope.cancel()
+        seen = len(polls)
+        await anyio.sleep(0.3)  # fifteen poll intervals
+    assert len(polls) <= seen + 1  # at most the poll already on its way
+
+
+async def test_polls_during_a_wait_make_one_attempt_each(ark: Any) -> None:
+    ark.get(f"{TASKS}/cgt-1", json={"id": "cgt-1", "status": "running"})
+    ark.get(f"{TASKS}/cgt-1", **ARK_500)
+    ark.get(f"{TASKS}/cgt-1", json={"id": "cgt-1", "status": "succeeded"})
+    sleeps: list[float] = []
+    async with Client(server(fast_polls(), sleeps)) as client:
+        result = await client.call_tool("query_video_task", {"task_id": "cgt-1", "wait_seconds": 30})
+    assert result.structured_content["status"] == "succeeded"
+    assert len(ark.calls) == 3 and sleeps == []  # the 500 was retried by the next poll, not by the client
+
+
+async def test_a_lasting_poll_failure_returns_what_is_known_at_the_deadline(ark: Any) -> None:
+    ark.get(f"{TASKS}/cgt-1", json={"id": "cgt-1", "status": "running"})
+    ark.get(f"{TASKS}/cgt-1", **ARK_500)
+    result = await call("query_video_task", {"task_id": "cgt-1", "wait_seconds": 0.1}, fast_polls())
+    task = result.structured_content
+    assert not result.is_error and task["status"] == "running"
+    assert task["next_step"].startswith("Checking the task failed (Ark API error 500 InternalServiceError: oops")
+
+
+async def test_a_failed_poll_during_a_wait_returns_what_is_known(ark: Any) -> None:
+    ark.get(f"{TASKS}/cgt-1", json={"id": "cgt-1", "status": "running"})
+    ark.get(f"{TASKS}/cgt-1", status=401, json={"error": {"code": "AuthenticationError", "message": "revoked"}})
+    result = await call("query_video_task", {"task_id": "cgt-1", "wait_seconds": 30}, fast_polls())
+    task = result.structured_content
+    assert not result.is_error and task["status"] == "running"
+    assert task["next_step"].startswith("Checking the task failed (Ark API error 401 AuthenticationError: revoked")
+    assert "query_video_task with task_id 'cgt-1'" in task["next_step"]
+
+
+@pytest.mark.parametrize("wait", [-1, 601, "long"])
+async def test_wait_seconds_is_bounded(ark: Any, wait: Any) -> None:
+    assert "wait_seconds" in error_text(await call("query_video_task", {"task_id": "cgt-1", "wait_seconds": wait}))
+    assert len(ark.calls) == 0
+
+
+# --- Local image files --------------------------------------------------------------------------
+
+def data_url(mime: str, data: bytes) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def write(path: Path, data: bytes = b"hello", size: int | None = None) -> str:
+    path.write_bytes(data)
+    if size:
+        with path.open("r+b") as file:
+            file.truncate(size)  # sparse: a large file without writing it
+    return str(path)
+
+
+async def test_local_files_in_every_form_are_sent_as_data_urls(ark: Any, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    write(tmp_path / "photo.jpg", PNG)  # the content decides the type, not the name
+    write(tmp_path / "b.jpeg", JPEG)
+    write(tmp_path / "with space.png", PNG)
+    ark.post(IMAGES, json={"data": []})
+    await call("generate_image", {"prompt": "a", "images": [
+        str(tmp_path / "photo.jpg"), "~/b.jpeg", (tmp_path / "with space.png").as_uri(), "https://img.test/x.png"]})
+    assert sent_json(ark)["image"] == [data_url("image/png", PNG), data_url("image/jpeg", JPEG),
+                                       data_url("image/png", PNG), "https://img.test/x.png"]
+
+
+async def test_video_frames_accept_files_up_to_30_mb(ark: Any, tmp_path: Path) -> None:
+    frame = write(tmp_path / "frame.png", PNG, size=12 * 2**20)
+    ark.post(TASKS, json={"id": "cgt-1"})
+    await call("generate_video", {"prompt": "a", "first_frame": frame})
+    assert sent_json(ark)["content"][1]["image_url"]["url"].startswith("data:image/png;base64,iVBORw0KGgo")
+    assert "over Ark's 10.0 MB limit" in error_text(await call("generate_image", {"prompt": "a", "images": [frame]}))
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda d: str(d / "missing.png"), "missing.png does not exist."),
+    (lambda d: str(d), "is a folder, not an image file."),
+    (lambda d: write(d / "notes.png", b"hello"), "notes.png is not a JPEG, PNG, WebP, BMP, TIFF or GIF image."),
+    (lambda d: write(d / "big.png", PNG, size=31 * 2**20), "big.png is 31.0 MB, over Ark's 30.0 MB limit"),
+    (lambda d: "relative/cat.png", "'relative/cat.png' is not a URL or an absolute path"),
+    (lambda d: "file:///etc/passwd", "/etc/passwd is not a JPEG, PNG"),
+    (lambda d: "file://fileserver/share/cat.png", "points at another machine"),
+    (lambda d: "/dev/null", "/dev/null is not a regular file."),
+    (lambda d: "ftp://host/cat.png", "is not an https URL, a data:image URL or a file path."),
+    (lambda d: "data:image/png;base64," + "A" * (41 * 2**20), "the data URL's image is over Ark's 30.0 MB limit."),
+    (lambda d: "data:text/plain;base64,aGk=", "a data URL must look like data:image/png;base64,"),
+])
+async def test_bad_image_arguments_are_refused_before_any_request(ark: Any, tmp_path: Path, make: Any,
+                                                                  expected: str) -> None:
+    for argument in ("first_frame", "reference_images"):
+        value = make(tmp_path)
+        text = error_text(await call("generate_video", {
+            "prompt": "a", argument: [value] if argument == "reference_images" else value}))
+        assert f"{argument}: " in text and expected in text
+    assert len(ark.calls) == 0
+
+
+async def test_an_unreadable_file_is_reported(ark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    frame = write(tmp_path / "locked.png", PNG)
+
+    def denied(self: Path) -> bytes:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    text = error_text(await call("generate_video", {"prompt": "a", "first_frame": frame}))
+    assert f"first_frame: {frame} cannot be read: Permission denied." in text
+
+
+# --- Saving results ------------------------------------------------------------------------------
+
+TASK_ID = SUCCEEDED_TASK["id"]
+VIDEO_URL = SUCCEEDED_TASK["content"]["video_url"]
+LAST_FRAME_URL = SUCCEEDED_TASK["content"]["last_frame_url"]
+
+
+def finished_task_and_files(ark: Any, video: dict[str, Any] | None = None) -> None:
+    ark.get(f"{TASKS}/{TASK_ID}", json=SUCCEEDED_TASK)
+    ark.get(VIDEO_URL, **(video or {"body": VIDEO_BYTES, "content_type": "video/mp4"}))
+    ark.get(LAST_FRAME_URL, body=PNG, content_type="image/png")
+
+
+async def test_a_succeeded_video_and_its_last_frame_are_saved(ark: Any, tmp_path: Path) -> None:
+    finished_task_and_files(ark)
+    task = (await call("query_video_task", {"task_id": TASK_ID, "save_dir": str(tmp_path)})).structured_content
+    folder = tmp_path.resolve()
+    assert task["saved_files"] == [{"path": str(folder / f"{TASK_ID}.mp4"), "bytes": len(VIDEO_BYTES)},
+                                   {"path": str(folder / f"{TASK_ID}-last-frame.png"), "bytes": len(PNG)}]
+    assert (folder / f"{TASK_ID}.mp4").read_bytes() == VIDEO_BYTES
+    assert sorted(p.name for p in folder.iterdir()) == [f"{TASK_ID}-last-frame.png", f"{TASK_ID}.mp4"]
+    assert task["video_url"] == VIDEO_URL
+    assert all("Authorization" not in c.request.headers for c in ark.calls[1:])  # result URLs are pre-signed
+
+
+async def test_saving_never_overwrites_an_existing_file(ark: Any, tmp_path: Path) -> None:
+    write(tmp_path / f"{TASK_ID}.mp4", b"my own video")
+    finished_task_and_files(ark)
+    task = (await call("query_video_task", {"task_id": TASK_ID, "save_dir": str(tmp_path)})).structured_content
+    assert task["saved_files"][0]["path"] == str(tmp_path.resolve() / f"{TASK_ID}-1.mp4")
+    assert (tmp_path / f"{TASK_ID}.mp4").read_bytes() == b"my own video"
+
+
+@pytest.mark.parametrize("video, error", [
+    ({"status": 404}, "the download answered HTTP 404 Not Found"),
+    ({"body": VIDEO_BYTES, "content_type": "video/mp4"}, "download cap"),
+    ({"body": requests.ConnectionError("Connection aborted")}, "Connection aborted"),
+])
+async def test_a_failed_download_leaves_no_file_and_the_rest_still_comes_back(
+        ark: Any, tmp_path: Path, video: dict[str, Any], error: str) -> None:
+    finished_task_and_files(ark, video)
+    config = fast_polls(max_download_bytes=len(VIDEO_BYTES) - 1)
+    result = await call("query_video_task", {"task_id": TASK_ID, "save_dir": str(tmp_path)}, config)
+    task = result.structured_content
+    assert not result.is_error and task["video_url"] == VIDEO_URL
+    assert task["save_errors"][0]["source"] == VIDEO_URL and error in task["save_errors"][0]["error"]
+    assert [f["path"] for f in task["saved_files"]] == [str(tmp_path.resolve() / f"{TASK_ID}-last-frame.png")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{TASK_ID}-last-frame.png"]
+
+
+def test_files_stream_into_a_hidden_part_file_and_appear_only_when_complete(tmp_path: Path) -> None:
+    during: list[list[str]] = []
+
+    def chunks() -> Any:
+        for chunk in (VIDEO_BYTES[:100], VIDEO_BYTES[100:5000], VIDEO_BYTES[5000:]):
+            yield chunk
+            during.append([p.name for p in tmp_path.iterdir()])
+
+    saved = doubao_mcp.write_file(tmp_path, "cgt-1", chunks(), ".bin", 10**6)
+    assert saved == {"path": str(tmp_path / "cgt-1.mp4"), "bytes": len(VIDEO_BYTES)}
+    assert all(len(names) == 1 and names[0].startswith(".cgt-1.") and names[0].endswith(".part") for names in during)
+    assert [p.name for p in tmp_path.iterdir()] == ["cgt-1.mp4"]
+
+
+@pytest.mark.parametrize("chunks, error", [
+    ([VIDEO_BYTES, VIDEO_BYTES], "larger than the"),
+    (iter([VIDEO_BYTES[:10], requests.ConnectionError("dropped")]), "dropped"),
+])
+def test_a_stream_that_fails_midway_leaves_nothing(tmp_path: Path, chunks: Any, error: str) -> None:
+    def produce() -> Any:
+        for chunk in chunks:
+            if isinstance(chunk, Exception):
+                raise chunk
+            yield chunk
+
+    with pytest.raises(Exception, match=error):
+        doubao_mcp.write_file(tmp_path, "cgt-1", produce(), ".mp4", len(VIDEO_BYTES) + 1)
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_generated_images_are_saved_from_urls_and_inline_data(ark: Any, tmp_path: Path) -> None:
+    ark.post(IMAGES, json={"data": [{"url": "https://cdn.test/a", "size": "2048x2048"},
+                                    {"b64_json": base64.b64encode(PNG).decode()},
+                                    {"error": {"code": "OutputImageSensitiveContentDetected", "message": "no"}}]})
+    ark.get("https://cdn.test/a", body=JPEG, content_type="image/jpeg")
+    result = await call("generate_image", {"prompt": "two foxes", "max_images": 3, "save_dir": str(tmp_path)})
+    shaped = result.structured_content
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert re.fullmatch(r"doubao-\d{8}-\d{6}-0\.jpeg", names[0]) and names[1] == names[0][:-6] + "1.png"
+    assert [f["bytes"] for f in shaped["saved_files"]] == [len(JPEG), len(PNG)]
+    assert shaped["images"] == [{"index": 0, "url": "https://cdn.test/a", "size": "2048x2048"}, {"index": 1}]
+    assert base64.b64encode(PNG).decode() not in result.content[0].text
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda d: str(d / "nope"), "does not exist: create it first"),
+    (lambda d: write(d / "file.txt"), "is a file, not a folder."),
+    pytest.param(lambda d: "/sys", "is not writable", marks=pytest.mark.skipif(
+        not Path("/sys/kernel").is_dir(), reason="needs Linux's read-only /sys")),
+])
+async def test_bad_save_dirs_are_refused_before_any_request(ark: Any, tmp_path: Path, make: Any,
+                                                            expected: str) -> None:
+    for tool, arguments in [("generate_image", {"prompt": "a"}), ("generate_video", {"prompt": "a"}),
+                            ("query_video_task", {"task_id": "cgt-1"})]:
+        assert expected in error_text(await call(tool, {**arguments, "save_dir": make(tmp_path)}))
+    assert len(ark.calls) == 0
+
+
+async def test_relative_save_dirs_and_the_default_folder_live_under_home(
+        ark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("DOUBAO_OUTPUT_DIR", "Videos")
+    (tmp_path / "Videos").mkdir()
+    finished_task_and_files(ark)
+    task = (await call("query_video_task", {"task_id": TASK_ID})).structured_content
+    assert [Path(f["path"]).parent for f in task["saved_files"]] == [tmp_path.resolve() / "Videos"] * 2
+
+
+async def test_an_unfinished_task_says_to_pass_save_dir_again(ark: Any, tmp_path: Path) -> None:
+    ark.post(TASKS, json={"id": "cgt-1"})
+    task = (await call("generate_video", {"prompt": "a", "save_dir": str(tmp_path)})).structured_content
+    assert task["status"] == "queued" and task["next_step"].endswith("Pass save_dir again to save it.")
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- Retries --------------------------------------------------------------------------------------
+
+
+def refused() -> requests.ConnectionError:
+    """What requests raises when nothing listens: the request never reached Ark."""
+    reason = urllib3.exceptions.NewConnectionError(None, "Failed to establish a new connection: [Errno 111] refused")
+    return requests.ConnectionError(urllib3.exceptions.MaxRetryError(None, TASKS, reason))
+
+
+
+
+@pytest.mark.parametrize("failure", [ARK_429, ARK_500, {"status": 502, "body": "<html>bad gateway</html>"},
+                                     {"status": 503, "body": ""}, {"body": requests.ReadTimeout("slow")},
+                                     {"body": requests.ConnectionError("Connection aborted")}, {"body": refused()}])
+def test_get_and_delete_retry_transient_failures_with_backoff(ark: Any, failure: dict[str, Any]) -> None:
+    ark.get(f"{TASKS}/cgt-1", **failure)
+    ark.get(f"{TASKS}/cgt-1", json={"id": "cgt-1", "status": "running"})
+    ark.delete(f"{TASKS}/cgt-1", **failure)
+    ark.delete(f"{TASKS}/cgt-1", json={})
+    sleeps: list[float] = []
+    client = ArkClient(BASE, sleep=sleeps.append)
+    assert client.get_task("cgt-1", KEY)["status"] == "running"
+    assert client.delete_task("cgt-1", KEY) == {}
+    assert [c.request.method for c in ark.calls] == ["GET", "GET", "DELETE", "DELETE"]
+    assert len(sleeps) == 2 and all(0.5 <= s <= 0.625 for s in sleeps)  # 0.5 s plus up to 25 % jitter
+
+
+def test_retries_stop_after_four_attempts_and_the_error_keeps_its_request_id(ark: Any) -> None:
+    ark.get(f"{TASKS}/cgt-1", status=502, json={"error": {"code": "BadGateway", "message": "down. Request id: 0217z"}})
+    sleeps: list[float] = []
+    with pytest.raises(ArkAPIError) as raised:
+        ArkClient(BASE, sleep=sleeps.append).get_task("cgt-1", KEY)
+    assert len(ark.calls) == 4 and raised.value.request_id == "0217z" and raised.value.status == 502
+    assert [round(s / base, 2) <= 1.25 and s >= base for s, base in zip(sleeps, (0.5, 1, 2))] == [True] * 3
+
+
+@pytest.mark.parametrize("header, slept", [("7", 7.0), ("0", 0.0), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)])
+def test_retry_after_is_honoured(ark: Any, header: str, slept: float) -> None:
+    ark.get(f"{TASKS}/cgt-1", headers={"Retry-After": header}, **ARK_429)
+    ark.get(f"{TASKS}/cgt-1", json={"id": "cgt-1", "status": "queued"})
+    sleeps: list[float] = []
+    ArkClient(BASE, sleep=sleeps.append).get_task("cgt-1", KEY)
+    assert sleeps == [slept]
+
+
+def test_a_retry_after_longer_than_30_s_is_reported_not_slept(ark: Any) -> None:
+    ark.get(f"{TASKS}/cgt-1", headers={"Retry-After": "120"}, **ARK_429)
+    sleeps: list[float] = []
+    with pytest.raises(ArkAPIError, match="429 RateLimitExceeded"):
+        ArkClient(BASE, sleep=sleeps.append).get_task("cgt-1", KEY)
+    assert len(ark.calls) == 1 and sleeps == []
+
+
+@pytest.mark.parametrize("failure", [ARK_500, {"status": 502, "body": ""}, {"body": requests.ReadTimeout("slow")},
+                                     {"body": requests.ConnectionError("Connection aborted")}])
+def test_a_post_that_may_have_reached_ark_is_never_repeated(ark: Any, failure: dict[str, Any]) -> None:
+    ark.post(TASKS, **failure)
+    sleeps: list[float] = []
+    with pytest.raises(doubao_mcp.DoubaoError):
+        ArkClient(BASE, sleep=sleeps.append).create_task({"model": "m", "content": []}, KEY)
+    assert len(ark.calls) == 1 and sleeps == []
+
+
+@pytest.mark.parametrize("failure", [ARK_429, {"body": refused()}, {"body": requests.ConnectTimeout("slow")}])
+def test_a_post_ark_cannot_have_acted_on_is_retried(ark: Any, failure: dict[str, Any]) -> None:
+    ark.post(TASKS, **failure)
+    ark.post(TASKS, json={"id": "cgt-1"})
+    assert ArkClient(BASE, sleep=lambda s: None).create_task({"model": "m", "content": []}, KEY) == {"id": "cgt-1"}
+    assert len(ark.calls) == 2 and sent_json(ark, 0) == sent_json(ark, 1)
+
+
 # --- The console script, end to end -----------------------------------------------------------
 
 
 class FakeArk:
-    """A small Ark look-alike on 127.0.0.1: image generation and the video-task lifecycle.
+    """A small Ark look-alike on 127.0.0.1: image generation, the video-task lifecycle, and the
+    result files under /files/.
 
-    A task is queued when created and at its first GET, running after that, and succeeded
-    from its `polls_to_finish`-th GET on. Every request is recorded with the key it carried.
+    A task is queued when created and at its first GET, running after that, and succeeded from
+    its `polls_to_finish`-th GET on, or, with `seconds_to_finish`, once that long has passed
+    since it was created. Every request is recorded with the key it carried.
     """
 
-    def __init__(self, polls_to_finish: int = 3):
+    def __init__(self, polls_to_finish: int = 3, seconds_to_finish: float | None = None):
         self.polls_to_finish = polls_to_finish
+        self.seconds_to_finish = seconds_to_finish
         self.requests: list[dict[str, Any]] = []
         self.tasks: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/v3"
+        self.root = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.url = f"{self.root}/api/v3"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self) -> FakeArk:
@@ -521,7 +950,7 @@ class FakeArk:
             if method == "POST" and path == "/api/v3/contents/generations/tasks":
                 task_id = f"cgt-fake-{len(self.tasks) + 1}"
                 self.tasks[task_id] = {"id": task_id, "model": body["model"], "status": "queued", "polls": 0,
-                                       "created_at": 1743414619, "updated_at": 1743414619}
+                                       "born": time.monotonic(), "created_at": 1743414619, "updated_at": 1743414619}
                 return 200, {"id": task_id}
             if method == "GET" and path == "/api/v3/contents/generations/tasks":
                 wanted = {v for k, v in query if k == "filter.task_ids"}
@@ -532,8 +961,10 @@ class FakeArk:
                 return 404, {"error": {"code": "ResourceNotFound", "message": "task not found"}}
             if method == "GET":
                 task["polls"] += 1
-                if task["status"] in ("queued", "running") and task["polls"] > 1:
-                    task["status"] = "succeeded" if task["polls"] >= self.polls_to_finish else "running"
+                if task["status"] in ("queued", "running"):
+                    done = (time.monotonic() - task["born"] >= self.seconds_to_finish if self.seconds_to_finish
+                            else task["polls"] >= self.polls_to_finish)
+                    task["status"] = "succeeded" if done else "running" if task["polls"] > 1 else "queued"
                 return 200, self._view(task)
             if method == "DELETE":
                 if task["status"] == "queued":
@@ -546,11 +977,10 @@ class FakeArk:
                 return 200, {}
         return 404, {"error": {"code": "NotFound", "message": "no such route"}}
 
-    @staticmethod
-    def _view(task: dict[str, Any]) -> dict[str, Any]:
-        view = {k: v for k, v in task.items() if k != "polls"}
+    def _view(self, task: dict[str, Any]) -> dict[str, Any]:
+        view = {k: v for k, v in task.items() if k not in ("polls", "born")}
         if task["status"] == "succeeded":
-            view.update(content={"video_url": f"https://cdn.test/{task['id']}.mp4"}, resolution="720p",
+            view.update(content={"video_url": f"{self.root}/files/{task['id']}.mp4?sig=x"}, resolution="720p",
                         ratio="16:9", duration=5, framespersecond=24)
         return view
 
@@ -565,10 +995,14 @@ class FakeArk:
                 query = parse_qsl(split.query)
                 fake.requests.append({"method": self.command, "path": split.path, "query": query, "body": body,
                                       "authorization": self.headers.get("Authorization")})
+                if split.path.startswith("/files/"):
+                    return self._send(200, VIDEO_BYTES, "video/mp4")
                 status, answer = fake.handle(self.command, split.path, query, body)
-                data = json.dumps(answer).encode()
+                self._send(status, json.dumps(answer).encode(), "application/json")
+
+            def _send(self, status: int, data: bytes, content_type: str) -> None:
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -608,7 +1042,7 @@ async def test_console_script_runs_the_whole_video_task_lifecycle_over_stdio(fak
         gone = await client.call_tool("query_video_task", {"task_id": task_id})
     assert created.structured_content["status"] == "queued"
     assert statuses == ["queued", "running", "succeeded"]
-    assert task["video_url"] == f"https://cdn.test/{task_id}.mp4"
+    assert task["video_url"] == f"{fake_ark.root}/files/{task_id}.mp4?sig=x"
     assert [t["task_id"] for t in listing["tasks"]] == [task_id] and listing["total"] == 1
     assert (deleted["outcome"], deleted["previous_status"]) == ("deleted", "succeeded")
     assert "Ark API error 404 ResourceNotFound" in error_text(gone)
@@ -626,6 +1060,32 @@ async def test_console_script_generates_images_and_cancels_queued_tasks(fake_ark
     assert fake_ark.requests[0]["body"] == {"model": "ep-image", "prompt": "a fox"}
     assert (cancelled["outcome"], cancelled["previous_status"]) == ("cancelled", "queued")
     assert fake_ark.tasks[task_id]["status"] == "cancelled"
+
+
+async def test_console_script_waits_with_progress_and_saves_a_video_made_from_a_local_file(tmp_path: Path) -> None:
+    frame = Path(write(tmp_path / "first frame.png", PNG))
+    out = tmp_path / "videos"
+    out.mkdir()
+    updates: list[str | None] = []
+
+    async def progress(value: float, total: float | None, message: str | None) -> None:
+        updates.append(message)
+
+    with FakeArk(seconds_to_finish=2) as fake:
+        async with Client(stdio_server(fake)) as client:
+            result = await client.call_tool("generate_video", {
+                "prompt": "the fox wakes up", "first_frame": str(frame), "wait_seconds": 60, "save_dir": str(out)},
+                progress_callback=progress)
+    task = result.structured_content
+    assert task["status"] == "succeeded", result
+    assert fake.requests[0]["body"]["content"][1] == {
+        "type": "image_url", "image_url": {"url": data_url("image/png", PNG)}, "role": "first_frame"}
+    video = out.resolve() / f"{task['task_id']}.mp4"
+    assert task["saved_files"] == [{"path": str(video), "bytes": len(VIDEO_BYTES)}]
+    assert video.read_bytes() == VIDEO_BYTES and [p.name for p in out.iterdir()] == [video.name]
+    assert updates and updates[0] == "queued, 0 s elapsed"
+    download = [r for r in fake.requests if r["path"].startswith("/files/")]
+    assert len(download) == 1 and download[0]["authorization"] is None
 
 
 @pytest.mark.parametrize("command", [[str(SCRIPT)], [str(SCRIPT.with_name("doubao-mcp"))],
