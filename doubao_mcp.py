@@ -12,14 +12,20 @@ Environment:
     DOUBAO_VIDEO_MODEL   default video model or endpoint id (fallback DOUBAO_VIDEO_ENDPOINT_ID).
     ARK_TIMEOUT          seconds to wait for an image generation answer, default 300.
     DOUBAO_OUTPUT_DIR    folder to save results in when a call gives no save_dir (relative to home).
+    DOUBAO_ALLOWED_DIR   the only folder tools may read images from and save into; required for local
+                         files over HTTP, where the server's disk is not the caller's.
+    DOUBAO_MCP_TRANSPORT, DOUBAO_MCP_HOST, DOUBAO_MCP_PORT, DOUBAO_MCP_ALLOWED_HOSTS,
+    DOUBAO_MCP_ALLOWED_ORIGINS, DOUBAO_MCP_LOG_LEVEL: defaults for the command-line options.
 
-Run it over stdio with `doubao-image-video-mcp` (alias `doubao-mcp`, or `python -m doubao_mcp`).
+Run it over stdio with `doubao-image-video-mcp` (alias `doubao-mcp`, or `python -m doubao_mcp`), or
+host it with `doubao-image-video-mcp --transport streamable-http --host 0.0.0.0 --port 8000`.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import email.utils
 import logging
 import os
@@ -29,7 +35,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -43,6 +49,7 @@ import requests
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
+from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import ToolAnnotations
 from pydantic import AfterValidator, Field
 from requests.adapters import HTTPAdapter
@@ -149,6 +156,8 @@ class Config:
     video_model: str = DEFAULT_VIDEO_MODEL
     image_timeout: float = DEFAULT_IMAGE_TIMEOUT
     output_dir: str | None = None
+    allowed_dir: Path | None = None
+    serving_http: bool = False  # set by main(): over HTTP, callers bring keys and the disk is not theirs
     poll_intervals: tuple[float, float] = POLL_INTERVALS
     max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES
 
@@ -167,6 +176,9 @@ class Config:
             image_timeout = 0
         if not 0 < image_timeout <= 3600:
             raise ValueError(f"ARK_TIMEOUT must be a number of seconds between 1 and 3600, got {timeout!r}")
+        allowed_dir = first(("DOUBAO_ALLOWED_DIR",))
+        if allowed_dir and not Path(allowed_dir).expanduser().is_dir():
+            raise ValueError(f"DOUBAO_ALLOWED_DIR must be an existing folder, got {allowed_dir!r}")
         return cls(
             api_key=first(API_KEY_ENV),
             base_url=base_url,
@@ -174,7 +186,36 @@ class Config:
             video_model=first(VIDEO_MODEL_ENV) or DEFAULT_VIDEO_MODEL,
             image_timeout=image_timeout,
             output_dir=first(("DOUBAO_OUTPUT_DIR",)),
+            allowed_dir=allowed_dir and Path(allowed_dir).expanduser().resolve(),
         )
+
+    def local_path(self, value: str, argument: str) -> Path:
+        """A path a tool may read or write. On stdio the disk is the user's own, so any path will do and
+        relative ones are under home (clients often start servers in `/`). Over HTTP the disk is not the
+        caller's: nothing, unless DOUBAO_ALLOWED_DIR names a folder. A set DOUBAO_ALLOWED_DIR confines
+        every path, checked after symlinks and `..` are resolved."""
+        if self.serving_http and self.allowed_dir is None:
+            raise DoubaoError(f"{argument}: local files are off because this server is used over HTTP and its "
+                              "disk is not yours; pass an https or data: URL. The operator can allow a folder "
+                              "with DOUBAO_ALLOWED_DIR.")
+        path = Path(value).expanduser()
+        path = (path if path.is_absolute() else (self.allowed_dir or Path.home()) / path).resolve()
+        if self.allowed_dir is not None and not path.is_relative_to(self.allowed_dir):
+            raise DoubaoError(f"{argument}: {value[:200]!r} is outside the allowed folder {self.allowed_dir}.")
+        return path
+
+    def api_key_for(self, headers: Mapping[str, str] | None) -> str:
+        """The caller's own Ark key from its HTTP request headers, else the server's."""
+        headers = headers or {}
+        bearer = headers.get("authorization", "")
+        key = bearer[7:].strip() if bearer[:7].lower() == "bearer " else headers.get("x-api-key", "").strip()
+        if key or self.api_key:
+            return key or self.api_key
+        raise DoubaoError(
+            "No Ark API key: send yours with the request as 'Authorization: Bearer <Ark API key>' or "
+            "'X-API-Key: <Ark API key>', or have the operator set ARK_API_KEY." if self.serving_http else
+            "No Ark API key: set ARK_API_KEY in this server's environment (the \"env\" block of your MCP client "
+            "config). Create a key in the Ark console under API Key management.")
 
 
 # --- Errors ----------------------------------------------------------------------------------
@@ -275,10 +316,10 @@ def sniff(head: bytes) -> tuple[str, str] | None:
                  if head[offset:offset + len(magic)] == magic), None)
 
 
-def load_image(ref: str, argument: str, max_bytes: int) -> str:
+def load_image(ref: str, argument: str, max_bytes: int, local_path: Callable[[str, str], Path]) -> str:
     """One image argument as Ark takes it: URLs pass through, a local file becomes a data URL.
 
-    Runs on a worker thread: it reads files.
+    Runs on a worker thread: it reads files. `local_path` decides which files may be read.
     """
     ref = ref.strip()
     parts = urlsplit(ref)
@@ -293,15 +334,10 @@ def load_image(ref: str, argument: str, max_bytes: int) -> str:
     if parts.scheme == "file":
         if parts.netloc not in ("", "localhost"):
             raise DoubaoError(f"{argument}: {ref[:200]!r} points at another machine; use a local path.")
-        path = Path(url2pathname(unquote(parts.path)))
+        ref = url2pathname(unquote(parts.path))
     elif len(parts.scheme) > 1:  # one letter is a Windows drive (C:\...), not a scheme
         raise DoubaoError(f"{argument}: {ref[:80]!r} is not an https URL, a data:image URL or a file path.")
-    else:
-        path = Path(ref).expanduser()
-    if not path.is_absolute():
-        raise DoubaoError(f"{argument}: {ref[:200]!r} is not a URL or an absolute path; give a full path such "
-                          "as ~/Pictures/cat.png.")
-    return _file_data_url(path, argument, max_bytes)
+    return _file_data_url(local_path(ref, argument), argument, max_bytes)
 
 
 def _file_data_url(path: Path, argument: str, max_bytes: int) -> str:
@@ -324,18 +360,17 @@ def _file_data_url(path: Path, argument: str, max_bytes: int) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
-def load_images(refs: Iterable[tuple[str, str | None]], max_bytes: int) -> list[str | None]:
+def load_images(refs: Iterable[tuple[str, str | None]], max_bytes: int,
+                local_path: Callable[[str, str], Path]) -> list[str | None]:
     """`load_image` for several (argument name, value) pairs at once, keeping None for absent ones."""
-    return [ref and load_image(ref, argument, max_bytes) for argument, ref in refs]
+    return [ref and load_image(ref, argument, max_bytes, local_path) for argument, ref in refs]
 
 
-def output_dir(save_dir: str | None) -> Path | None:
-    """The folder to save results in, checked before anything is generated. Relative means under home:
-    MCP clients often start servers with the working directory `/`."""
+def output_dir(save_dir: str | None, local_path: Callable[[str, str], Path]) -> Path | None:
+    """The folder to save results in, checked before anything is generated."""
     if not save_dir:
         return None
-    path = Path(save_dir).expanduser()
-    path = (path if path.is_absolute() else Path.home() / path).resolve()
+    path = local_path(save_dir, "save_dir")
     if not path.exists():
         raise DoubaoError(f"save_dir {path} does not exist: create it first or choose an existing folder.")
     if not path.is_dir():
@@ -837,13 +872,6 @@ class ArkClient:
 # --- The MCP tools ---------------------------------------------------------------------------
 
 
-def _require_key(config: Config) -> str:
-    if not config.api_key:
-        raise DoubaoError("No Ark API key: set ARK_API_KEY in this server's environment (the \"env\" block of "
-                          "your MCP client config). Create a key in the Ark console under API Key management.")
-    return config.api_key
-
-
 def _transient(error: DoubaoError) -> bool:
     return isinstance(error, ArkConnectionError) or (
         isinstance(error, ArkAPIError) and (error.status == 429 or error.status >= 500))
@@ -987,9 +1015,10 @@ def build_server(config: Config, client: ArkClient | None = None) -> MCPServer:
         Returns image URLs (valid 24 h), per-image errors, and saved file paths with save_dir."""
         if max_images and max_images > 1 and len(images or []) + max_images > 15:
             raise DoubaoError(f"images plus max_images may total 15 at most, got {len(images or [])} + {max_images}.")
-        api_key = _require_key(config)
-        save_to = await call(output_dir, save_dir or config.output_dir)
-        refs = await call(load_images, [("images", ref) for ref in images or []], IMAGE_INPUT_MAX_BYTES)
+        api_key = config.api_key_for(ctx.headers)
+        save_to = await call(output_dir, save_dir or config.output_dir, config.local_path)
+        refs = await call(load_images, [("images", ref) for ref in images or []], IMAGE_INPUT_MAX_BYTES,
+                          config.local_path)
         body = image_request(prompt, model or config.image_model, refs, size, max_images, seed,
                              guidance_scale, watermark)
         data = await with_heartbeat(ctx, "generating images", call(client.generate_images, body, api_key))
@@ -1028,11 +1057,12 @@ def build_server(config: Config, client: ArkClient | None = None) -> MCPServer:
         """Start a Doubao Seedance video task: text-to-video, or image-to-video from a first frame, first and
         last frames, or reference images. Returns a task_id; with wait_seconds, waits for the video."""
         check_video_combination(first_frame, last_frame, reference_images or [], duration, frames)
-        api_key = _require_key(config)
-        save_to = await call(output_dir, save_dir or config.output_dir)
+        api_key = config.api_key_for(ctx.headers)
+        save_to = await call(output_dir, save_dir or config.output_dir, config.local_path)
         named = [("first_frame", first_frame), ("last_frame", last_frame)]
         first, last, *refs = await call(load_images, named + [("reference_images", ref) for ref in
-                                                               reference_images or []], VIDEO_FRAME_MAX_BYTES)
+                                                               reference_images or []], VIDEO_FRAME_MAX_BYTES,
+                                        config.local_path)
         body = video_request(
             prompt, model or config.video_model, first, last, refs, resolution=resolution, ratio=ratio,
             duration=duration, frames=frames, seed=seed, camera_fixed=camera_fixed, watermark=watermark,
@@ -1047,12 +1077,13 @@ def build_server(config: Config, client: ArkClient | None = None) -> MCPServer:
                                save_dir: SaveDir = None) -> VideoTask:
         """Get a video task's status and, once succeeded, its video URL (valid 24 h). With wait_seconds, waits
         for it to finish; with save_dir, saves the video."""
-        api_key = _require_key(config)
-        save_to = await call(output_dir, save_dir or config.output_dir)
+        api_key = config.api_key_for(ctx.headers)
+        save_to = await call(output_dir, save_dir or config.output_dir, config.local_path)
         return await finish_task(None, task_id, wait_seconds, save_to, api_key, ctx)
 
     @tool(title="List video tasks", read_only_hint=True, idempotent_hint=True)
     async def list_video_tasks(
+        ctx: Context,
         status: TaskStatus | None = None,
         model: Annotated[ModelId, Field(description="Only tasks of this model or endpoint id.")] = None,
         task_ids: Annotated[list[Annotated[str, AfterValidator(_task_id)]] | None,
@@ -1062,13 +1093,13 @@ def build_server(config: Config, client: ArkClient | None = None) -> MCPServer:
     ) -> TaskList:
         """List video tasks from the last 7 days, newest first, optionally filtered."""
         params = list_query(status, model, task_ids or [], page_num, page_size)
-        return shape_task_list(await call(client.list_tasks, params, _require_key(config)))
+        return shape_task_list(await call(client.list_tasks, params, config.api_key_for(ctx.headers)))
 
     @tool(title="Cancel or delete a video task", read_only_hint=False, destructive_hint=True, idempotent_hint=False)
-    async def cancel_video_task(task_id: TaskId) -> CancelResult:
+    async def cancel_video_task(task_id: TaskId, ctx: Context) -> CancelResult:
         """Cancel a queued video task, or delete the record of a finished one. A running task cannot be
         cancelled."""
-        api_key = _require_key(config)
+        api_key = config.api_key_for(ctx.headers)
         status = shape_task(await call(client.get_task, task_id, api_key))["status"]
         try:
             await call(client.delete_task, task_id, api_key)
@@ -1094,28 +1125,85 @@ def build_server(config: Config, client: ArkClient | None = None) -> MCPServer:
 # --- Entry point -----------------------------------------------------------------------------
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+TRANSPORTS = ("stdio", "streamable-http")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _transport_security(host: str, allowed_hosts: str, allowed_origins: str) -> TransportSecuritySettings | None:
+    """Host/Origin checks against DNS rebinding. None keeps the SDK's default: on for loopback binds."""
+    hosts = [h.strip() for h in allowed_hosts.split(",") if h.strip()]
+    if not hosts:
+        return None
+    if host in LOOPBACK_HOSTS:
+        hosts += ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=hosts + [f"{h}:*" for h in hosts if ":" not in h],  # with and without a port
+        allowed_origins=[o.strip() for o in allowed_origins.split(",") if o.strip()])
+
+
+def serve_http(server: MCPServer, host: str, port: int, security: TransportSecuritySettings | None,
+               log_level: str) -> None:
+    import uvicorn  # only hosting needs it: keeps stdio start-up lean
+
+    # Stateless: no session lives in this process, so any replica can answer any request.
+    app = server.streamable_http_app(stateless_http=True, host=host, transport_security=security)
+    # log_config=None: uvicorn's records go to our stderr handler, never to stdout.
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, log_level=log_level)).run()
+
+
 def main(argv: list[str] | None = None) -> None:
+    env = os.environ
     parser = argparse.ArgumentParser(
         prog="doubao-image-video-mcp",
-        description="MCP server for Doubao Seedream images and Seedance videos (Volcengine Ark). "
-        "Serves MCP over stdio; configure it with ARK_API_KEY, ARK_BASE_URL, DOUBAO_IMAGE_MODEL, "
-        "DOUBAO_VIDEO_MODEL and ARK_TIMEOUT.",
+        description="MCP server for Doubao Seedream images and Seedance videos (Volcengine Ark). Configure "
+        "it with ARK_API_KEY, ARK_BASE_URL, DOUBAO_IMAGE_MODEL, DOUBAO_VIDEO_MODEL, ARK_TIMEOUT, "
+        "DOUBAO_OUTPUT_DIR and DOUBAO_ALLOWED_DIR. Each option below also reads the variable named in it.",
     )
+    parser.add_argument("--transport", choices=TRANSPORTS,
+                        default=env.get("DOUBAO_MCP_TRANSPORT", "stdio"),
+                        help="stdio (default) for a local client; streamable-http to host it (DOUBAO_MCP_TRANSPORT)")
+    parser.add_argument("--host", default=env.get("DOUBAO_MCP_HOST", "127.0.0.1"),
+                        help="HTTP bind address, default 127.0.0.1 (DOUBAO_MCP_HOST)")
+    parser.add_argument("--port", type=int, default=env.get("DOUBAO_MCP_PORT", "8000"),
+                        help="HTTP port, default 8000 (DOUBAO_MCP_PORT)")
+    parser.add_argument("--allowed-hosts", default=env.get("DOUBAO_MCP_ALLOWED_HOSTS", ""),
+                        help="comma-separated Host names clients use, e.g. mcp.example.com; turns on "
+                        "DNS-rebinding protection for non-loopback binds (DOUBAO_MCP_ALLOWED_HOSTS)")
+    parser.add_argument("--allowed-origins", default=env.get("DOUBAO_MCP_ALLOWED_ORIGINS", ""),
+                        help="comma-separated browser Origins allowed with --allowed-hosts (DOUBAO_MCP_ALLOWED_ORIGINS)")
+    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS,
+                        default=env.get("DOUBAO_MCP_LOG_LEVEL", "WARNING"),
+                        help="stderr log level, default WARNING (DOUBAO_MCP_LOG_LEVEL)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.parse_args(argv)
-    # stdout is the protocol channel: every log line goes to stderr. Set before MCPServer() configures its own.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, force=True,
+    args = parser.parse_args(argv)
+    if args.transport not in TRANSPORTS or args.log_level not in LOG_LEVELS:  # argparse checks no defaults
+        parser.error(f"DOUBAO_MCP_TRANSPORT must be one of {TRANSPORTS} and DOUBAO_MCP_LOG_LEVEL one of {LOG_LEVELS}")
+    # stdout is the protocol channel on stdio: every log line goes to stderr, set before MCPServer() sets its own.
+    logging.basicConfig(level=args.log_level, stream=sys.stderr, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serving_http = args.transport == "streamable-http"
     try:
-        config = Config.from_env()
+        config = replace(Config.from_env(), serving_http=serving_http)
     except ValueError as error:
         sys.exit(f"doubao-mcp: {error}")  # SystemExit with a message writes it to stderr
-    if not config.api_key:
-        log.warning("ARK_API_KEY is not set: tools are listed, but calls will ask for a key.")
-    try:
-        build_server(config).run("stdio")
-    except KeyboardInterrupt:
-        pass
+    server = build_server(config)
+    if not serving_http:
+        if not config.api_key:
+            log.warning("ARK_API_KEY is not set: tools are listed, but calls will ask for a key.")
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run("stdio")
+        return
+    if args.host not in LOOPBACK_HOSTS:
+        if config.api_key:
+            log.warning("Serving on %s with ARK_API_KEY set: requests without a key of their own spend "
+                        "this account's credit.", args.host)
+        if not args.allowed_hosts:
+            log.warning("DNS-rebinding protection is off for %s: set DOUBAO_MCP_ALLOWED_HOSTS to the host "
+                        "names clients use.", args.host)
+    serve_http(server, args.host, args.port, _transport_security(args.host, args.allowed_hosts,
+                                                                 args.allowed_origins), args.log_level.lower())
 
 
 if __name__ == "__main__":

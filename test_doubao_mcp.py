@@ -6,7 +6,10 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,11 +22,13 @@ from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 import anyio.from_thread
+import httpx2
 import pytest
 import requests
 import responses
 import urllib3
 from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
 
 import doubao_mcp
 from doubao_mcp import ArkAPIError, ArkClient, Config, build_server
@@ -132,6 +137,46 @@ def test_config_refuses_bad_values_by_name(env: dict[str, str], named: str) -> N
 
 def test_config_repr_hides_the_key() -> None:
     assert KEY not in repr(Config.from_env())
+
+
+@pytest.mark.parametrize("headers, key", [
+    (None, KEY),  # stdio: the server's own key
+    ({"authorization": "Bearer caller-key"}, "caller-key"),
+    ({"authorization": "bearer  caller-key "}, "caller-key"),
+    ({"x-api-key": "caller-key"}, "caller-key"),
+    ({"authorization": "Basic dXNlcjpwdw=="}, KEY),
+])
+def test_a_callers_key_comes_from_its_headers_else_the_servers(headers: Any, key: str) -> None:
+    assert Config.from_env().api_key_for(headers) == key
+
+
+def test_without_any_key_the_error_says_where_to_put_one() -> None:
+    with pytest.raises(doubao_mcp.DoubaoError, match="set ARK_API_KEY in this server's environment"):
+        Config().api_key_for(None)
+    with pytest.raises(doubao_mcp.DoubaoError, match="'Authorization: Bearer <Ark API key>' or 'X-API-Key"):
+        Config(serving_http=True).api_key_for({})
+
+
+def test_over_http_local_paths_stay_inside_the_allowed_folder(tmp_path: Path) -> None:
+    allowed, outside = tmp_path / "allowed", tmp_path / "outside"
+    allowed.mkdir()
+    outside.mkdir()
+    (allowed / "escape").symlink_to(outside)
+    with pytest.raises(doubao_mcp.DoubaoError, match="local files are off because this server is used over HTTP"):
+        Config(serving_http=True).local_path(str(allowed / "cat.png"), "first_frame")
+    config = Config(serving_http=True, allowed_dir=allowed.resolve())
+    assert config.local_path("cats/cat.png", "first_frame") == allowed.resolve() / "cats" / "cat.png"
+    assert config.local_path(str(allowed / "cat.png"), "first_frame") == allowed.resolve() / "cat.png"
+    for sneaky in ("../outside/cat.png", str(allowed / ".." / "outside"), "escape/cat.png", "/etc/passwd"):
+        with pytest.raises(doubao_mcp.DoubaoError, match="is outside the allowed folder"):
+            config.local_path(sneaky, "save_dir")
+    assert Config().local_path("/etc/passwd", "first_frame") == Path("/etc/passwd")  # stdio: the user's own disk
+
+
+def test_allowed_dir_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="DOUBAO_ALLOWED_DIR must be an existing folder"):
+        Config.from_env({"DOUBAO_ALLOWED_DIR": str(tmp_path / "missing")})
+    assert Config.from_env({"DOUBAO_ALLOWED_DIR": str(tmp_path)}).allowed_dir == tmp_path.resolve()
 
 
 # --- generate_image ---------------------------------------------------------------------------
@@ -667,9 +712,11 @@ async def test_local_files_in_every_form_are_sent_as_data_urls(ark: Any, tmp_pat
     write(tmp_path / "with space.png", PNG)
     ark.post(IMAGES, json={"data": []})
     await call("generate_image", {"prompt": "a", "images": [
-        str(tmp_path / "photo.jpg"), "~/b.jpeg", (tmp_path / "with space.png").as_uri(), "https://img.test/x.png"]})
+        str(tmp_path / "photo.jpg"), "~/b.jpeg", (tmp_path / "with space.png").as_uri(), "https://img.test/x.png",
+        "b.jpeg"]})  # relative: under home, as the client's working directory means nothing here
     assert sent_json(ark)["image"] == [data_url("image/png", PNG), data_url("image/jpeg", JPEG),
-                                       data_url("image/png", PNG), "https://img.test/x.png"]
+                                       data_url("image/png", PNG), "https://img.test/x.png",
+                                       data_url("image/jpeg", JPEG)]
 
 
 async def test_video_frames_accept_files_up_to_30_mb(ark: Any, tmp_path: Path) -> None:
@@ -685,7 +732,6 @@ async def test_video_frames_accept_files_up_to_30_mb(ark: Any, tmp_path: Path) -
     (lambda d: str(d), "is a folder, not an image file."),
     (lambda d: write(d / "notes.png", b"hello"), "notes.png is not a JPEG, PNG, WebP, BMP, TIFF or GIF image."),
     (lambda d: write(d / "big.png", PNG, size=31 * 2**20), "big.png is 31.0 MB, over Ark's 30.0 MB limit"),
-    (lambda d: "relative/cat.png", "'relative/cat.png' is not a URL or an absolute path"),
     (lambda d: "file:///etc/passwd", "/etc/passwd is not a JPEG, PNG"),
     (lambda d: "file://fileserver/share/cat.png", "points at another machine"),
     (lambda d: "/dev/null", "/dev/null is not a regular file."),
@@ -1071,7 +1117,7 @@ async def test_console_script_waits_with_progress_and_saves_a_video_made_from_a_
     async def progress(value: float, total: float | None, message: str | None) -> None:
         updates.append(message)
 
-    with FakeArk(seconds_to_finish=2) as fake:
+    with FakeArk(seconds_to_finish=1) as fake:
         async with Client(stdio_server(fake)) as client:
             result = await client.call_tool("generate_video", {
                 "prompt": "the fox wakes up", "first_frame": str(frame), "wait_seconds": 60, "save_dir": str(out)},
@@ -1088,19 +1134,184 @@ async def test_console_script_waits_with_progress_and_saves_a_video_made_from_a_
     assert len(download) == 1 and download[0]["authorization"] is None
 
 
+# --- Hosting over streamable HTTP, and stdio hygiene -------------------------------------------
+
+
+class HttpServer:
+    """The console script serving streamable HTTP on a free port, stopped with SIGTERM; its output kept."""
+
+    def __init__(self, fake: FakeArk, *args: str, **env: str):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/mcp"
+        self.process = subprocess.Popen(
+            [str(SCRIPT), "--transport", "streamable-http", "--port", str(self.port), *args],
+            env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/"), "ARK_BASE_URL": fake.url, **env},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.stdout = self.stderr = ""
+
+    def __enter__(self) -> HttpServer:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        self.__exit__()
+        pytest.fail(f"the HTTP server did not start: {self.stderr}")
+
+    def __exit__(self, *exc: Any) -> None:
+        self.process.terminate()
+        out, err = self.process.communicate(timeout=15)
+        self.stdout, self.stderr = out.decode(), err.decode()
+
+    def client(self, **headers: str) -> Client:
+        return Client(streamable_http_client(self.url, http_client=httpx2.AsyncClient(headers=headers)))
+
+
+async def test_over_http_each_callers_key_is_used_for_its_own_calls_only(fake_ark: FakeArk) -> None:
+    keys = {i: f"caller-key-{i}-{'x' * 20}" for i in range(8)}
+
+    async def caller(i: int) -> None:
+        header = {"Authorization": f"Bearer {keys[i]}"} if i % 2 else {"X-API-Key": keys[i]}
+        async with server_http.client(**header) as client:
+            for _ in range(3):
+                result = await client.call_tool("list_video_tasks", {"task_ids": [f"cgt-caller-{i}"]})
+                assert not result.is_error, result.content
+
+    with HttpServer(fake_ark, "--log-level", "DEBUG") as server_http:
+        async with anyio.create_task_group() as group:
+            for i in keys:
+                group.start_soon(caller, i)
+    upstream = [(dict(r["query"])["filter.task_ids"], r["authorization"]) for r in fake_ark.requests]
+    assert len(upstream) == 24
+    assert all(key == f"Bearer {keys[int(task.rsplit('-', 1)[1])]}" for task, key in upstream)
+    assert server_http.stdout == ""  # logs go to stderr, even uvicorn's
+    assert "doubao_mcp" in server_http.stderr or "uvicorn" in server_http.stderr
+    assert not any(key in server_http.stderr for key in keys.values()) and "Traceback" not in server_http.stderr
+
+
+async def test_beyond_loopback_without_a_key_calls_are_refused_before_ark(fake_ark: FakeArk) -> None:
+    with HttpServer(fake_ark, "--host", "0.0.0.0") as server_http:
+        async with server_http.client() as client:
+            result = await client.call_tool("generate_video", {"prompt": "a fox"})
+    assert "No Ark API key: send yours with the request as 'Authorization: Bearer <Ark API key>'" in error_text(result)
+    assert fake_ark.requests == []
+    assert "DNS-rebinding protection is off for 0.0.0.0" in server_http.stderr
+
+
+async def test_over_http_the_server_key_serves_callers_without_one_and_progress_arrives(fake_ark: FakeArk) -> None:
+    fake_ark.seconds_to_finish = 1
+    updates: list[str | None] = []
+
+    async def progress(value: float, total: float | None, message: str | None) -> None:
+        updates.append(message)
+
+    with HttpServer(fake_ark, ARK_API_KEY=KEY) as server_http:
+        async with server_http.client() as client:
+            created = (await client.call_tool("generate_video", {"prompt": "a fox"})).structured_content
+        async with server_http.client() as client:  # a new connection: nothing was kept between them
+            task = (await client.call_tool("query_video_task", {"task_id": created["task_id"], "wait_seconds": 30},
+                                           progress_callback=progress)).structured_content
+    assert task["status"] == "succeeded"
+    assert updates and updates[0].startswith("queued, 0 s elapsed")
+    assert {r["authorization"] for r in fake_ark.requests} == {f"Bearer {KEY}"}
+
+
+def post_tools_list(url: str, host: str) -> Any:
+    return httpx2.post(url, headers={"Host": host, "Accept": "application/json, text/event-stream"},
+                       json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+
+
+def test_the_host_check_guards_loopback_and_named_hosts(fake_ark: FakeArk) -> None:
+    with HttpServer(fake_ark) as loopback:
+        assert post_tools_list(loopback.url, "evil.example").status_code == 421
+        answer = post_tools_list(loopback.url, f"127.0.0.1:{loopback.port}")
+        assert answer.status_code == 200 and "mcp-session-id" not in answer.headers  # stateless
+    with HttpServer(fake_ark, "--host", "0.0.0.0", DOUBAO_MCP_ALLOWED_HOSTS="mcp.example.com") as named:
+        assert post_tools_list(named.url, "evil.example").status_code == 421
+        assert post_tools_list(named.url, "mcp.example.com").status_code == 200
+        assert post_tools_list(named.url, f"mcp.example.com:{named.port}").status_code == 200
+
+
+async def test_over_http_local_files_need_an_allowed_folder_and_stay_in_it(fake_ark: FakeArk, tmp_path: Path) -> None:
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    write(allowed / "frame.png", PNG)
+    write(tmp_path / "secret.png", PNG)
+    with HttpServer(fake_ark, ARK_API_KEY=KEY) as closed:
+        async with closed.client() as client:
+            refused = await client.call_tool("generate_video", {"prompt": "a", "first_frame": str(allowed / "frame.png")})
+            no_save = await client.call_tool("query_video_task", {"task_id": "cgt-1", "save_dir": str(allowed)})
+    with HttpServer(fake_ark, ARK_API_KEY=KEY, DOUBAO_ALLOWED_DIR=str(allowed)) as opened:
+        async with opened.client() as client:
+            inside = await client.call_tool("generate_video", {"prompt": "a", "first_frame": "frame.png"})
+            outside = await client.call_tool("generate_video", {"prompt": "a", "first_frame": "../secret.png"})
+    assert "first_frame: local files are off because this server is used over HTTP" in error_text(refused)
+    assert "save_dir: local files are off" in error_text(no_save)
+    assert not inside.is_error and "'../secret.png' is outside the allowed folder" in error_text(outside)
+    assert [r["body"]["content"][1]["image_url"]["url"] for r in fake_ark.requests] == [data_url("image/png", PNG)]
+
+
+def test_stdio_carries_only_protocol_messages_and_ends_cleanly_on_ctrl_c(fake_ark: FakeArk) -> None:
+    process = subprocess.Popen([str(SCRIPT), "--log-level", "debug"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env={"PATH": os.environ["PATH"], "ARK_BASE_URL": fake_ark.url})
+    messages = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "list_video_tasks", "arguments": {}}},
+        {"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "generate_video", "arguments": {}}},
+    ]
+    assert process.stdin and process.stdout
+    process.stdin.write(b"".join(json.dumps(m).encode() + b"\n" for m in messages) + b"not json at all\n")
+    process.stdin.flush()
+    replies = [json.loads(process.stdout.readline()) for _ in range(4)]
+    process.send_signal(signal.SIGINT)
+    rest, err = process.communicate(timeout=15)
+    assert [r["id"] for r in replies] == [1, 2, 3, 4] and all(r["jsonrpc"] == "2.0" for r in replies)
+    assert "set ARK_API_KEY" in replies[2]["result"]["content"][0]["text"]
+    assert replies[3]["result"]["isError"] and rest == b""
+    assert process.returncode == 0 and b"Traceback" not in err and b"ARK_API_KEY is not set" in err
+
+
+def test_closing_stdin_ends_the_server_cleanly() -> None:
+    run = subprocess.run([str(SCRIPT)], input=b"", capture_output=True, timeout=30,
+                         env={"PATH": os.environ["PATH"], "ARK_API_KEY": KEY})
+    assert (run.returncode, run.stdout) == (0, b"") and b"Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("argv, env, message", [
+    (["--transport", "carrier-pigeon"], {}, "invalid choice: 'carrier-pigeon'"),
+    ([], {"DOUBAO_MCP_TRANSPORT": "pigeon"}, "DOUBAO_MCP_TRANSPORT must be one of"),
+    ([], {"DOUBAO_MCP_LOG_LEVEL": "chatty"}, "DOUBAO_MCP_LOG_LEVEL one of"),
+    (["--port", "eighty"], {}, "invalid int value: 'eighty'"),
+    ([], {"DOUBAO_ALLOWED_DIR": "/no/such/folder"}, "DOUBAO_ALLOWED_DIR must be an existing folder"),
+    ([], {"ARK_BASE_URL": "ftp://ark"}, "ARK_BASE_URL must be an http(s) URL"),
+])
+def test_bad_options_stop_start_up_with_a_message_on_stderr_only(argv: list[str], env: dict[str, str],
+                                                                 message: str) -> None:
+    run = subprocess.run([str(SCRIPT), *argv], input=b"", capture_output=True, timeout=30,
+                         env={"PATH": os.environ["PATH"], **env})
+    assert run.returncode != 0 and run.stdout == b""
+    assert message in run.stderr.decode() and b"Traceback" not in run.stderr
+
+
 @pytest.mark.parametrize("command", [[str(SCRIPT)], [str(SCRIPT.with_name("doubao-mcp"))],
                                      [sys.executable, "-m", "doubao_mcp"]])
-def test_help_and_version_need_no_key_and_no_network(command: list[str]) -> None:
+def test_version_needs_no_key_and_no_network(command: list[str]) -> None:
     env = {"PATH": "/usr/bin:/bin", "ARK_BASE_URL": "http://127.0.0.1:9/unreachable"}
     version = subprocess.run([*command, "--version"], capture_output=True, text=True, env=env, timeout=30)
-    helped = subprocess.run([*command, "--help"], capture_output=True, text=True, env=env, timeout=30)
     assert version.returncode == 0 and version.stdout.strip() == f"doubao-image-video-mcp {doubao_mcp.__version__}"
-    assert helped.returncode == 0 and "ARK_API_KEY" in helped.stdout
 
 
-def test_a_bad_setting_stops_start_up_with_a_message_on_stderr_only() -> None:
-    run = subprocess.run([str(SCRIPT)], capture_output=True, text=True, timeout=30, input="",
-                         env={"PATH": "/usr/bin:/bin", "ARK_BASE_URL": "ftp://ark"})
-    assert run.returncode != 0
-    assert run.stdout == ""
-    assert "ARK_BASE_URL must be an http(s) URL" in run.stderr and "Traceback" not in run.stderr
+def test_help_needs_no_key_and_names_every_setting() -> None:
+    helped = subprocess.run([str(SCRIPT), "--help"], capture_output=True, text=True, timeout=30,
+                            env={"PATH": "/usr/bin:/bin", "ARK_BASE_URL": "http://127.0.0.1:9/unreachable"})
+    assert helped.returncode == 0
+    for name in ("ARK_API_KEY", "ARK_BASE_URL", "DOUBAO_OUTPUT_DIR", "DOUBAO_ALLOWED_DIR", "--transport",
+                 "DOUBAO_MCP_HOST", "DOUBAO_MCP_PORT", "DOUBAO_MCP_ALLOWED_HOSTS", "DOUBAO_MCP_LOG_LEVEL"):
+        assert name in " ".join(helped.stdout.split()), name
