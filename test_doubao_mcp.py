@@ -4,7 +4,6 @@ runs of the installed console script over stdio against a fake Ark server on 127
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import os
 import re
@@ -14,8 +13,9 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import replace
 from functools import partial
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -612,7 +612,7 @@ async def test_a_wait_ends_at_its_deadline_when_the_task_never_finishes() -> Non
 
 
 def fast_polls(**changes: Any) -> Config:
-    return dataclasses.replace(Config.from_env(), poll_intervals=(0.01, 0.02), **changes)
+    return replace(Config.from_env(), poll_intervals=(0.01, 0.02), **changes)
 
 
 async def test_waiting_sends_progress_to_the_client(ark: Any) -> None:
@@ -959,26 +959,49 @@ def test_a_post_ark_cannot_have_acted_on_is_retried(ark: Any, failure: dict[str,
 # --- The console script, end to end -----------------------------------------------------------
 
 
+def answer(status: int, body: bytes | str = b"", content_type: str = "application/json", length: int | None = None,
+           delay: float = 0.0, **headers: str) -> Any:
+    """A raw response for FakeArk.faults: any status, headers and body, after `delay` seconds. A `length`
+    larger than the body declares more than is sent, then drops the connection mid-body."""
+    data = body.encode() if isinstance(body, str) else body
+
+    def respond(handler: BaseHTTPRequestHandler) -> None:
+        time.sleep(delay)
+        handler.send_response(status)
+        for name, value in {"Content-Type": content_type, **headers}.items():
+            handler.send_header(name.replace("_", "-"), value)
+        handler.send_header("Content-Length", str(len(data) if length is None else length))
+        handler.end_headers()
+        handler.wfile.write(data)
+        handler.close_connection = length is not None
+
+    return respond
+
+
 class FakeArk:
     """A small Ark look-alike on 127.0.0.1: image generation, the video-task lifecycle, and the
-    result files under /files/.
+    result files under /files/, over HTTP/1.1 keep-alive like the real thing.
 
     A task is queued when created and at its first GET, running after that, and succeeded from
     its `polls_to_finish`-th GET on, or, with `seconds_to_finish`, once that long has passed
-    since it was created. Every request is recorded with the key it carried.
+    since it was created. Every request is recorded with the key it carried and the connection
+    it came on. `faults[(method, path prefix)] = answer(...)` replaces the answer to matching requests.
     """
 
     def __init__(self, polls_to_finish: int = 3, seconds_to_finish: float | None = None):
         self.polls_to_finish = polls_to_finish
         self.seconds_to_finish = seconds_to_finish
+        self.video_size: int | None = None  # serve a video of this many bytes, streamed, instead of VIDEO_BYTES
+        self.faults: dict[tuple[str, str], Any] = {}
         self.requests: list[dict[str, Any]] = []
         self.tasks: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
+        self.server.handle_error = lambda request, address: None  # a client that hung up is not news here
         self.root = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.url = f"{self.root}/api/v3"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True)  # quick stop
 
     def __enter__(self) -> FakeArk:
         self.thread.start()
@@ -988,6 +1011,11 @@ class FakeArk:
         self.server.shutdown()
         self.server.server_close()
 
+    def add_task(self, task_id: str, **fields: Any) -> None:
+        self.tasks[task_id] = {"id": task_id, "model": "doubao-seedance-1-5-pro-251215", "status": "queued",
+                               "polls": 0, "born": time.monotonic(), "created_at": 1743414619,
+                               "updated_at": 1743414619, **fields}
+
     def handle(self, method: str, path: str, query: list[tuple[str, str]], body: Any) -> tuple[int, Any]:
         with self.lock:
             if method == "POST" and path == "/api/v3/images/generations":
@@ -995,8 +1023,7 @@ class FakeArk:
                              "data": [{"url": "https://cdn.test/image-0.jpeg", "size": "2048x2048"}]}
             if method == "POST" and path == "/api/v3/contents/generations/tasks":
                 task_id = f"cgt-fake-{len(self.tasks) + 1}"
-                self.tasks[task_id] = {"id": task_id, "model": body["model"], "status": "queued", "polls": 0,
-                                       "born": time.monotonic(), "created_at": 1743414619, "updated_at": 1743414619}
+                self.add_task(task_id, model=body["model"])
                 return 200, {"id": task_id}
             if method == "GET" and path == "/api/v3/contents/generations/tasks":
                 wanted = {v for k, v in query if k == "filter.task_ids"}
@@ -1034,24 +1061,34 @@ class FakeArk:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # else headers and body in two writes wait on a delayed ACK (40 ms)
+
             def _serve(self) -> None:
                 split = urlsplit(self.path)
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 body = json.loads(raw) if raw else None
                 query = parse_qsl(split.query)
                 fake.requests.append({"method": self.command, "path": split.path, "query": query, "body": body,
-                                      "authorization": self.headers.get("Authorization")})
+                                      "authorization": self.headers.get("Authorization"),
+                                      "connection": self.client_address})
+                fault = next((f for (method, prefix), f in list(fake.faults.items())
+                              if method == self.command and split.path.startswith(prefix)), None)
+                if fault:
+                    return fault(self)
                 if split.path.startswith("/files/"):
-                    return self._send(200, VIDEO_BYTES, "video/mp4")
-                status, answer = fake.handle(self.command, split.path, query, body)
-                self._send(status, json.dumps(answer).encode(), "application/json")
+                    return self._send_video()
+                status, reply = fake.handle(self.command, split.path, query, body)
+                answer(status, json.dumps(reply))(self)
 
-            def _send(self, status: int, data: bytes, content_type: str) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+            def _send_video(self) -> None:
+                if fake.video_size is None:
+                    return answer(200, VIDEO_BYTES, "video/mp4")(self)
+                answer(200, VIDEO_BYTES[:12], "video/mp4", length=fake.video_size)(self)
+                chunk = bytes(2**20)
+                for start in range(12, fake.video_size, len(chunk)):
+                    self.wfile.write(chunk[: fake.video_size - start])
+                self.close_connection = False
 
             do_GET = do_POST = do_DELETE = _serve
 
@@ -1132,6 +1169,192 @@ async def test_console_script_waits_with_progress_and_saves_a_video_made_from_a_
     assert updates and updates[0] == "queued, 0 s elapsed"
     download = [r for r in fake.requests if r["path"].startswith("/files/")]
     assert len(download) == 1 and download[0]["authorization"] is None
+
+
+# --- The fault and bad-input suite ---------------------------------------------------------------
+# Every case runs against FakeArk over real sockets and must give a clear isError naming the cause,
+# with no key in the text, no file left behind, and the server answering the next call.
+
+
+def ark_error(status: int, code: str, message: str, **headers: str) -> Any:
+    return answer(status, json.dumps({"error": {"code": code, "message": message}}), **headers)
+
+
+VIDEO_CALL = ("generate_video", {"prompt": "a fox"})
+QUERY_CALL = ("query_video_task", {"task_id": "cgt-done"})
+IMAGE_CALL = ("generate_image", {"prompt": "a fox"})
+TASKS_ROUTE = "/api/v3/contents/generations/tasks"
+IMAGES_ROUTE = "/api/v3/images/generations"
+
+UPSTREAM_FAULTS = {
+    "400": (("POST", TASKS_ROUTE), ark_error(400, "InvalidParameter", "duration is invalid"), VIDEO_CALL,
+            "Ark API error 400 InvalidParameter: duration is invalid"),
+    "401": (("POST", TASKS_ROUTE), ark_error(401, "AuthenticationError", "bad key"), VIDEO_CALL, "Check ARK_API_KEY"),
+    "403": (("POST", IMAGES_ROUTE), ark_error(403, "AccessDenied", "no access"), IMAGE_CALL,
+            "Ark API error 403 AccessDenied: no access"),
+    "404": (("POST", TASKS_ROUTE), ark_error(404, "ModelNotOpen", "not activated"), VIDEO_CALL,
+            "Activate the model in the Ark console or set DOUBAO_VIDEO_MODEL"),
+    "429 with Retry-After": (("GET", TASKS_ROUTE), ark_error(429, "RateLimitExceeded", "slow", Retry_After="2"),
+                             QUERY_CALL, "Ark API error 429 RateLimitExceeded: slow"),
+    "429 without Retry-After": (("POST", TASKS_ROUTE), ark_error(429, "ServerOverloaded", "busy"), VIDEO_CALL,
+                                "Ark API error 429 ServerOverloaded: busy"),
+    "500": (("POST", TASKS_ROUTE), ark_error(500, "InternalServiceError", "oops"), VIDEO_CALL, "retry in a minute"),
+    "502": (("GET", TASKS_ROUTE), ark_error(502, "BadGateway", "upstream"), QUERY_CALL, "Ark API error 502 BadGateway"),
+    "503": (("GET", TASKS_ROUTE), ark_error(503, "ServiceUnavailable", "later"), QUERY_CALL, "Ark API error 503"),
+    "HTML body": (("POST", TASKS_ROUTE), answer(502, "<html><h1>502 Bad Gateway</h1></html>", "text/html"),
+                  VIDEO_CALL, "Ark API error 502: Bad Gateway; non-JSON response (text/html): '502 Bad Gateway'"),
+    "empty body": (("POST", TASKS_ROUTE), answer(503, ""), VIDEO_CALL, "Service Unavailable; empty response"),
+    "invalid JSON": (("POST", TASKS_ROUTE), answer(500, "{oops"), VIDEO_CALL, "non-JSON response (application/json)"),
+    "truncated JSON": (("GET", TASKS_ROUTE), answer(500, '{"error": {"code": "Inter'), QUERY_CALL, "'{\"error\":"),
+    "200 with a JSON array": (("POST", TASKS_ROUTE), answer(200, "[1, 2]"), VIDEO_CALL,
+                              "Ark answered 200 with a body that is not a JSON object"),
+    "200 with wrong types": (("GET", TASKS_ROUTE), answer(200, '{"id": 7, "status": null}'), QUERY_CALL,
+                             "a task record without an id or status"),
+    "200 image with wrong types": (("POST", IMAGES_ROUTE), answer(200, '{"data": {"url": 5}}'), IMAGE_CALL,
+                                   "an image result without a data list"),
+    "200 that is not JSON": (("GET", TASKS_ROUTE), answer(200, "<html>maintenance</html>", "text/html"), QUERY_CALL,
+                             "not a JSON object: non-JSON response (text/html): 'maintenance'"),
+    "read timeout": (("POST", IMAGES_ROUTE), answer(200, "{}", delay=2), IMAGE_CALL, "no answer within 0.5 s"),
+    "connection dropped mid-body": (("GET", TASKS_ROUTE), answer(200, '{"id": "cgt', length=500), QUERY_CALL,
+                                    "IncompleteRead"),
+    "error page echoing the key": (("POST", TASKS_ROUTE), answer(502, f"Authorization: Bearer {KEY}", "text/plain"),
+                                   VIDEO_CALL, "Bearer ***"),
+    "connection refused": (None, None, VIDEO_CALL, "Connection refused"),
+}
+
+
+async def run_case(fake: FakeArk, config: Config, tool: str, arguments: dict[str, Any], save_dir: Path,
+                   reachable: bool = True) -> str:
+    """One failing call, then the checks every case shares; returns the error text."""
+    async with Client(server(config)) as client:
+        result = await client.call_tool(tool, arguments)
+        text = result.content[0].text
+        fake.faults.clear()
+        following = await client.call_tool("list_video_tasks", {})
+    assert result.is_error, text
+    assert KEY not in text
+    # The server still answers: with a result, or, where Ark stays unreachable, with the same clear error.
+    assert following.is_error is not reachable, following.content
+    assert list(save_dir.iterdir()) == []  # nothing half-written
+    return text
+
+
+@pytest.mark.parametrize("case", UPSTREAM_FAULTS)
+async def test_upstream_faults(case: str, tmp_path: Path) -> None:
+    route, fault, (tool, arguments), expected = UPSTREAM_FAULTS[case]
+    with FakeArk() as fake:
+        fake.add_task("cgt-done", status="succeeded")
+        config = Config(api_key=KEY, base_url=fake.url, image_timeout=0.5)
+        if route:
+            fake.faults[route] = fault
+        else:  # nothing listens on the port a closed socket had
+            with socket.socket() as closed:
+                closed.bind(("127.0.0.1", 0))
+                config = replace(config, base_url=f"http://127.0.0.1:{closed.getsockname()[1]}/api/v3")
+        text = await run_case(fake, config, tool, {**arguments, "save_dir": str(tmp_path)}, tmp_path, bool(route))
+    assert expected in text, text
+
+
+DOWNLOAD_FAULTS = {
+    "body shorter than its Content-Length": (answer(200, VIDEO_BYTES[:100], "video/mp4", length=len(VIDEO_BYTES)),
+                                             "IncompleteRead"),
+    "redirect to a non-http scheme": (answer(302, "", "text/plain", Location="file:///etc/passwd"),
+                                      "redirected to a URL that is not http(s)"),
+    "server error": (answer(500, "<h1>oops</h1>", "text/html"), "the download answered HTTP 500"),
+}
+
+
+@pytest.mark.parametrize("case", DOWNLOAD_FAULTS)
+async def test_download_faults_leave_no_file_and_keep_the_result(case: str, tmp_path: Path) -> None:
+    fault, expected = DOWNLOAD_FAULTS[case]
+    with FakeArk() as fake:
+        fake.add_task("cgt-done", status="succeeded")
+        fake.faults[("GET", "/files/")] = fault
+        async with Client(server(Config(api_key=KEY, base_url=fake.url))) as client:
+            result = await client.call_tool("query_video_task", {"task_id": "cgt-done", "save_dir": str(tmp_path)})
+            following = await client.call_tool("list_video_tasks", {})
+    task = result.structured_content
+    assert not result.is_error and task["status"] == "succeeded" and task["video_url"].startswith(fake.root)
+    assert task["save_errors"][0]["source"] == task["video_url"] and expected in task["save_errors"][0]["error"]
+    assert "saved_files" not in task and list(tmp_path.iterdir()) == []
+    assert not following.is_error and KEY not in result.content[0].text
+
+
+def wrong_type_cases() -> list[tuple[str, str]]:
+    """Every parameter of every tool, read from the schema the server publishes."""
+    listed = anyio.run(_list_tools)
+    return [(tool.name, name) for tool in listed for name in tool.input_schema["properties"]]
+
+
+async def _list_tools() -> Any:
+    async with Client(server(Config(api_key=KEY))) as client:
+        return (await client.list_tools()).tools
+
+
+REQUIRED = {"generate_image": {"prompt": "a"}, "generate_video": {"prompt": "a"},
+            "query_video_task": {"task_id": "cgt-1"}, "cancel_video_task": {"task_id": "cgt-1"}}
+BAD_INPUTS = [
+    *[(tool, {"prompt": prompt}, "prompt") for tool in ("generate_image", "generate_video")
+      for prompt in ("", " \t\n ", "x" * 100_000)],
+    ("generate_video", {"resolution": "4k"}, "resolution"), ("generate_video", {"ratio": "2:1"}, "ratio"),
+    ("generate_video", {"service_tier": "cheap"}, "service_tier"), ("list_video_tasks", {"status": "done"}, "status"),
+    ("generate_image", {"size": "huge"}, "size"),
+    *[(tool, {name: value}, name) for tool, name in [
+        ("generate_image", "max_images"), ("generate_image", "seed"), ("generate_image", "guidance_scale"),
+        ("generate_video", "duration"), ("generate_video", "frames"), ("generate_video", "seed"),
+        ("generate_video", "wait_seconds"), ("list_video_tasks", "page_num"), ("list_video_tasks", "page_size"),
+        ("query_video_task", "wait_seconds")] for value in (-5, 10**12)],
+    *[(tool, {"task_id": task_id}, "task_id") for tool in ("query_video_task", "cancel_video_task")
+      for task_id in ("a/b", "..", "%2F", "cgt\n1", "cgt-ü", "c" * 10_000)],
+    ("list_video_tasks", {"task_ids": ["cgt-1", "../x"]}, "task_ids"),
+]
+
+
+def bad_files(folder: Path) -> list[tuple[str, str, str]]:
+    """(argument value, save_dir or "", expected text) for the file inputs."""
+    return [
+        (str(folder / "missing.png"), "", "missing.png does not exist"),
+        (str(folder), "", "is a folder, not an image file"),
+        (write(folder / "notes.png", b"plain text"), "", "is not a JPEG, PNG, WebP, BMP, TIFF or GIF image"),
+        (write(folder / "huge.png", PNG, size=31 * 2**20), "", "huge.png is 31.0 MB, over Ark's"),
+        ("file:///etc/passwd", "", "/etc/passwd is not a JPEG, PNG"),
+        ("https://img.test/a.png", write(folder / "a-file"), "is a file, not a folder"),
+        ("https://img.test/a.png", str(folder / "no-such-folder"), "does not exist"),
+        *([("https://img.test/a.png", "/sys", "is not writable")] if Path("/sys/kernel").is_dir() else []),
+    ]
+
+
+@pytest.mark.parametrize("tool, name", wrong_type_cases())
+async def test_a_wrong_json_type_for_any_parameter_is_refused(tool: str, name: str, tmp_path: Path) -> None:
+    with FakeArk() as fake:
+        arguments = {**REQUIRED.get(tool, {}), name: {"not": "valid"}}
+        text = await run_case(fake, Config(api_key=KEY, base_url=fake.url), tool, arguments, tmp_path)
+        assert f"\n{name}\n" in text and [r["path"] for r in fake.requests] == [TASKS_ROUTE]  # only the follow-up
+
+
+@pytest.mark.parametrize("tool, arguments, name", BAD_INPUTS)
+async def test_bad_inputs_are_refused_before_any_request(tool: str, arguments: dict[str, Any], name: str,
+                                                         tmp_path: Path) -> None:
+    with FakeArk() as fake:
+        arguments = {**REQUIRED.get(tool, {}), **arguments}
+        text = await run_case(fake, Config(api_key=KEY, base_url=fake.url), tool, arguments, tmp_path)
+        assert name in text and [r["path"] for r in fake.requests] == [TASKS_ROUTE]
+
+
+async def test_bad_files_and_folders_are_refused_before_any_request(tmp_path: Path) -> None:
+    inputs, empty = tmp_path / "inputs", tmp_path / "empty"
+    inputs.mkdir()
+    empty.mkdir()
+    with FakeArk() as fake:
+        config = Config(api_key=KEY, base_url=fake.url)
+        for value, save_dir, expected in bad_files(inputs):
+            for tool, argument in [("generate_image", "images"), ("generate_video", "first_frame"),
+                                   ("generate_video", "reference_images")]:
+                arguments = {"prompt": "a", argument: [value] if argument != "first_frame" else value,
+                             **({"save_dir": save_dir} if save_dir else {})}
+                text = await run_case(fake, config, tool, arguments, empty)
+                assert expected in text and (argument in text or "save_dir" in text), text
+        assert {r["path"] for r in fake.requests} == {TASKS_ROUTE}  # only the follow-ups
 
 
 # --- Hosting over streamable HTTP, and stdio hygiene -------------------------------------------

@@ -1,0 +1,207 @@
+"""Benchmark doubao-mcp against the floor the MCP SDK and the network set, in one run.
+
+    python bench_doubao_mcp.py            # after: pip install -e '.[test]'
+
+It starts the fake Ark server from the test module on 127.0.0.1, runs the installed console
+script over stdio next to a bare one-tool MCPServer on the same SDK, and prints medians and
+ratios. Targets are read off the table, never asserted: timings vary from machine to machine.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import requests
+from mcp import Client, StdioServerParameters
+
+from test_doubao_mcp import KEY, FakeArk
+
+SCRIPT = Path(sys.executable).with_name("doubao-image-video-mcp")
+BARE_SERVER = textwrap.dedent('''
+    from mcp.server.mcpserver import MCPServer
+
+    server = MCPServer("bare")
+
+    @server.tool()
+    def ping() -> str:
+        """Answer pong."""
+        return "pong"
+
+    server.run("stdio")
+''')
+WORKER_THREADS = 40  # anyio's default thread limit, which doubao_mcp sizes its connection pool to
+
+
+def child_pid() -> int | None:
+    """The server this process spawned (Linux /proc), for thread and memory readings."""
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(os.getpid()) and "python" in fields.get("Name", "") + \
+                Path(status.parent, "cmdline").read_text(errors="replace"):
+            return int(status.parent.name)
+    return None
+
+
+def proc_field(pid: int | None, name: str) -> int | None:
+    """A number from /proc/<pid>/status (VmHWM and VmRSS in kB, Threads), or None off Linux."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(name + ":"):
+                return int(line.split()[1])
+    except (OSError, TypeError):
+        pass
+    return None
+
+
+async def timed(work: Callable[[], Awaitable[Any]]) -> float:
+    start = time.perf_counter()
+    await work()
+    return time.perf_counter() - start
+
+
+async def cold_start(params: StdioServerParameters) -> float:
+    """Spawn to a completed tools/list (the exit, which waits for the process, is not counted)."""
+    start = time.perf_counter()
+    async with Client(params) as client:
+        await client.list_tools()
+        elapsed = time.perf_counter() - start
+    return elapsed
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+async def main() -> None:
+    if not SCRIPT.exists():
+        sys.exit(f"{SCRIPT} is missing: install the project first (pip install -e '.[test]')")
+    rows: list[tuple[str, str, str, str, str]] = []
+    with tempfile.TemporaryDirectory() as scratch, FakeArk(seconds_to_finish=3) as fake:
+        bare = Path(scratch, "bare_server.py")
+        bare.write_text(BARE_SERVER)
+        env = {"ARK_API_KEY": KEY, "ARK_BASE_URL": fake.url}
+        ours = StdioServerParameters(command=str(SCRIPT), env=env)
+        floor = StdioServerParameters(command=sys.executable, args=[str(bare)], env=env)
+
+        # Cold start, alternating the two so that neither gets a warmer disk cache.
+        starts: dict[str, list[float]] = {"ours": [], "bare": []}
+        for _ in range(9):
+            starts["ours"].append(await cold_start(ours))
+            starts["bare"].append(await cold_start(floor))
+        ours_start, bare_start = statistics.median(starts["ours"]), statistics.median(starts["bare"])
+        rows.append(("cold start: spawn to tools/list (median of 9)", f"{ours_start:.3f} s",
+                     f"{bare_start:.3f} s (bare MCPServer)", f"{ours_start / bare_start:.2f}", "<= 1.2"))
+
+        # Call overhead: one round trip each, on warm connections.
+        fake.add_task("cgt-bench", status="succeeded")
+        url = f"{fake.url}/contents/generations/tasks/cgt-bench"
+        calls = 300
+        async with Client(ours) as client:
+            for _ in range(20):
+                await client.call_tool("query_video_task", {"task_id": "cgt-bench"})
+            ours_call = statistics.median([await timed(lambda: client.call_tool(
+                "query_video_task", {"task_id": "cgt-bench"})) for _ in range(calls)])
+        async with Client(floor) as client:
+            for _ in range(20):
+                await client.call_tool("ping", {})
+            ping = statistics.median([await timed(lambda: client.call_tool("ping", {})) for _ in range(calls)])
+        with requests.Session() as session:
+            for _ in range(20):
+                session.get(url, headers={"Authorization": f"Bearer {KEY}"})
+            samples = []
+            for _ in range(calls):
+                start = time.perf_counter()
+                session.get(url, headers={"Authorization": f"Bearer {KEY}"}).json()
+                samples.append(time.perf_counter() - start)
+            raw_get = statistics.median(samples)
+        rows.append((f"call: query_video_task round trip (median of {calls})", ms(ours_call),
+                     f"{ms(ping + raw_get)} (ping {ms(ping)} + GET {ms(raw_get)})",
+                     f"{ours_call / (ping + raw_get):.2f}", "<= 1.3"))
+
+        # Concurrency: 100 calls in flight on one connection; count upstream TCP connections.
+        async with Client(ours) as client:
+            results: list[Any] = []
+            throughputs, connections = [], set()
+            for _ in range(3):
+                fake.requests.clear()
+                results.clear()
+
+                async def one() -> None:
+                    results.append(await client.call_tool("query_video_task", {"task_id": "cgt-bench"}))
+
+                start = time.perf_counter()
+                async with anyio.create_task_group() as group:
+                    for _ in range(100):
+                        group.start_soon(one)
+                throughputs.append(100 / (time.perf_counter() - start))
+                connections |= {r["connection"] for r in fake.requests}
+                failed = sum(r.is_error for r in results)
+        rows.append(("100 concurrent calls, one stdio connection (3 runs)",
+                     f"{statistics.median(throughputs):.0f} calls/s, {failed} failed",
+                     f"{len(connections)} upstream connections", "-",
+                     f"all succeed, <= {WORKER_THREADS} connections"))
+
+        # Waiting at scale: 200 waits on tasks that finish 3 s after they start.
+        async with Client(ours) as client:
+            pid = child_pid()
+            fake.add_task("cgt-single")
+            single = await timed(lambda: client.call_tool("query_video_task",
+                                                          {"task_id": "cgt-single", "wait_seconds": 60}))
+            for i in range(200):
+                fake.add_task(f"cgt-wait-{i}")
+            peak_threads, done = proc_field(pid, "Threads") or 0, []
+
+            async def wait(i: int) -> None:
+                result = await client.call_tool("query_video_task", {"task_id": f"cgt-wait-{i}", "wait_seconds": 60})
+                done.append(result.structured_content and result.structured_content["status"] == "succeeded")
+
+            start = time.perf_counter()
+            async with anyio.create_task_group() as group:
+                for i in range(200):
+                    group.start_soon(wait, i)
+                while len(done) < 200:
+                    peak_threads = max(peak_threads, proc_field(pid, "Threads") or 0)
+                    await anyio.sleep(0.02)
+            many = time.perf_counter() - start
+        rows.append(("200 concurrent waits, tasks done after 3 s", f"{many:.2f} s, {sum(done)}/200 succeeded",
+                     f"{single:.2f} s (one wait)", f"{many / single:.2f}",
+                     f"<= 1.5 (peak {peak_threads or 'n/a'} server threads)"))
+
+        # Memory: save a 500 MB video; peak RSS growth of the server process.
+        out = Path(scratch, "videos")
+        out.mkdir()
+        async with Client(ours) as client:
+            pid = child_pid()
+            fake.add_task("cgt-warm", status="succeeded")
+            await client.call_tool("query_video_task", {"task_id": "cgt-warm", "save_dir": str(out)})
+            before = proc_field(pid, "VmHWM")
+            fake.video_size = 500 * 2**20
+            fake.add_task("cgt-big", status="succeeded")
+            result = await client.call_tool("query_video_task", {"task_id": "cgt-big", "save_dir": str(out)})
+            after = proc_field(pid, "VmHWM")
+        saved = result.structured_content["saved_files"][0]["bytes"] if result.structured_content else 0
+        growth = f"{(after - before) / 1024:.1f} MB" if before and after else "n/a (needs Linux /proc)"
+        rows.append(("save a 500 MB video (peak RSS growth)", growth, f"{saved / 2**20:.0f} MB written", "-",
+                     "<= 30 MB"))
+
+    widths = [max(len(row[i]) for row in rows + [HEADER]) for i in range(5)]
+    for row in [HEADER, tuple("-" * w for w in widths), *rows]:
+        print("| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |")
+
+
+HEADER = ("measurement", "doubao-mcp", "floor", "ratio", "target")
+
+if __name__ == "__main__":
+    anyio.run(main)
