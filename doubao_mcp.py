@@ -67,12 +67,13 @@ DEFAULT_IMAGE_MODEL = "doubao-seedream-4-5-251128"
 DEFAULT_VIDEO_MODEL = "doubao-seedance-1-5-pro-251215"
 DEFAULT_IMAGE_TIMEOUT = 300.0  # a set of 15 4K images can take minutes; Ark's SDKs wait 600 s
 CONNECT_TIMEOUT = 10.0
-TASK_TIMEOUT = 30.0  # task create/get/list/delete answer in well under a second when Ark is healthy
+TASK_TIMEOUT = 15.0  # task create/get/list/delete answer in well under a second when Ark is healthy
 WORKER_THREADS = 40  # anyio's default thread limit: the connection pool is sized to match it
 PROMPT_MAX_CHARS = 5000  # far above what Ark uses (~500 for video); stops pasted files going upstream
 
 MAX_ATTEMPTS = 4  # one call plus up to three retries of a transient failure
 MAX_RETRY_AFTER = 30.0  # a longer Retry-After is reported to the caller, not slept through
+RETRY_BUDGET = 30.0  # no retry starts later than this after the first try: calls end before clients give up
 MAX_WAIT_SECONDS = 600
 POLL_INTERVALS = (1.5, 12.0)  # first poll after 1.5 s, then x1.5 each time up to 12 s
 HEARTBEAT_SECONDS = 10.0  # progress while a long image generation runs, for clients that time out at 60 s
@@ -790,10 +791,10 @@ class ArkClient:
     """Synchronous client for the two Ark endpoints this server uses. Call it from worker threads."""
 
     def __init__(self, base_url: str, image_timeout: float = DEFAULT_IMAGE_TIMEOUT,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic):
         self.base_url = base_url.rstrip("/")
         self.image_timeout = image_timeout
-        self.sleep = sleep
+        self.sleep, self.clock = sleep, clock
         self.session = requests.Session()
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=WORKER_THREADS)
         self.session.mount("https://", adapter)
@@ -801,18 +802,20 @@ class ArkClient:
         self.session.headers["User-Agent"] = f"doubao-mcp/{__version__} {requests.utils.default_user_agent()}"
 
     def _send(self, method: str, url: str, attempts: int = MAX_ATTEMPTS, **kwargs: Any) -> requests.Response:
-        """One HTTP exchange, retried with backoff while the failure is transient (see `_retry_delay`)."""
+        """One HTTP exchange, retried with backoff while the failure is transient (see `_retry_delay`)
+        and the retry can start within RETRY_BUDGET."""
+        start = self.clock()
         for attempt in range(1, attempts + 1):
             try:
                 response = self.session.request(method, url, **kwargs)
             except requests.RequestException as error:
                 delay = _retry_delay(method, attempt, error=error) if attempt < attempts else None
-                if delay is None:
+                if delay is None or self.clock() - start + delay > RETRY_BUDGET:
                     raise
                 outcome = type(error).__name__
             else:
                 delay = _retry_delay(method, attempt, response=response) if attempt < attempts else None
-                if delay is None:
+                if delay is None or self.clock() - start + delay > RETRY_BUDGET:
                     return response
                 outcome = f"HTTP {response.status_code}"
                 response.close()
@@ -832,9 +835,15 @@ class ArkClient:
                 allow_redirects=False,  # an API that redirects is misconfigured; never resend the key elsewhere
             )
         except requests.RequestException as error:
+            if _never_connected(error):
+                advice = "Check your network, proxy and ARK_BASE_URL, then try again."
+            elif method == "POST":  # it may have been processed, and billed
+                advice = ("Ark may have created the task anyway: check list_video_tasks before trying again."
+                          if path == TASKS_PATH else "Ark may have processed it; try again if no result arrives.")
+            else:
+                advice = "Try again in a moment."
             raise ArkConnectionError(_redact(
-                f"Could not reach Ark ({method} {url}): {_failure_reason(error, timeout)}. Check your network, "
-                "proxy and ARK_BASE_URL, then try again.", api_key)) from error
+                f"Ark request failed ({method} {url}): {_failure_reason(error, timeout)}. {advice}", api_key)) from error
         return _parse_response(response, response.content, path, api_key, request_id)
 
     def download(self, url: str, directory: Path, stem: str, default_ext: str, max_bytes: int) -> SavedFile:

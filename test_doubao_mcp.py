@@ -483,14 +483,14 @@ async def test_an_error_page_echoing_the_key_is_redacted(ark: Any) -> None:
 
 
 @pytest.mark.parametrize("failure, expected", [
-    (requests.ReadTimeout("read timed out"), "no answer within 30 s"),
+    (requests.ReadTimeout("read timed out"), "no answer within 15 s"),
     (requests.ConnectTimeout("connect timed out"), "timed out while connecting"),
     (requests.ConnectionError("[Errno 111] Connection refused"), "[Errno 111] Connection refused"),
 ])
 async def test_timeouts_and_connection_failures_are_explained(ark: Any, failure: Exception, expected: str) -> None:
     ark.get(f"{TASKS}/cgt-1", body=failure)
     text = error_text(await call("query_video_task", {"task_id": "cgt-1"}))
-    assert f"Could not reach Ark (GET {TASKS}/cgt-1): {expected}. Check your network, proxy and ARK_BASE_URL" in text
+    assert f"Ark request failed (GET {TASKS}/cgt-1): {expected}. " in text
 
 
 @pytest.mark.parametrize("body, expected", [
@@ -928,6 +928,30 @@ def test_retry_after_is_honoured(ark: Any, header: str, slept: float) -> None:
     sleeps: list[float] = []
     ArkClient(BASE, sleep=sleeps.append).get_task("cgt-1", KEY)
     assert sleeps == [slept]
+
+
+def test_no_retry_starts_more_than_30_s_after_the_first_try(ark: Any) -> None:
+    now = [0.0]
+
+    def hung(request: Any) -> Any:
+        now[0] += doubao_mcp.TASK_TIMEOUT  # each try waits out its read timeout
+        raise requests.ReadTimeout("read timed out")
+
+    ark.add_callback("GET", f"{TASKS}/cgt-1", callback=hung)
+    client = ArkClient(BASE, sleep=lambda seconds: now.__setitem__(0, now[0] + seconds), clock=lambda: now[0])
+    with pytest.raises(doubao_mcp.ArkConnectionError, match="no answer within 15 s. Try again in a moment."):
+        client.get_task("cgt-1", KEY)
+    assert len(ark.calls) == 2 and now[0] < 31  # 15 s, a short pause, 15 s: then the caller hears about it
+
+
+@pytest.mark.parametrize("failure, advice", [
+    ({"body": refused()}, "Check your network, proxy and ARK_BASE_URL"),
+    ({"body": requests.ReadTimeout("slow")}, "Ark may have created the task anyway: check list_video_tasks"),
+])
+def test_a_failed_task_creation_says_whether_a_task_may_exist(ark: Any, failure: dict[str, Any], advice: str) -> None:
+    ark.post(TASKS, **failure)
+    with pytest.raises(doubao_mcp.ArkConnectionError, match=advice):
+        ArkClient(BASE, sleep=lambda s: None).create_task({"model": "m", "content": []}, KEY)
 
 
 def test_a_retry_after_longer_than_30_s_is_reported_not_slept(ark: Any) -> None:
