@@ -627,9 +627,8 @@ def save_task_files(client: ArkClient, task: VideoTask, directory: Path, max_byt
     """Download a succeeded task's video and last frame; a failed download is reported, not raised."""
     wanted = [(task.get("video_url"), task["task_id"], ".mp4"),
               (task.get("last_frame_url"), f"{task['task_id']}-last-frame", ".png")]
-    saved, errors = _save_each(
-        (url, partial(client.download, url, directory, stem, ext, max_bytes)) for url, stem, ext in wanted if url)
-    return VideoTask(**task, **_compact({"saved_files": saved or None, "save_errors": errors or None}))
+    return VideoTask(**task, **_save_each(
+        (url, partial(client.download, url, directory, stem, ext, max_bytes)) for url, stem, ext in wanted if url))
 
 
 def save_images(client: ArkClient, data: list[Any], result: ImageResult, directory: Path,
@@ -646,11 +645,11 @@ def save_images(client: ArkClient, data: list[Any], result: ImageResult, directo
             raw = partial(base64.b64decode, item["b64_json"])
             jobs.append((f"image {index} (b64_json)",
                          lambda raw=raw, stem=stem: write_file(directory, stem, [raw()], ".jpeg", max_bytes)))
-    saved, errors = _save_each(jobs)
-    return ImageResult(**result, **_compact({"saved_files": saved or None, "save_errors": errors or None}))
+    return ImageResult(**result, **_save_each(jobs))
 
 
-def _save_each(jobs: Iterable[tuple[str, Callable[[], SavedFile]]]) -> tuple[list[SavedFile], list[SaveError]]:
+def _save_each(jobs: Iterable[tuple[str, Callable[[], SavedFile]]]) -> dict[str, Any]:
+    """Run each (source, save) job; the result's `saved_files` and `save_errors`, where there are any."""
     saved: list[SavedFile] = []
     errors: list[SaveError] = []
     for source, job in jobs:
@@ -659,7 +658,7 @@ def _save_each(jobs: Iterable[tuple[str, Callable[[], SavedFile]]]) -> tuple[lis
         except (DoubaoError, OSError, ValueError) as error:
             log.warning("Saving %s failed: %s", source[:100], error)
             errors.append(SaveError(source=source, error=str(error)))
-    return saved, errors
+    return _compact({"saved_files": saved or None, "save_errors": errors or None})
 
 
 # --- The Ark client --------------------------------------------------------------------------
@@ -938,8 +937,7 @@ def _lean_schema(node: Any) -> Any:
 
 
 ImageArg = Annotated[str | None, Field(description="https URL, data:image URL, or local file path.")]
-SaveDir = Annotated[str | None, Field(description="Existing folder to save results in (default DOUBAO_OUTPUT_DIR; "
-                                      "relative to home).")]
+SaveDir = Annotated[str | None, Field(description="Existing folder to save results in (default DOUBAO_OUTPUT_DIR).")]
 WaitSeconds = Annotated[float, Field(ge=0, le=MAX_WAIT_SECONDS, description="Wait up to this long for the video "
                                      "to finish (sends progress).")]
 
