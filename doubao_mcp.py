@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import email.utils
 import logging
 import os
 import random
 import re
+import signal
 import sys
 import time
 import uuid
@@ -1160,6 +1160,13 @@ def serve_http(server: MCPServer, host: str, port: int, security: TransportSecur
     uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, log_level=log_level)).run()
 
 
+def _exit_at_once(signum: int, frame: Any) -> None:
+    """Ctrl-C on stdio. A graceful stop would wait forever for the SDK's stdin reader, a thread blocked
+    on a read that returns only when the client (or a terminal) sends more; stop here instead."""
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def main(argv: list[str] | None = None) -> None:
     env = os.environ
     parser = argparse.ArgumentParser(
@@ -1199,8 +1206,11 @@ def main(argv: list[str] | None = None) -> None:
     if not serving_http:
         if not config.api_key:
             log.warning("ARK_API_KEY is not set: tools are listed, but calls will ask for a key.")
-        with contextlib.suppress(KeyboardInterrupt):
-            server.run("stdio")
+        if sys.stdin.isatty():  # started by hand: say why nothing seems to happen
+            print("doubao-mcp is serving MCP on stdin/stdout and waits for an MCP client (see the README's "
+                  "client configuration). Ctrl-C stops it.", file=sys.stderr)
+        signal.signal(signal.SIGINT, _exit_at_once)
+        server.run("stdio")
         return
     if args.host not in LOOPBACK_HOSTS:
         if config.api_key:

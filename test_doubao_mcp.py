@@ -1518,11 +1518,30 @@ def test_stdio_carries_only_protocol_messages_and_ends_cleanly_on_ctrl_c(fake_ar
     process.stdin.flush()
     replies = [json.loads(process.stdout.readline()) for _ in range(4)]
     process.send_signal(signal.SIGINT)
-    rest, err = process.communicate(timeout=15)
+    process.wait(timeout=15)  # with stdin still open, as when Ctrl-C is pressed
+    rest, err = process.communicate()
     assert [r["id"] for r in replies] == [1, 2, 3, 4] and all(r["jsonrpc"] == "2.0" for r in replies)
     assert "set ARK_API_KEY" in replies[2]["result"]["content"][0]["text"]
     assert replies[3]["result"]["isError"] and rest == b""
     assert process.returncode == 0 and b"Traceback" not in err and b"ARK_API_KEY is not set" in err
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
+def test_started_by_hand_it_says_it_waits_for_a_client_and_ctrl_c_stops_it() -> None:
+    import pty
+
+    terminal, keyboard = pty.openpty()
+    process = subprocess.Popen([str(SCRIPT)], stdin=keyboard, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={"PATH": os.environ["PATH"], "ARK_API_KEY": KEY})
+    assert process.stderr
+    first_line = process.stderr.readline()
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=15)
+    out, err = process.communicate()
+    os.close(terminal)
+    os.close(keyboard)
+    assert b"waits for an MCP client" in first_line and b"Ctrl-C stops it" in first_line
+    assert (process.returncode, out) == (0, b"") and b"Traceback" not in err
 
 
 def test_closing_stdin_ends_the_server_cleanly() -> None:
