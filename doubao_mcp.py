@@ -1198,6 +1198,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=args.log_level, stream=sys.stderr, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serving_http = args.transport == "streamable-http"
+    if not serving_http:
+        signal.signal(signal.SIGINT, _exit_at_once)
     try:
         config = replace(Config.from_env(), serving_http=serving_http)
     except ValueError as error:
@@ -1209,7 +1211,6 @@ def main(argv: list[str] | None = None) -> None:
         if sys.stdin.isatty():  # started by hand: say why nothing seems to happen
             print("doubao-mcp is serving MCP on stdin/stdout and waits for an MCP client (see the README's "
                   "client configuration). Ctrl-C stops it.", file=sys.stderr)
-        signal.signal(signal.SIGINT, _exit_at_once)
         server.run("stdio")
         return
     if args.host not in LOOPBACK_HOSTS:
