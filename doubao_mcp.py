@@ -255,14 +255,17 @@ def _nonblank(value: str) -> str:
     return value
 
 
+ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"  # model, endpoint and task ids alike; never a path
+
+
 def _model_id(value: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}", value):
+    if not re.fullmatch(ID_PATTERN, value):
         raise ValueError("must be an Ark model id (e.g. doubao-seedream-4-5-251128) or endpoint id (ep-...)")
     return value
 
 
 def _task_id(value: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}", value) or ".." in value:
+    if not re.fullmatch(ID_PATTERN, value) or ".." in value:
         raise ValueError("must be a task id returned by generate_video, e.g. cgt-20250331175019-6htr8")
     return value
 
@@ -711,11 +714,10 @@ def _failure_reason(error: requests.RequestException, timeout: float) -> str:
     return found[-1] if found else f"{type(error).__name__}: {str(error)[:160]}"
 
 
-def _parse_response(response: requests.Response, content: bytes, path: str, api_key: str,
-                    sent_request_id: str) -> dict[str, Any]:
+def _parse_response(response: requests.Response, path: str, api_key: str, sent_request_id: str) -> dict[str, Any]:
     """The one place that turns an HTTP answer into data or an error. Only non-2xx is an ArkAPIError."""
     try:
-        body = response.json() if content.strip() else {}
+        body = response.json() if response.content.strip() else {}
     except ValueError:
         body = None
     if 200 <= response.status_code < 300:
@@ -843,7 +845,7 @@ class ArkClient:
                 advice = "Try again in a moment."
             raise ArkConnectionError(_redact(
                 f"Ark request failed ({method} {url}): {_failure_reason(error, timeout)}. {advice}", api_key)) from error
-        return _parse_response(response, response.content, path, api_key, request_id)
+        return _parse_response(response, path, api_key, request_id)
 
     def download(self, url: str, directory: Path, stem: str, default_ext: str, max_bytes: int) -> SavedFile:
         """Stream a result file to disk without the API key (result URLs are pre-signed)."""
@@ -1209,8 +1211,8 @@ def main(argv: list[str] | None = None) -> None:
         if not config.api_key:
             log.warning("ARK_API_KEY is not set: tools are listed, but calls will ask for a key.")
         if sys.stdin.isatty():  # started by hand: say why nothing seems to happen
-            print("doubao-mcp is serving MCP on stdin/stdout and waits for an MCP client (see the README's "
-                  "client configuration). Ctrl-C stops it.", file=sys.stderr)
+            sys.stderr.write("doubao-mcp is serving MCP on stdin/stdout and waits for an MCP client (see the "
+                             "README's client configuration). Ctrl-C stops it.\n")
         server.run("stdio")
         return
     if args.host not in LOOPBACK_HOSTS:
