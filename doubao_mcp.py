@@ -370,11 +370,13 @@ def load_images(refs: Iterable[tuple[str, str | None]], max_bytes: int,
     return [ref and load_image(ref, argument, max_bytes, local_path) for argument, ref in refs]
 
 
-def output_dir(save_dir: str | None, local_path: Callable[[str, str], Path]) -> Path | None:
-    """The folder to save results in, checked before anything is generated."""
+def output_dir(save_dir: str | None, config: Config) -> Path | None:
+    """The folder to save results in (the argument, else DOUBAO_OUTPUT_DIR), checked before anything is
+    generated."""
+    save_dir = save_dir or config.output_dir
     if not save_dir:
         return None
-    path = local_path(save_dir, "save_dir")
+    path = config.local_path(save_dir, "save_dir")
     if not path.exists():
         raise DoubaoError(f"save_dir {path} does not exist: create it first or choose an existing folder.")
     if not path.is_dir():
@@ -644,10 +646,9 @@ def save_images(client: ArkClient, data: list[Any], result: ImageResult, directo
         stem = f"doubao-{stamp}-{index}"
         if image.get("url"):
             jobs.append((image["url"], partial(client.download, image["url"], directory, stem, ".jpeg", max_bytes)))
-        else:
-            raw = partial(base64.b64decode, item["b64_json"])
-            jobs.append((f"image {index} (b64_json)",
-                         lambda raw=raw, stem=stem: write_file(directory, stem, [raw()], ".jpeg", max_bytes)))
+        else:  # map() decodes as write_file reads, so a bad payload is this image's save error
+            chunks = map(base64.b64decode, [item["b64_json"]])
+            jobs.append((f"image {index} (b64_json)", partial(write_file, directory, stem, chunks, ".jpeg", max_bytes)))
     return ImageResult(**result, **_save_each(jobs))
 
 
@@ -744,6 +745,11 @@ def _parse_response(response: requests.Response, path: str, api_key: str, sent_r
                       _text(error.get("param")), request_id, _hint(response.status_code, code, path))
 
 
+def _transient_status(status: int) -> bool:
+    """Rate limiting and server-side failures: worth trying again."""
+    return status == 429 or status >= 500
+
+
 def _retry_after(value: str | None) -> float | None:
     """Seconds from a Retry-After header: a number, or an HTTP date."""
     if not value:
@@ -780,7 +786,7 @@ def _retry_delay(method: str, attempt: int, response: requests.Response | None =
     else:
         assert response is not None
         status = response.status_code
-        if status != 429 and not (status >= 500 and method != "POST"):
+        if not _transient_status(status) or (method == "POST" and status != 429):
             return None
         asked = _retry_after(response.headers.get("Retry-After"))
         if asked is not None:
@@ -807,18 +813,18 @@ class ArkClient:
         and the retry can start within RETRY_BUDGET."""
         start = self.clock()
         for attempt in range(1, attempts + 1):
+            response, error = None, None
             try:
                 response = self.session.request(method, url, **kwargs)
-            except requests.RequestException as error:
-                delay = _retry_delay(method, attempt, error=error) if attempt < attempts else None
-                if delay is None or self.clock() - start + delay > RETRY_BUDGET:
-                    raise
-                outcome = type(error).__name__
-            else:
-                delay = _retry_delay(method, attempt, response=response) if attempt < attempts else None
-                if delay is None or self.clock() - start + delay > RETRY_BUDGET:
-                    return response
-                outcome = f"HTTP {response.status_code}"
+            except requests.RequestException as failure:
+                error = failure
+            delay = _retry_delay(method, attempt, response, error) if attempt < attempts else None
+            if delay is None or self.clock() - start + delay > RETRY_BUDGET:
+                if error is not None:
+                    raise error
+                return response
+            outcome = type(error).__name__ if error else f"HTTP {response.status_code}"
+            if response is not None:
                 response.close()
             log.info("%s %s: %s; retry %d in %.1f s", method, urlsplit(url).path, outcome, attempt, delay)
             self.sleep(delay)
@@ -883,8 +889,7 @@ class ArkClient:
 
 
 def _transient(error: DoubaoError) -> bool:
-    return isinstance(error, ArkConnectionError) or (
-        isinstance(error, ArkAPIError) and (error.status == 429 or error.status >= 500))
+    return isinstance(error, ArkConnectionError) or (isinstance(error, ArkAPIError) and _transient_status(error.status))
 
 
 async def wait_for_task(poll: Callable[[], Awaitable[VideoTask]], task: VideoTask, wait_seconds: float,
@@ -1025,7 +1030,7 @@ def build_server(config: Config, client: ArkClient | None = None) -> MCPServer:
         if max_images and max_images > 1 and len(images or []) + max_images > 15:
             raise DoubaoError(f"images plus max_images may total 15 at most, got {len(images or [])} + {max_images}.")
         api_key = config.api_key_for(ctx.headers)
-        save_to = await call(output_dir, save_dir or config.output_dir, config.local_path)
+        save_to = await call(output_dir, save_dir, config)
         refs = await call(load_images, [("images", ref) for ref in images or []], IMAGE_INPUT_MAX_BYTES,
                           config.local_path)
         body = image_request(prompt, model or config.image_model, refs, size, max_images, seed,
@@ -1067,7 +1072,7 @@ def build_server(config: Config, client: ArkClient | None = None) -> MCPServer:
         last frames, or reference images. Returns a task_id; with wait_seconds, waits for the video."""
         check_video_combination(first_frame, last_frame, reference_images or [], duration, frames)
         api_key = config.api_key_for(ctx.headers)
-        save_to = await call(output_dir, save_dir or config.output_dir, config.local_path)
+        save_to = await call(output_dir, save_dir, config)
         named = [("first_frame", first_frame), ("last_frame", last_frame)]
         first, last, *refs = await call(load_images, named + [("reference_images", ref) for ref in
                                                                reference_images or []], VIDEO_FRAME_MAX_BYTES,
@@ -1087,7 +1092,7 @@ def build_server(config: Config, client: ArkClient | None = None) -> MCPServer:
         """Get a video task's status and, once succeeded, its video URL (valid 24 h). With wait_seconds, waits
         for it to finish; with save_dir, saves the video."""
         api_key = config.api_key_for(ctx.headers)
-        save_to = await call(output_dir, save_dir or config.output_dir, config.local_path)
+        save_to = await call(output_dir, save_dir, config)
         return await finish_task(None, task_id, wait_seconds, save_to, api_key, ctx)
 
     @tool(title="List video tasks", read_only_hint=True, idempotent_hint=True)
