@@ -1169,8 +1169,10 @@ def serve_http(server: MCPServer, host: str, port: int, security: TransportSecur
 
 def _exit_at_once(signum: int, frame: Any) -> None:
     """Ctrl-C on stdio. A graceful stop would wait forever for the SDK's stdin reader, a thread blocked
-    on a read that returns only when the client (or a terminal) sends more; stop here instead."""
-    sys.stderr.flush()
+    on a read that returns only when the client (or a terminal) sends more; stop here instead.
+
+    Touch no stream: the signal may land while the main thread is inside a stderr write, and a flush
+    from here would be a reentrant call that raises. stderr is line-buffered, so whole lines are out."""
     os._exit(0)
 
 
