@@ -27,6 +27,7 @@ import argparse
 import base64
 import email.utils
 import logging
+import math
 import os
 import random
 import re
@@ -39,7 +40,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import quote, unquote, urlsplit
 from urllib.request import url2pathname
 
@@ -51,7 +52,8 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import ToolAnnotations
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, ConfigDict, Field, with_config
+from pydantic.json_schema import SkipJsonSchema
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 from typing_extensions import NotRequired, TypedDict
@@ -59,12 +61,11 @@ from typing_extensions import NotRequired, TypedDict
 __version__ = "0.1.0"
 
 log = logging.getLogger("doubao_mcp")
+T = TypeVar("T")
 
 # --- Constants and configuration -------------------------------------------------------------
 
 DEFAULT_BASE_URL = "https://ark.cn-beijing.volces.com/api/v3"
-DEFAULT_IMAGE_MODEL = "doubao-seedream-4-5-251128"
-DEFAULT_VIDEO_MODEL = "doubao-seedance-1-5-pro-251215"
 DEFAULT_IMAGE_TIMEOUT = 300.0  # a set of 15 4K images can take minutes; Ark's SDKs wait 600 s
 CONNECT_TIMEOUT = 10.0
 TASK_TIMEOUT = 15.0  # task create/get/list/delete answer in well under a second when Ark is healthy
@@ -77,11 +78,86 @@ RETRY_BUDGET = 30.0  # no retry starts later than this after the first try: call
 MAX_WAIT_SECONDS = 600
 POLL_INTERVALS = (1.5, 12.0)  # first poll after 1.5 s, then x1.5 each time up to 12 s
 HEARTBEAT_SECONDS = 10.0  # progress while a long image generation runs, for clients that time out at 60 s
-IMAGE_INPUT_MAX_BYTES = 10 * 2**20  # Ark's limit for image-generation inputs
-VIDEO_FRAME_MAX_BYTES = 30 * 2**20  # Ark's limit for video frames and reference images
 DEFAULT_MAX_DOWNLOAD_BYTES = 2 * 2**30
 DOWNLOAD_READ_TIMEOUT = 60.0  # longest silence tolerated mid-download
 DOWNLOAD_CHUNK_BYTES = 2**20
+
+# --- Models: what each family accepts ---------------------------------------------------------
+# The one place that knows a model's limits (sources: the Ark docs and SDKs; see the README's model
+# table). A family is an id without its `doubao-` / `dreamina-` prefix and `-YYMMDD` date stamp, so
+# the China and BytePlus ids of one model share a row. An id the table does not know (an `ep-...`
+# endpoint, a model newer than this release) goes to Ark with only the universal checks, and Ark decides.
+
+# (China id, BytePlus id): Seedream 5.0 lite and Seedance 2.0 are served in every region, BytePlus EU included.
+DEFAULT_IMAGE_MODELS = ("doubao-seedream-5-0-260128", "seedream-5-0-260128")
+DEFAULT_VIDEO_MODELS = ("doubao-seedance-2-0-260128", "dreamina-seedance-2-0-260128")
+
+
+@dataclass(frozen=True)
+class VideoFamily:
+    durations: tuple[int, int]  # seconds
+    auto_duration: bool  # duration -1: the model chooses
+    resolutions: tuple[str, ...]
+    refs: tuple[int, int, int] = (0, 0, 0)  # most reference images, videos, audios
+    total_refs: int | None = None
+    audio_alone: bool = True  # reference audios without a reference image or video beside them
+    text_only: bool = True  # text-to-video, with no image at all
+    first_frame: bool = True
+    last_frame: bool = True
+    prompt_optional: bool = False  # the prompt may be left out when images, videos or audios are given
+    frames: bool = False
+    draft: bool = False  # draft previews and draft_task_id
+    audio: bool = False  # generate_audio
+    web_search: Literal["no", "text-to-video", "yes"] = "no"
+
+
+@dataclass(frozen=True)
+class ImageFamily:
+    sizes: tuple[str, ...]  # named sizes
+    pixels: tuple[int, int] | None  # WIDTHxHEIGHT with this many pixels; None: named sizes only
+    refs: tuple[int, int] = (0, 10)  # fewest and most reference images
+    sets: bool = True  # max_images above 1
+    web_search: bool = False
+
+
+_SEEDANCE_2 = {"prompt_optional": True, "audio": True, "web_search": "yes"}
+_SEEDANCE_2_0 = {**_SEEDANCE_2, "web_search": "text-to-video", "total_refs": 12, "audio_alone": False}
+_480_1080 = ("480p", "720p", "1080p")
+VIDEO_MODELS: dict[str, VideoFamily] = {
+    # family: VideoFamily(seconds, -1 allowed, resolutions, most reference images/videos/audios, what else differs)
+    "seedance-2-5": VideoFamily((4, 30), True, _480_1080, (30, 10, 10), **_SEEDANCE_2),
+    "seedance-2-0": VideoFamily((4, 15), True, (*_480_1080, "4k"), (9, 3, 3), **_SEEDANCE_2_0),
+    "seedance-2-0-fast": VideoFamily((4, 15), True, ("480p", "720p"), (9, 3, 3), **_SEEDANCE_2_0),
+    "seedance-2-0-mini": VideoFamily((4, 15), True, ("480p", "720p"), (9, 3, 3), **_SEEDANCE_2_0),
+    "seedance-1-5-pro": VideoFamily((4, 12), True, _480_1080, draft=True, audio=True),
+    "seedance-1-0-pro": VideoFamily((2, 12), False, _480_1080, frames=True),
+    "seedance-1-0-pro-fast": VideoFamily((2, 12), False, _480_1080, frames=True, last_frame=False),
+    "seedance-1-0-lite-i2v": VideoFamily((2, 12), False, _480_1080, (4, 0, 0), frames=True, text_only=False),
+    "seedance-1-0-lite-t2v": VideoFamily((2, 12), False, _480_1080, frames=True, first_frame=False, last_frame=False),
+}
+ANY_PIXELS = (0, 2**31)  # the docs give no range: the universal side limits apply
+IMAGE_MODELS: dict[str, ImageFamily] = {
+    # family: ImageFamily(named sizes, WIDTHxHEIGHT pixel range, fewest/most reference images, sets, web search)
+    "seedream-5-0": ImageFamily(("2K", "3K", "4K"), ANY_PIXELS, (0, 14), web_search=True),
+    "seedream-5-0-pro": ImageFamily(("1K", "1.5K", "2K", "auto"), (921_600, 4_194_304), sets=False, web_search=True),
+    "seedream-5-0-flash": ImageFamily(("1K", "1.5K", "2K"), ANY_PIXELS, web_search=True),
+    "seedream-4-5": ImageFamily(("2K", "4K"), (3_686_400, 16_777_216), (0, 14)),
+    "seedream-4-0": ImageFamily(("1K", "2K", "4K"), (921_600, 16_777_216)),
+    "seedream-3-0-t2i": ImageFamily((), (262_144, 4_194_304), (0, 0), sets=False),
+    "seededit-3-0-i2i": ImageFamily(("adaptive",), None, (1, 1), sets=False),
+}
+
+# Checks that hold for every model, known or not: they refuse only what no Seedance or Seedream model
+# could take, so that a model released after this server works from its first day.
+ANY_DURATION = (1, 600)  # or -1
+MAX_FRAMES = 24 * ANY_DURATION[1] + 1  # the longest duration at 24 fps (of the form 25 + 4n)
+MAX_REFERENCES = 50  # per list; the table has each model's real limit
+SIZE_SIDES = (64, 16384)  # WIDTHxHEIGHT, each side, and at most 16:1
+MAX_SET = 15  # Ark's own limit for sequential_image_generation: reference images plus outputs
+IMAGE_INPUT_MAX_BYTES = 10 * 2**20  # Ark's limit for image-generation inputs
+VIDEO_FRAME_MAX_BYTES = 30 * 2**20  # video frames and reference images
+AUDIO_INPUT_MAX_BYTES = 15 * 2**20
+REQUEST_MAX_BYTES = 64 * 2**20  # Ark's whole request body, base64 inputs included
 
 # (offset, magic bytes, MIME type, file extension): files are recognised by content, not by name.
 FILE_SIGNATURES = (
@@ -92,7 +168,13 @@ FILE_SIGNATURES = (
     (0, b"BM", "image/bmp", ".bmp"),
     (0, b"II*\x00", "image/tiff", ".tiff"),
     (0, b"MM\x00*", "image/tiff", ".tiff"),
+    (4, b"ftypqt", "video/quicktime", ".mov"),  # before mp4: QuickTime is an ftyp file with the brand "qt  "
     (4, b"ftyp", "video/mp4", ".mp4"),
+    (8, b"WAVE", "audio/wav", ".wav"),
+    (0, b"ID3", "audio/mpeg", ".mp3"),
+    (0, b"\xff\xfb", "audio/mpeg", ".mp3"),
+    (0, b"\xff\xf3", "audio/mpeg", ".mp3"),
+    (0, b"\xff\xf2", "audio/mpeg", ".mp3"),
 )
 
 API_KEY_ENV = ("ARK_API_KEY", "DOUBAO_API_KEY")
@@ -105,7 +187,7 @@ URL_LIFETIME_NOTE = "Result URLs expire 24 hours after generation: download what
 
 TaskStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "expired"]
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "expired"})
-Resolution = Literal["480p", "720p", "1080p"]
+Resolution = Literal["480p", "720p", "1080p", "4k"]
 Ratio = Literal["16:9", "4:3", "1:1", "3:4", "9:16", "21:9", "adaptive"]
 ServiceTier = Literal["default", "flex"]
 
@@ -122,6 +204,9 @@ HINTS_BY_CODE = {
     "ServiceNotOpen": "Enable the Ark service for this account in the Ark console.",
     "QuotaExceeded": "Ark's quota is used up or too many tasks are queued (120 per account): wait for "
     "tasks to finish or cancel queued ones with cancel_video_task.",
+    "OutputAudioSensitiveContentDetected": "Ark's moderation blocked the generated audio, not the picture: call "
+    "again with generate_audio: false.",
+    "TaskTypeConstraint": "This kind of task does not take {param}: leave it out, or change the inputs, and call again.",
     "SensitiveContentDetected": "Ark's moderation rejected the prompt, an input image or the result: "
     "rephrase the prompt or use another image.",
     "InvalidImageURL": "Ark could not fetch or read an input image: use a public https URL or a data URL.",
@@ -153,8 +238,8 @@ class Config:
 
     api_key: str | None = field(default=None, repr=False)
     base_url: str = DEFAULT_BASE_URL
-    image_model: str = DEFAULT_IMAGE_MODEL
-    video_model: str = DEFAULT_VIDEO_MODEL
+    image_model: str = DEFAULT_IMAGE_MODELS[0]
+    video_model: str = DEFAULT_VIDEO_MODELS[0]
     image_timeout: float = DEFAULT_IMAGE_TIMEOUT
     output_dir: str | None = None
     allowed_dir: Path | None = None
@@ -180,11 +265,12 @@ class Config:
         allowed_dir = first(("DOUBAO_ALLOWED_DIR",))
         if allowed_dir and not Path(allowed_dir).expanduser().is_dir():
             raise ValueError(f"DOUBAO_ALLOWED_DIR must be an existing folder, got {allowed_dir!r}")
+        byteplus = (urlsplit(base_url).hostname or "").endswith(".bytepluses.com")  # same models, other ids
         return cls(
             api_key=first(API_KEY_ENV),
             base_url=base_url,
-            image_model=first(IMAGE_MODEL_ENV) or DEFAULT_IMAGE_MODEL,
-            video_model=first(VIDEO_MODEL_ENV) or DEFAULT_VIDEO_MODEL,
+            image_model=first(IMAGE_MODEL_ENV) or DEFAULT_IMAGE_MODELS[byteplus],
+            video_model=first(VIDEO_MODEL_ENV) or DEFAULT_VIDEO_MODELS[byteplus],
             image_timeout=image_timeout,
             output_dir=first(("DOUBAO_OUTPUT_DIR",)),
             allowed_dir=allowed_dir and Path(allowed_dir).expanduser().resolve(),
@@ -271,26 +357,32 @@ def _task_id(value: str) -> str:
 
 
 def _image_size(value: str) -> str:
-    if value in ("1K", "2K", "4K", "adaptive"):
-        return value
-    match = re.fullmatch(r"(\d{2,5})x(\d{2,5})", value)
+    """Any size some model could take, in Ark's spelling (2K, 1.5K, auto, 2048x2048); the table checks the model's."""
+    value = value.strip()
+    if re.fullmatch(r"\d(\.5)?[kK]", value):
+        return value.upper()
+    if value.lower() in ("auto", "adaptive"):
+        return value.lower()
+    match = re.fullmatch(r"(\d{1,5}) ?[xX×*] ?(\d{1,5})", value)
     if not match:
-        raise ValueError("must be 1K, 2K, 4K, adaptive, or WIDTHxHEIGHT such as 2048x2048")
+        raise ValueError("must be a named size such as 2K, 1.5K, auto or adaptive, or WIDTHxHEIGHT such as 2048x2048")
     width, height = int(match[1]), int(match[2])
-    if not 512 * 512 <= width * height <= 4096 * 4096 or not 1 / 16 <= width / height <= 16:
-        raise ValueError("WIDTHxHEIGHT must have 512x512 to 4096x4096 pixels and an aspect ratio within 1:16..16:1")
-    return value
+    low, high = SIZE_SIDES
+    if not (low <= width <= high and low <= height <= high) or max(width / height, height / width) > 16:
+        raise ValueError(f"WIDTHxHEIGHT needs sides of {low} to {high} pixels and an aspect ratio within 16:1")
+    return f"{width}x{height}"
 
 
 def _duration(value: int) -> int:
-    if value != -1 and not 2 <= value <= 12:
-        raise ValueError("must be 2..12 seconds, or -1 to let Seedance 1.5 pro choose")
+    if value != -1 and not ANY_DURATION[0] <= value <= ANY_DURATION[1]:
+        raise ValueError(f"must be seconds ({ANY_DURATION[0]}-{ANY_DURATION[1]}; each model takes its own range), "
+                         "or -1 to let the model choose")
     return value
 
 
 def _frames(value: int) -> int:
-    if (value - 25) % 4:
-        raise ValueError("must be of the form 25 + 4n (29, 33, ... 289)")
+    if (value - 25) % 4 or not 29 <= value <= MAX_FRAMES:
+        raise ValueError("must be of the form 25 + 4n: 29, 33, ... 289")
     return value
 
 
@@ -300,12 +392,21 @@ def _callback_url(value: str) -> str:
     return value
 
 
+def _at_most(most: int) -> Callable[[list[Any]], list[Any]]:
+    """A sanity bound validated but not published: it tells a model nothing the tool description does not."""
+    def check(values: list[Any]) -> list[Any]:
+        if len(values) > most:
+            raise ValueError(f"takes at most {most} items")
+        return values
+    return check
+
+
 def _optional(check: Any) -> AfterValidator:
     """Run `check` on a given value; None means the argument was left out."""
     return AfterValidator(lambda value: value if value is None else check(value))
 
 
-Prompt = Annotated[str, Field(min_length=1, max_length=PROMPT_MAX_CHARS), AfterValidator(_nonblank)]
+Prompt = Annotated[str, Field(max_length=PROMPT_MAX_CHARS), AfterValidator(_nonblank)]
 ModelId = Annotated[str | None, _optional(_model_id)]
 TaskId = Annotated[str, Field(description="Task id from generate_video, e.g. cgt-2025..."), AfterValidator(_task_id)]
 
@@ -314,40 +415,162 @@ def _size(n: float) -> str:
     return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n:.0f} bytes"
 
 
+def family_of(model: str, table: Mapping[str, T]) -> tuple[str, T | None]:
+    """The model's name for messages (its id without the date stamp) and its row, or None for an id the
+    table does not know: an endpoint id, or a model newer than this release."""
+    shown = re.sub(r"-\d{6}$", "", model)
+    return shown, table.get(re.sub(r"^(doubao|dreamina)-", "", shown.lower()))
+
+
+def _over(argument: str, count: int, most: int, what: str, shown: str) -> tuple[bool, str]:
+    return count > most, (f"{argument}: {shown} takes no {what}." if most == 0 else
+                          f"{argument}: {count} {what} is over {shown}'s {most}.")
+
+
+def _refuse(rules: Iterable[tuple[Any, str]]) -> None:
+    """Raise one error naming every broken rule of (broken, message) pairs."""
+    problems = [message for broken, message in rules if broken]
+    if problems:
+        raise DoubaoError(" ".join(problems))
+
+
+def check_video(model: str, prompt: str | None, media: Mapping[str, int], draft_task_id: str | None,
+                duration: int | None, frames: int | None, resolution: str | None, draft: bool | None,
+                generate_audio: bool | None, web_search: bool | None) -> None:
+    """Refuse what Ark would refuse, before any request: first the rules every model shares, then the
+    model's row of VIDEO_MODELS when the table knows it. `media` counts each image, video and audio argument."""
+    frames_given = media["first_frame"] + media["last_frame"]
+    images, videos, audios = media["reference_images"], media["reference_videos"], media["reference_audios"]
+    references = images + videos + audios
+    if media["last_frame"] and not media["first_frame"]:
+        raise DoubaoError("last_frame needs first_frame: Seedance animates from a first frame to a last one.")
+    if frames_given and references:
+        raise DoubaoError("Use either first_frame/last_frame or reference images, videos and audios, not both.")
+    if duration is not None and frames is not None:
+        raise DoubaoError("Give duration or frames, not both (frames overrides duration at Ark).")
+    if draft_task_id and (frames_given or references or draft):
+        raise DoubaoError("draft_task_id renders an existing draft: give no images, videos, audios or draft with it.")
+    if not prompt and not (draft_task_id or frames_given or references):
+        raise DoubaoError("prompt is required: describe the video, or give images, videos or a draft_task_id to "
+                          "work from.")
+    shown, family = family_of(model, VIDEO_MODELS)
+    if family is None:
+        return
+    (low, high), seconds = family.durations, duration if duration not in (None, -1) else None
+    _refuse([
+        (duration == -1 and not family.auto_duration,
+         f"duration -1 (the model chooses) is not something {shown} takes: give {low}-{high} s."),
+        (seconds is not None and not low <= seconds <= high,
+         f"duration {seconds} is {'over' if (seconds or 0) > high else 'under'} {shown}'s {low}-{high} s."),
+        (resolution and resolution not in family.resolutions,
+         f"resolution {resolution} is not one {shown} makes: {', '.join(family.resolutions)}."),
+        (frames is not None and not family.frames, f"frames: {shown} takes duration, not frames."),
+        ((draft or draft_task_id) and not family.draft,
+         f"{'draft' if draft else 'draft_task_id'}: {shown} makes no drafts (Seedance 1.5 pro does)."),
+        (generate_audio and not family.audio, f"generate_audio: {shown} makes silent videos."),
+        (web_search and family.web_search == "no", f"web_search: {shown} cannot search the web."),
+        (web_search and family.web_search == "text-to-video" and (frames_given or references),
+         f"web_search: {shown} searches the web only for text-to-video, with no images, videos or audios."),
+        (frames_given and not family.first_frame, f"first_frame: {shown} makes videos from text only."),
+        (media["last_frame"] and family.first_frame and not family.last_frame,
+         f"last_frame: {shown} takes a first frame but no last frame."),
+        (not (frames_given or references or draft_task_id or family.text_only),
+         f"{shown} needs an image: give first_frame or reference_images."),
+        _over("reference_images", images, family.refs[0], "images", shown),
+        _over("reference_videos", videos, family.refs[1], "videos", shown),
+        _over("reference_audios", audios, family.refs[2], "audios", shown),
+        (family.total_refs and references > family.total_refs,
+         f"{references} references in all is over {shown}'s {family.total_refs}."),
+        (audios and not (images or videos) and not family.audio_alone,
+         f"reference_audios: {shown} needs a reference image or video beside them."),
+        (not prompt and not draft_task_id and not family.prompt_optional, f"prompt is required for {shown}."),
+    ])
+
+
+def check_image(model: str, images: int, size: str | None, max_images: int | None, web_search: bool | None) -> None:
+    """The image-side twin of `check_video`: shared rules, then the model's row of IMAGE_MODELS."""
+    if max_images and max_images > 1 and images + max_images > MAX_SET:
+        raise DoubaoError(f"images plus max_images may total {MAX_SET} at most, got {images} + {max_images}.")
+    shown, family = family_of(model, IMAGE_MODELS)
+    if family is None:
+        return
+    named = size is not None and "x" not in size
+    pixels = 0 if size is None or named else math.prod(map(int, size.split("x")))
+    low, high = family.pixels or (0, 0)
+    least, most = family.refs
+    _refuse([
+        (size and (size not in family.sizes if named else family.pixels is None),
+         f"size {size} is not one {shown} makes: {', '.join(family.sizes)}"
+         f"{' or WIDTHxHEIGHT' if family.pixels else ''}."),
+        (pixels and family.pixels and not low <= pixels <= high,
+         f"size {size} has {pixels / 1e6:.2f} MP; {shown} makes {low / 1e6:.2f}-{high / 1e6:.2f} MP (e.g. 2048x2048)."),
+        (images < least, f"images: {shown} needs {'exactly' if least == most else 'at least'} {least} reference "
+                         f"image{'s' if least > 1 else ''}."),
+        _over("images", images, most, "reference images", shown),
+        (max_images and max_images > 1 and not family.sets, f"max_images: {shown} makes single images, not sets."),
+        (web_search and not family.web_search, f"web_search: {shown} cannot search the web."),
+    ])
+
+
+# generate_video's media arguments: (argument, MEDIA kind, content item type, Ark role).
+VIDEO_INPUTS = (
+    ("first_frame", "frame", "image", "first_frame"),
+    ("last_frame", "frame", "image", "last_frame"),
+    ("reference_images", "frame", "image", "reference_image"),
+    ("reference_videos", "video", "video", "reference_video"),
+    ("reference_audios", "audio", "audio", "reference_audio"),
+)
+# What each kind of media argument takes: the largest inline file, and how to name the files it reads.
+MEDIA = {
+    "image": (IMAGE_INPUT_MAX_BYTES, "a JPEG, PNG, WebP, BMP, TIFF or GIF image"),
+    "frame": (VIDEO_FRAME_MAX_BYTES, "a JPEG, PNG, WebP, BMP, TIFF or GIF image"),
+    "audio": (AUDIO_INPUT_MAX_BYTES, "a WAV or MP3 file"),
+    "video": (0, "an MP4 or MOV video"),  # never inline: Ark fetches reference videos itself
+}
+
+
 def sniff(head: bytes) -> tuple[str, str] | None:
     """(MIME type, extension) of a file from its first bytes, or None if it is none we know."""
     return next(((mime, ext) for offset, magic, mime, ext in FILE_SIGNATURES
                  if head[offset:offset + len(magic)] == magic), None)
 
 
-def load_image(ref: str, argument: str, max_bytes: int, local_path: Callable[[str, str], Path]) -> str:
-    """One image argument as Ark takes it: URLs pass through, a local file becomes a data URL.
-
-    Runs on a worker thread: it reads files. `local_path` decides which files may be read.
-    """
+def load_media(ref: str, argument: str, kind: str, local_path: Callable[[str, str], Path]) -> str:
+    """One image, video or audio argument as Ark takes it: URLs and asset ids pass through, a local file
+    becomes a data URL. Runs on a worker thread: it reads files. `local_path` decides which files may be read."""
+    max_bytes, what = MEDIA[kind]
+    mime_kind = "image" if kind == "frame" else kind
     ref = ref.strip()
     parts = urlsplit(ref)
     if parts.scheme in ("http", "https") and parts.netloc:
         return ref
+    if parts.scheme == "asset":
+        if not re.fullmatch(r"asset://[\w.:-]{1,200}", ref):
+            raise DoubaoError(f"{argument}: {ref[:80]!r} is not an asset id such as asset://asset-2026...")
+        return ref
+    if kind == "video":
+        raise DoubaoError(f"{argument}: Ark takes reference videos only as https URLs or asset:// ids, not as files "
+                          "or data URLs: upload the video somewhere Ark can fetch it.")
     if parts.scheme == "data":
-        if not re.match(r"data:image/[\w.+-]+;base64,", ref):
-            raise DoubaoError(f"{argument}: a data URL must look like data:image/png;base64,....")
+        if not re.match(rf"data:{mime_kind}/[\w.+-]+;base64,", ref):
+            raise DoubaoError(f"{argument}: a data URL must look like data:{mime_kind}/"
+                              f"{'png' if mime_kind == 'image' else 'wav'};base64,....")
         if (len(ref) - ref.index(",") - 1) * 3 // 4 > max_bytes:
-            raise DoubaoError(f"{argument}: the data URL's image is over Ark's {_size(max_bytes)} limit.")
+            raise DoubaoError(f"{argument}: the data URL's file is over Ark's {_size(max_bytes)} limit.")
         return ref
     if parts.scheme == "file":
         if parts.netloc not in ("", "localhost"):
             raise DoubaoError(f"{argument}: {ref[:200]!r} points at another machine; use a local path.")
         ref = url2pathname(unquote(parts.path))
     elif len(parts.scheme) > 1:  # one letter is a Windows drive (C:\...), not a scheme
-        raise DoubaoError(f"{argument}: {ref[:80]!r} is not an https URL, a data:image URL or a file path.")
-    return _file_data_url(local_path(ref, argument), argument, max_bytes)
+        raise DoubaoError(f"{argument}: {ref[:80]!r} is not an https URL, a data URL, an asset:// id or a file path.")
+    return _file_data_url(local_path(ref, argument), argument, mime_kind, max_bytes, what)
 
 
-def _file_data_url(path: Path, argument: str, max_bytes: int) -> str:
+def _file_data_url(path: Path, argument: str, mime_kind: str, max_bytes: int, what: str) -> str:
     try:
         if path.is_dir():
-            raise DoubaoError(f"{argument}: {path} is a folder, not an image file.")
+            raise DoubaoError(f"{argument}: {path} is a folder, not {what}.")
         if not path.is_file():
             raise DoubaoError(f"{argument}: {path} does not exist." if not path.exists()
                               else f"{argument}: {path} is not a regular file.")
@@ -359,15 +582,22 @@ def _file_data_url(path: Path, argument: str, max_bytes: int) -> str:
     except OSError as error:
         raise DoubaoError(f"{argument}: {path} cannot be read: {error.strerror or error}.") from error
     mime = (sniff(data[:16]) or ("", ""))[0]
-    if not mime.startswith("image/"):
-        raise DoubaoError(f"{argument}: {path} is not a JPEG, PNG, WebP, BMP, TIFF or GIF image.")
+    if not mime.startswith(mime_kind + "/"):
+        raise DoubaoError(f"{argument}: {path} is not {what}.")
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
-def load_images(refs: Iterable[tuple[str, str | None]], max_bytes: int,
-                local_path: Callable[[str, str], Path]) -> list[str | None]:
-    """`load_image` for several (argument name, value) pairs at once, keeping None for absent ones."""
-    return [ref and load_image(ref, argument, max_bytes, local_path) for argument, ref in refs]
+def load_inputs(refs: Iterable[tuple[str, str, str | None]], local_path: Callable[[str, str], Path]) -> list[str | None]:
+    """`load_media` for (argument, kind, value) triples, keeping None for absent ones, and refusing a set of
+    inline files that would not fit in one Ark request."""
+    loaded, inline = [], 0
+    for argument, kind, ref in refs:
+        loaded.append(ref and load_media(ref, argument, kind, local_path))
+        inline += len(loaded[-1]) if loaded[-1] and loaded[-1].startswith("data:") else 0
+        if inline > REQUEST_MAX_BYTES:
+            raise DoubaoError(f"The inline files add up to over {_size(REQUEST_MAX_BYTES)} of base64, Ark's limit for "
+                              "a whole request: pass some as https URLs or asset:// ids.")
+    return loaded
 
 
 def output_dir(save_dir: str | None, config: Config) -> Path | None:
@@ -395,47 +625,67 @@ def _compact(mapping: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in mapping.items() if v is not None}
 
 
+# Top-level fields the tools build, and what to use instead of setting them through `extra`; the tools' own
+# argument names are reserved the same way. None: a field this server cannot handle at all.
+BUILT_FIELDS = {
+    "model": "use the model argument", "prompt": "use the prompt argument", "image": "use the images argument",
+    "content": "use prompt and the image, video and audio arguments", "tools": "use the web_search argument",
+    "sequential_image_generation": "use max_images", "sequential_image_generation_options": "use max_images",
+    "stream": None, "response_format": None,
+}
+
+
+def check_extra(extra: dict[str, Any] | None, arguments: Iterable[str]) -> dict[str, Any]:
+    """Other official Ark fields, sent as given; never one that would override what the tool builds."""
+    extra = extra or {}
+    reserved = {**BUILT_FIELDS, **{name: f"use the {name} argument" for name in arguments}}
+    clashes = [f"{key!r} is built by this tool: {reserved[key]}" if reserved[key] else
+               f"{key!r} is not supported: this server reads Ark's whole answer, with URLs"
+               for key in extra if key in reserved]
+    if clashes:
+        raise DoubaoError(f"extra: {'; '.join(clashes)}.")
+    return extra
+
+
 def image_request(prompt: str, model: str, images: list[str], size: str | None, max_images: int | None,
-                  seed: int | None, guidance_scale: float | None, watermark: bool | None) -> dict[str, Any]:
-    body = {"model": model, "prompt": prompt, "size": size, "seed": seed,
-            "guidance_scale": guidance_scale, "watermark": watermark}
+                  web_search: bool | None, extra: dict[str, Any], **parameters: Any) -> dict[str, Any]:
+    body = {"model": model, "prompt": prompt, "size": size, **parameters}
     if images:
-        # SeedEdit takes exactly one image as a string; Seedream 4.x takes a list.
+        # SeedEdit takes exactly one image as a string; Seedream 4.x and later take a list.
         body["image"] = images[0] if len(images) == 1 else images
     if max_images and max_images > 1:
         body["sequential_image_generation"] = "auto"
         body["sequential_image_generation_options"] = {"max_images": max_images}
-    return _compact(body)
+    if web_search:
+        body["tools"] = [{"type": "web_search"}]
+    return {**_compact(body), **extra}
 
 
-def video_request(prompt: str, model: str, first_frame: str | None, last_frame: str | None,
-                  reference_images: list[str], **parameters: Any) -> dict[str, Any]:
-    """Build a task body: images as content items with roles, every parameter as a top-level field."""
-    content: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
-    frames = [("first_frame", first_frame), ("last_frame", last_frame)]
-    roles = [(role, url) for role, url in frames if url] + [("reference_image", url) for url in reference_images]
-    content += [{"type": "image_url", "image_url": {"url": url}, "role": role} for role, url in roles]
-    return {"model": model, "content": content, **_compact(parameters)}
+def video_request(model: str, prompt: str | None, media: Iterable[tuple[str, str, str]], draft_task_id: str | None,
+                  web_search: bool | None, extra: dict[str, Any], **parameters: Any) -> dict[str, Any]:
+    """A task body: the prompt, each (kind, role, url) medium and a draft as content items, every parameter as a
+    top-level field (Ark validates those strictly, unlike the old `--rs 720p` prompt flags)."""
+    content: list[dict[str, Any]] = [{"type": "text", "text": prompt}] if prompt else []
+    content += [{"type": f"{kind}_url", f"{kind}_url": {"url": url}, "role": role} for kind, role, url in media]
+    if draft_task_id:
+        content.append({"type": "draft_task", "draft_task": {"id": draft_task_id}})
+    tools = {"tools": [{"type": "web_search"}]} if web_search else {}
+    return {"model": model, "content": content, **_compact(parameters), **tools, **extra}
 
 
-def check_video_combination(first_frame: str | None, last_frame: str | None, reference_images: list[str],
-                            duration: int | None, frames: int | None) -> None:
-    """Refuse the combinations Ark would reject, before any request."""
-    if last_frame and not first_frame:
-        raise DoubaoError("last_frame needs first_frame: Seedance animates from a first frame to a last one.")
-    if reference_images and (first_frame or last_frame):
-        raise DoubaoError("Use either reference_images or first_frame/last_frame, not both.")
-    if len(reference_images) > 4:
-        raise DoubaoError(f"reference_images takes 1 to 4 images, got {len(reference_images)}.")
-    if duration is not None and frames is not None:
-        raise DoubaoError("Give duration or frames, not both (frames overrides duration at Ark).")
-
-
-def list_query(status: str | None, model: str | None, task_ids: list[str], page_num: int | None,
-               page_size: int | None) -> list[tuple[str, Any]]:
+def list_query(status: str | None, model: str | None, service_tier: str | None, task_ids: list[str],
+               page_num: int | None, page_size: int | None) -> list[tuple[str, Any]]:
     """Query pairs, not a dict: Ark wants `filter.task_ids` repeated once per id."""
-    pairs = [("page_num", page_num), ("page_size", page_size), ("filter.status", status), ("filter.model", model)]
+    pairs = [("page_num", page_num), ("page_size", page_size), ("filter.status", status), ("filter.model", model),
+             ("filter.service_tier", service_tier)]
     return [(k, v) for k, v in pairs if v is not None] + [("filter.task_ids", t) for t in task_ids]
+
+
+# Output types. Fields marked Unlisted are validated like the rest but left out of the published output
+# schema: Ark's echo of a request (resolution, seed, ...) costs every conversation tokens in tools/list and tells a
+# caller nothing it acts on. `additionalProperties` says they may appear; the README lists them.
+Unlisted = SkipJsonSchema
+OPEN = ConfigDict(json_schema_extra={"additionalProperties": True})
 
 
 class SavedFile(TypedDict):
@@ -448,10 +698,15 @@ class SaveError(TypedDict):
     error: str
 
 
+@with_config(OPEN)
 class ImageOut(TypedDict):
     index: int
     url: NotRequired[str]
     size: NotRequired[str]
+    name: NotRequired[Unlisted[str]]  # name, description, z_index, bounding_box: a layer of a layer decomposition
+    description: NotRequired[Unlisted[str]]
+    z_index: NotRequired[Unlisted[int]]
+    bounding_box: NotRequired[Unlisted[dict[str, Any]]]
 
 
 class ImageError(TypedDict):
@@ -460,17 +715,19 @@ class ImageError(TypedDict):
     message: str
 
 
+@with_config(OPEN)
 class ImageResult(TypedDict):
     model: NotRequired[str]
-    created_at: NotRequired[str]
+    created_at: NotRequired[Unlisted[str]]
     images: list[ImageOut]
     errors: list[ImageError]
-    usage: NotRequired[dict[str, int]]
+    usage: NotRequired[dict[str, Any]]
     saved_files: NotRequired[list[SavedFile]]
     save_errors: NotRequired[list[SaveError]]
     note: str
 
 
+@with_config(OPEN)
 class VideoTask(TypedDict):
     task_id: str
     status: str
@@ -479,16 +736,22 @@ class VideoTask(TypedDict):
     last_frame_url: NotRequired[str]
     error_code: NotRequired[str]
     error_message: NotRequired[str]
-    created_at: NotRequired[str]
-    updated_at: NotRequired[str]
-    resolution: NotRequired[str]
-    ratio: NotRequired[str]
-    duration: NotRequired[int]
-    frames: NotRequired[int]
-    fps: NotRequired[int]
-    seed: NotRequired[int]
-    service_tier: NotRequired[str]
-    usage: NotRequired[dict[str, int]]
+    created_at: NotRequired[Unlisted[str]]
+    updated_at: NotRequired[Unlisted[str]]
+    resolution: NotRequired[Unlisted[str]]
+    ratio: NotRequired[Unlisted[str]]
+    duration: NotRequired[Unlisted[int]]
+    frames: NotRequired[Unlisted[int]]
+    fps: NotRequired[Unlisted[int]]
+    seed: NotRequired[Unlisted[int]]
+    service_tier: NotRequired[Unlisted[str]]
+    revised_prompt: NotRequired[Unlisted[str]]
+    draft: NotRequired[Unlisted[bool]]
+    draft_task_id: NotRequired[Unlisted[str]]
+    generate_audio: NotRequired[Unlisted[bool]]
+    output_format: NotRequired[Unlisted[str]]
+    execution_expires_after: NotRequired[Unlisted[int]]
+    usage: NotRequired[dict[str, Any]]
     saved_files: NotRequired[list[SavedFile]]
     save_errors: NotRequired[list[SaveError]]
     next_step: str
@@ -514,6 +777,10 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _bool(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
 def _time(value: Any) -> str | None:
     """Ark sends Unix seconds; an ISO string is easier for a model and a person to read."""
     if _int(value) is not None and 0 <= value < 2**33:
@@ -521,8 +788,14 @@ def _time(value: Any) -> str | None:
     return _text(value)
 
 
-def _usage(value: Any) -> dict[str, int] | None:
-    usage = {k: v for k, v in value.items() if _int(v) is not None} if isinstance(value, dict) else {}
+def _usage(value: Any, nested: bool = True) -> dict[str, Any] | None:
+    """Token and image counts. Ark nests some (`tool_usage: {"web_search": 1}`): one level is kept."""
+    if not isinstance(value, dict):
+        return None
+    usage = {key: number for key, number in value.items()
+             if isinstance(number, (int, float)) and not isinstance(number, bool)}
+    if nested:
+        usage.update({key: inner for key, inner in ((k, _usage(v, False)) for k, v in value.items()) if inner})
     return usage or None
 
 
@@ -545,8 +818,11 @@ def shape_images(body: dict[str, Any]) -> ImageResult:
             errors.append(ImageError(index=index, code=_text(error.get("code")) or "NoImage",
                                      message=_text(error.get("message")) or "Ark returned no image here."))
         else:  # an inline b64_json image is never put in the result: it would flood the model's context
-            images.append(ImageOut(index=index, **_compact({"url": _text(item.get("url")),
-                                                            "size": _text(item.get("size"))})))
+            box = item.get("bounding_box")
+            images.append(ImageOut(index=index, **_compact({
+                "url": _text(item.get("url")), "size": _text(item.get("size")), "name": _text(item.get("name")),
+                "description": _text(item.get("description")), "z_index": _int(item.get("z_index")),
+                "bounding_box": box if isinstance(box, dict) else None})))
     return ImageResult(images=images, errors=errors, note=URL_LIFETIME_NOTE, **_compact({
         "model": _text(body.get("model")),
         "created_at": _time(body.get("created", body.get("created_at"))),
@@ -577,6 +853,12 @@ def shape_task(item: Any) -> VideoTask:
         "fps": _int(item.get("framespersecond", item.get("fps"))),
         "seed": _int(item.get("seed")),
         "service_tier": _text(item.get("service_tier")),
+        "revised_prompt": _text(item.get("revised_prompt")),
+        "draft": _bool(item.get("draft")),
+        "draft_task_id": _text(item.get("draft_task_id")),
+        "generate_audio": _bool(item.get("generate_audio")),
+        "output_format": _text(item.get("output_format")),
+        "execution_expires_after": _int(item.get("execution_expires_after")),
         "usage": _usage(item.get("usage")),
     }), next_step=NEXT_STEP.get(status, "Call query_video_task again later.").format(task_id=task_id))
 
@@ -692,14 +974,15 @@ def _excerpt(response: requests.Response) -> str:
     return f"non-JSON response ({kind}): {text[:160]!r}" if text else f"empty response ({kind})"
 
 
-def _hint(status: int, code: str | None, path: str) -> str | None:
+def _hint(status: int, code: str | None, param: str | None, path: str) -> str | None:
     model_env = "DOUBAO_IMAGE_MODEL" if path.startswith(IMAGES_PATH) else "DOUBAO_VIDEO_MODEL"
     hint = next((h for key, h in HINTS_BY_CODE.items() if code and key in code), None)
     if hint is None and status == 404 and path.startswith(TASKS_PATH + "/"):
         hint = TASK_NOT_FOUND_HINT
     if hint is None:
         hint = HINTS_BY_STATUS.get(500 if status >= 500 else status)
-    return hint and hint.format(model_env=model_env)
+    return hint and hint.format(model_env=model_env, param=param or "one of the parameters given (Ark's message "
+                                "names it)")
 
 
 def _failure_reason(error: requests.RequestException, timeout: float) -> str:
@@ -740,9 +1023,9 @@ def _parse_response(response: requests.Response, path: str, api_key: str, sent_r
         message = message[: found.start()]
     request_id = (found and found[1]) or response.headers.get("X-Request-Id") or \
         response.headers.get("X-Client-Request-Id") or sent_request_id
-    code = _text(error.get("code"))
-    raise ArkAPIError(response.status_code, code, _redact(message.rstrip(" ."), api_key),
-                      _text(error.get("param")), request_id, _hint(response.status_code, code, path))
+    code, param = _text(error.get("code")), _text(error.get("param"))
+    raise ArkAPIError(response.status_code, code, _redact(message.rstrip(" ."), api_key), param, request_id,
+                      _hint(response.status_code, code, param, path))
 
 
 def _transient_status(status: int) -> bool:
@@ -775,6 +1058,7 @@ def _retry_delay(method: str, attempt: int, response: requests.Response | None =
                  error: requests.RequestException | None = None) -> float | None:
     """Seconds to wait before trying again, or None when this outcome is final.
 
+    Ark's own `x-should-retry: true|false` on an error answer decides first, as in the official SDKs. Else
     GET and DELETE are retried on 429, 5xx, timeouts and dropped connections. POST creates tasks and
     costs money, so it is retried only where Ark cannot have acted on it: a 429, or a connection that
     never opened. Never a second task.
@@ -785,8 +1069,10 @@ def _retry_delay(method: str, attempt: int, response: requests.Response | None =
             return None
     else:
         assert response is not None
-        status = response.status_code
-        if not _transient_status(status) or (method == "POST" and status != 429):
+        status, verdict = response.status_code, response.headers.get("x-should-retry", "").strip().lower()
+        if status < 400 or verdict == "false":
+            return None
+        if verdict != "true" and (not _transient_status(status) or (method == "POST" and status != 429)):
             return None
         asked = _retry_after(response.headers.get("Retry-After"))
         if asked is not None:
@@ -924,18 +1210,25 @@ async def wait_for_task(poll: Callable[[], Awaitable[VideoTask]], task: VideoTas
     return task
 
 
-def _lean_schema(node: Any) -> Any:
-    """Drop pydantic's generated titles and the `anyOf: [T, null]` wrapper of optional arguments.
+def _lean_schema(node: Any, defs: dict[str, Any] | None = None) -> Any:
+    """Drop pydantic's generated titles, the `anyOf: [T, null]` wrapper of optional arguments, and `$defs`
+    (each is used once, and none is recursive: inlined, the reference costs more than it saves).
 
     Every conversation pays for tools/list in tokens; these parts make it a third longer and tell a
     model nothing that the property name and `required` do not.
     """
     if isinstance(node, list):
-        return [_lean_schema(item) for item in node]
+        return [_lean_schema(item, defs) for item in node]
     if not isinstance(node, dict):
         return node
-    lean = {key: ({name: _lean_schema(s) for name, s in value.items()} if key == "properties" else _lean_schema(value))
-            for key, value in node.items() if key != "title"}
+    defs = node.get("$defs", defs)
+    if "$ref" in node and defs:
+        return _lean_schema(defs[node["$ref"].rsplit("/", 1)[-1]], defs)
+    lean = {key: ({name: _lean_schema(s, defs) for name, s in value.items()} if key == "properties"
+                  else _lean_schema(value, defs))
+            for key, value in node.items() if key not in ("title", "$defs")}
+    if lean.get("additionalProperties") is True and "properties" not in lean:
+        del lean["additionalProperties"]  # a bare {"type": "object"} already allows any keys
     variants = lean.get("anyOf", [])
     if len(variants) == 2 and {"type": "null"} in variants and "default" in lean and lean["default"] is None:
         del lean["anyOf"], lean["default"]
@@ -943,23 +1236,29 @@ def _lean_schema(node: Any) -> Any:
     return lean
 
 
-ImageArg = Annotated[str | None, Field(description="https URL, data:image URL, or local file path.")]
-SaveDir = Annotated[str | None, Field(description="Existing folder to save results in (default DOUBAO_OUTPUT_DIR).")]
-WaitSeconds = Annotated[float, Field(ge=0, le=MAX_WAIT_SECONDS, description="Wait up to this long for the video "
-                                     "to finish (sends progress).")]
+MEDIA_FORMS = "https URL, data URL, asset:// id or file path"
+MediaArg = Annotated[str | None, Field(description=MEDIA_FORMS + ".")]
+MediaList = Annotated[list[str] | None, _optional(_at_most(MAX_REFERENCES))]
+SaveDir = Annotated[str | None, Field(description="Folder to save results in (default DOUBAO_OUTPUT_DIR).")]
+WaitSeconds = Annotated[float, Field(ge=0, le=MAX_WAIT_SECONDS, description="Seconds to wait for the video, "
+                                     "with progress.")]
+Extra = Annotated[dict[str, Any] | None, Field(description="Other Ark fields, sent as is, e.g. {examples}.")]
 
 
 def build_server(config: Config, client: ArkClient | None = None) -> MCPServer:
     """The MCP server with its five tools, bound to one configuration and one Ark client."""
     client = client or ArkClient(config.base_url, config.image_timeout)
     tools: list[Tool] = []
+    arguments: dict[str, frozenset[str]] = {}  # each tool's argument names, which `extra` may not override
 
     def tool(**hints: Any) -> Any:
         def register(fn: Any) -> Any:
+            # Annotations left out take the spec's defaults: not read-only, destructive, open-world.
             registered = Tool.from_function(fn, description=" ".join(fn.__doc__.split()),
-                                            annotations=ToolAnnotations(open_world_hint=True, **hints))
+                                            annotations=ToolAnnotations(**hints))
             registered.parameters = _lean_schema(registered.parameters)
             registered.fn_metadata.output_schema = _lean_schema(registered.fn_metadata.output_schema)
+            arguments[registered.name] = frozenset(registered.parameters["properties"])
             tools.append(registered)
             return fn
         return register
@@ -1008,80 +1307,99 @@ def build_server(config: Config, client: ArkClient | None = None) -> MCPServer:
             raise failure
         return result
 
-    @tool(title="Generate images", read_only_hint=False, destructive_hint=False)
+    @tool(title="Generate images", destructive_hint=False)
     async def generate_image(
         ctx: Context,
         prompt: Annotated[Prompt, Field(description="What to draw, or how to edit the reference images.")],
-        model: Annotated[ModelId, Field(description="Model or endpoint id; default from DOUBAO_IMAGE_MODEL.")] = None,
-        images: Annotated[list[str] | None, Field(max_length=14, description="Reference images to edit or "
-                          "combine: https URLs, data:image URLs or local file paths.")] = None,
+        model: Annotated[ModelId, Field(description="Model or endpoint id (default DOUBAO_IMAGE_MODEL).")] = None,
+        images: Annotated[MediaList, Field(description=f"Images to edit or combine: {MEDIA_FORMS}.")] = None,
         size: Annotated[str | None, _optional(_image_size),
-                        Field(description="1K, 2K, 4K, adaptive, or WIDTHxHEIGHT like 2048x2048.")] = None,
-        max_images: Annotated[int | None, Field(ge=1, le=15, description="Above 1: a set of up to this many "
-                              "related images (Seedream 4.x).")] = None,
+                        Field(description="Per model: 1K, 1.5K, 2K, 3K, 4K, auto, adaptive or WIDTHxHEIGHT.")] = None,
+        max_images: Annotated[int | None, Field(ge=1, le=MAX_SET, description="Above 1: a set of up to this many "
+                              "related images.")] = None,
         seed: Annotated[int | None, Field(ge=-1, le=2147483647)] = None,
-        guidance_scale: Annotated[float | None, Field(ge=1, le=10, description="Prompt adherence (Seedream 3.0 "
-                                  "and SeedEdit only).")] = None,
+        guidance_scale: Annotated[float | None, Field(ge=1, le=10, description="Prompt adherence (Seedream 3.0, "
+                                  "SeedEdit).")] = None,
         watermark: Annotated[bool | None, Field(description="Ark's default is true.")] = None,
+        output_format: Literal["jpeg", "png"] | None = None,
+        web_search: Annotated[bool | None, Field(description="Let the model search the web (Seedream 5.0).")] = None,
+        extra: Annotated[Extra, Field(description=Extra.__metadata__[0].description.format(
+            examples="optimize_prompt_options, layer_decomposition"))] = None,
         save_dir: SaveDir = None,
     ) -> ImageResult:
-        """Generate images with Doubao Seedream from a prompt, optionally editing or fusing reference images.
+        """Generate images with Doubao Seedream from a prompt, optionally editing or combining reference images.
         Returns image URLs (valid 24 h), per-image errors, and saved file paths with save_dir."""
-        if max_images and max_images > 1 and len(images or []) + max_images > 15:
-            raise DoubaoError(f"images plus max_images may total 15 at most, got {len(images or [])} + {max_images}.")
+        model = model or config.image_model
+        check_image(model, len(images or []), size, max_images, web_search)
+        extra = check_extra(extra, arguments["generate_image"])
         api_key = config.api_key_for(ctx.headers)
         save_to = await call(output_dir, save_dir, config)
-        refs = await call(load_images, [("images", ref) for ref in images or []], IMAGE_INPUT_MAX_BYTES,
-                          config.local_path)
-        body = image_request(prompt, model or config.image_model, refs, size, max_images, seed,
-                             guidance_scale, watermark)
+        refs = await call(load_inputs, [("images", "image", ref) for ref in images or []], config.local_path)
+        body = image_request(prompt, model, refs, size, max_images, web_search, extra, seed=seed,
+                             guidance_scale=guidance_scale, watermark=watermark, output_format=output_format)
         data = await with_heartbeat(ctx, "generating images", call(client.generate_images, body, api_key))
         result = shape_images(data)
         if save_to:
             result = await call(save_images, client, data["data"], result, save_to, config.max_download_bytes)
         return result
 
-    @tool(title="Generate a video", read_only_hint=False, destructive_hint=False)
+    @tool(title="Generate a video", destructive_hint=False)
     async def generate_video(
         ctx: Context,
-        prompt: Annotated[Prompt, Field(description="The scene and motion to generate (best under 500 chars).")],
-        model: Annotated[ModelId, Field(description="Model or endpoint id; default from DOUBAO_VIDEO_MODEL.")] = None,
-        first_frame: ImageArg = None,
-        last_frame: Annotated[ImageArg, Field(description="Image to end on; needs first_frame.")] = None,
-        reference_images: Annotated[list[str] | None, Field(description="1-4 reference images (URLs or file "
-                                    "paths); not with first/last frames.")] = None,
+        prompt: Annotated[Prompt | None, Field(description="Scene and motion, best under 500 chars; cite "
+                          "references as @Image1, @Video1, @Audio1.")] = None,
+        model: Annotated[ModelId, Field(description="Model or endpoint id (default DOUBAO_VIDEO_MODEL).")] = None,
+        first_frame: MediaArg = None,
+        last_frame: Annotated[MediaArg, Field(description="Image to end on; needs first_frame.")] = None,
+        reference_images: Annotated[MediaList, Field(description="Images to draw on; not with first/last "
+                                    "frames.")] = None,
+        reference_videos: Annotated[MediaList, Field(description="Videos to follow, edit or extend (URL or "
+                                    "asset:// id).")] = None,
+        reference_audios: Annotated[MediaList, Field(description="WAV/MP3 audio (Seedance 2.x).")] = None,
+        draft_task_id: Annotated[str | None, _optional(_task_id),
+                                 Field(description="Render the final video of this draft task.")] = None,
         resolution: Resolution | None = None,
         ratio: Ratio | None = None,
         duration: Annotated[int | None, _optional(_duration),
-                            Field(description="Seconds: 2-12 (or -1: model decides).")] = None,
-        frames: Annotated[int | None, Field(ge=29, le=289, description="Length in frames, 25+4n; instead of "
-                          "duration."), _optional(_frames)] = None,
+                            Field(description="Seconds (2-30 by model), or -1: model decides.")] = None,
+        frames: Annotated[int | None, Field(description="25+4n frames, instead of duration (Seedance 1.0)."),
+                          _optional(_frames)] = None,
         seed: Annotated[int | None, Field(ge=-1, le=4294967295)] = None,
         camera_fixed: bool | None = None,
         watermark: bool | None = None,
-        generate_audio: Annotated[bool | None, Field(description="Seedance 1.5 pro and later.")] = None,
-        return_last_frame: Annotated[bool | None, Field(description="Also return the last frame as a PNG "
-                                     "URL.")] = None,
+        generate_audio: bool | None = None,
+        return_last_frame: Annotated[bool | None, Field(description="Also return the last frame (PNG).")] = None,
+        draft: Annotated[bool | None, Field(description="Cheap preview; render it later with draft_task_id "
+                         "(1.5 pro).")] = None,
+        web_search: Annotated[bool | None, Field(description="Let the model search the web.")] = None,
         service_tier: Annotated[ServiceTier | None, Field(description="flex: cheaper, slower.")] = None,
         callback_url: Annotated[str | None, _optional(_callback_url),
                                 Field(description="Ark POSTs task updates here.")] = None,
+        extra: Annotated[Extra, Field(description=Extra.__metadata__[0].description.format(
+            examples="priority, execution_expires_after, output_format, omni_reference_task_type"))] = None,
         wait_seconds: WaitSeconds = 0,
         save_dir: SaveDir = None,
     ) -> VideoTask:
-        """Start a Doubao Seedance video task: text-to-video, or image-to-video from a first frame, first and
-        last frames, or reference images. Returns a task_id; with wait_seconds, waits for the video."""
-        check_video_combination(first_frame, last_frame, reference_images or [], duration, frames)
+        """Start a Doubao Seedance video task from text, a first (and last) frame, reference images, videos and
+        audios, or a draft. Returns a task_id; with wait_seconds, waits for the video."""
+        model = model or config.video_model
+        given = {"first_frame": [first_frame] if first_frame else [], "last_frame": [last_frame] if last_frame else [],
+                 "reference_images": reference_images or [], "reference_videos": reference_videos or [],
+                 "reference_audios": reference_audios or []}
+        check_video(model, prompt, {argument: len(values) for argument, values in given.items()}, draft_task_id,
+                    duration, frames, resolution, draft, generate_audio, web_search)
+        extra = check_extra(extra, arguments["generate_video"])
         api_key = config.api_key_for(ctx.headers)
         save_to = await call(output_dir, save_dir, config)
-        named = [("first_frame", first_frame), ("last_frame", last_frame)]
-        first, last, *refs = await call(load_images, named + [("reference_images", ref) for ref in
-                                                               reference_images or []], VIDEO_FRAME_MAX_BYTES,
-                                        config.local_path)
+        inputs = [(argument, kind, item, role, ref) for argument, kind, item, role in VIDEO_INPUTS
+                  for ref in given[argument]]
+        loaded = await call(load_inputs, [(argument, kind, ref) for argument, kind, _, _, ref in inputs],
+                            config.local_path)
         body = video_request(
-            prompt, model or config.video_model, first, last, refs, resolution=resolution, ratio=ratio,
-            duration=duration, frames=frames, seed=seed, camera_fixed=camera_fixed, watermark=watermark,
-            generate_audio=generate_audio, return_last_frame=return_last_frame, service_tier=service_tier,
-            callback_url=callback_url)
+            model, prompt, [(item, role, url) for (_, _, item, role, _), url in zip(inputs, loaded)], draft_task_id,
+            web_search, extra, resolution=resolution, ratio=ratio, duration=duration, frames=frames, seed=seed,
+            camera_fixed=camera_fixed, watermark=watermark, generate_audio=generate_audio,
+            return_last_frame=return_last_frame, draft=draft, service_tier=service_tier, callback_url=callback_url)
         created = shape_task({"status": "queued", "model": body["model"], **await call(client.create_task, body,
                                                                                         api_key)})
         return await finish_task(created, created["task_id"], wait_seconds, save_to, api_key, ctx)
@@ -1100,16 +1418,17 @@ def build_server(config: Config, client: ArkClient | None = None) -> MCPServer:
         ctx: Context,
         status: TaskStatus | None = None,
         model: Annotated[ModelId, Field(description="Only tasks of this model or endpoint id.")] = None,
+        service_tier: ServiceTier | None = None,
         task_ids: Annotated[list[Annotated[str, AfterValidator(_task_id)]] | None,
                             Field(max_length=500, description="Only these tasks.")] = None,
         page_num: Annotated[int | None, Field(ge=1, le=500)] = None,
         page_size: Annotated[int | None, Field(ge=1, le=500)] = None,
     ) -> TaskList:
         """List video tasks from the last 7 days, newest first, optionally filtered."""
-        params = list_query(status, model, task_ids or [], page_num, page_size)
+        params = list_query(status, model, service_tier, task_ids or [], page_num, page_size)
         return shape_task_list(await call(client.list_tasks, params, config.api_key_for(ctx.headers)))
 
-    @tool(title="Cancel or delete a video task", read_only_hint=False, destructive_hint=True, idempotent_hint=False)
+    @tool(title="Cancel or delete a video task")  # the defaults: destructive, not idempotent
     async def cancel_video_task(task_id: TaskId, ctx: Context) -> CancelResult:
         """Cancel a queued video task, or delete the record of a finished one. A running task cannot be
         cancelled."""
