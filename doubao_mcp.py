@@ -24,18 +24,31 @@ host it with `doubao-image-video-mcp --transport streamable-http --host 0.0.0.0 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
+import concurrent.futures
+import contextlib
 import email.utils
+import errno
+import functools
+import ipaddress
+import itertools
+import json
 import logging
 import math
 import os
+import queue
 import random
 import re
+import reprlib
 import signal
+import socket
+import stat
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import partial
@@ -56,6 +69,8 @@ from pydantic import AfterValidator, ConfigDict, Field, with_config
 from pydantic.json_schema import SkipJsonSchema
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from typing_extensions import NotRequired, TypedDict
 
 __version__ = "0.1.0"
@@ -74,13 +89,20 @@ PROMPT_MAX_CHARS = 5000  # far above what Ark uses (~500 for video); stops paste
 
 MAX_ATTEMPTS = 4  # one call plus up to three retries of a transient failure
 MAX_RETRY_AFTER = 30.0  # a longer Retry-After is reported to the caller, not slept through
-RETRY_BUDGET = 30.0  # no retry starts later than this after the first try: calls end before clients give up
+MIN_ATTEMPT_SECONDS = 1.0  # no retry starts unless its deadline leaves it at least this long
+MAX_REDIRECTS = 5  # downloads only: API calls never follow a redirect
 MAX_WAIT_SECONDS = 600
 POLL_INTERVALS = (1.5, 12.0)  # first poll after 1.5 s, then x1.5 each time up to 12 s
 HEARTBEAT_SECONDS = 10.0  # progress while a long image generation runs, for clients that time out at 60 s
+THREAD_IDLE_SECONDS = 30.0  # a worker thread with no work for this long ends
 DEFAULT_MAX_DOWNLOAD_BYTES = 2 * 2**30
 DOWNLOAD_READ_TIMEOUT = 60.0  # longest silence tolerated mid-download
-DOWNLOAD_CHUNK_BYTES = 2**20
+DOWNLOAD_DEADLINE = 600.0
+STALE_PART_SECONDS = DOWNLOAD_DEADLINE + 60  # a .part file this old belongs to no live download
+DOWNLOAD_CHUNK_BYTES = 64 * 2**10
+NAME_LIMIT, MESSAGE_LIMIT, URL_LIMIT = 200, 1000, 4096  # longest ids and codes, messages, URLs put in a result
+# Control characters, zero-width characters and bidi overrides: never passed from upstream into a result.
+UNSAFE_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
 
 # --- Models: what each family accepts ---------------------------------------------------------
 # The one place that knows a model's limits (sources: the Ark docs and SDKs; see the README's model
@@ -233,6 +255,46 @@ NEXT_STEP = {
 
 
 @dataclass(frozen=True)
+class Limits:
+    """How much the server takes on at once, and how long and how large anything may be: one place (tests shrink it).
+
+    Blocking work runs on two fixed sets of threads, so that quick calls stay quick whatever long generations
+    do; their sum bounds the threads, and so the requests in flight upstream."""
+
+    quick_threads: int = 8  # task queries, lists and cancels, folder checks
+    slow_threads: int = 32  # image generations, task creation (uploads), downloads, reading input files
+    slot_wait: float = 20.0  # longest wait for a free thread before a call is told the server is busy
+    task_deadline: float = 30.0  # a task call, retries included
+    download_deadline: float = DOWNLOAD_DEADLINE
+    download_min_rate: float = 64 * 2**10  # bytes per second, over every rate_window of a download
+    rate_window: float = 30.0
+    max_answer_bytes: int = 8 * 2**20  # an API answer; Ark's are a few KB, a list of 500 tasks about 1 MB
+    # Hosting over HTTP:
+    max_body: int = 70 * 2**20  # a request: Ark's 64 MB of base64 inputs, and the JSON-RPC around them
+    body_timeout: float = 120.0  # for a whole request body to arrive
+    header_timeout: float = 10.0  # for a request's head to arrive
+    keep_alive: float = 5.0  # an idle kept-alive connection is closed after this
+    grace: float = 20.0  # at SIGTERM/SIGINT, for calls in flight to finish
+    max_connections: int = 256  # more at once get 503
+
+    @property
+    def threads(self) -> int:
+        return self.quick_threads + self.slow_threads
+
+
+KEY_CHARACTERS = re.compile(r"[\x20-\x7e\xa0-\xff]+")  # what an HTTP header value can carry
+
+
+def usable_key(key: str | None, where: str) -> str | None:
+    """A key without a character HTTP cannot send: refused here, by name, rather than failing inside a request
+    with the key in the error."""
+    if key and not KEY_CHARACTERS.fullmatch(key):
+        raise DoubaoError(f"{where} contains a control character or a character outside Latin-1, which no HTTP "
+                          "header can carry: copy the key again from the Ark console.")
+    return key
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything the server reads from its environment, read once in `from_env`."""
 
@@ -246,6 +308,7 @@ class Config:
     serving_http: bool = False  # set by main(): over HTTP, callers bring keys and the disk is not theirs
     poll_intervals: tuple[float, float] = POLL_INTERVALS
     max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES
+    limits: Limits = Limits()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Config:
@@ -266,8 +329,12 @@ class Config:
         if allowed_dir and not Path(allowed_dir).expanduser().is_dir():
             raise ValueError(f"DOUBAO_ALLOWED_DIR must be an existing folder, got {allowed_dir!r}")
         byteplus = (urlsplit(base_url).hostname or "").endswith(".bytepluses.com")  # same models, other ids
+        try:
+            api_key = usable_key(first(API_KEY_ENV), "ARK_API_KEY")
+        except DoubaoError as error:
+            raise ValueError(str(error)) from None
         return cls(
-            api_key=first(API_KEY_ENV),
+            api_key=api_key,
             base_url=base_url,
             image_model=first(IMAGE_MODEL_ENV) or DEFAULT_IMAGE_MODELS[byteplus],
             video_model=first(VIDEO_MODEL_ENV) or DEFAULT_VIDEO_MODELS[byteplus],
@@ -279,25 +346,28 @@ class Config:
     def local_path(self, value: str, argument: str) -> Path:
         """A path a tool may read or write. On stdio the disk is the user's own, so any path will do and
         relative ones are under home (clients often start servers in `/`). Over HTTP the disk is not the
-        caller's: nothing, unless DOUBAO_ALLOWED_DIR names a folder. A set DOUBAO_ALLOWED_DIR confines
-        every path, checked after symlinks and `..` are resolved."""
+        caller's: nothing, unless DOUBAO_ALLOWED_DIR names a folder. A set DOUBAO_ALLOWED_DIR confines every
+        path: `..` is resolved here, and the path is then opened from that folder down without following links
+        (see `open_beneath`), or, where that cannot be done, resolved through its links and checked."""
         if self.serving_http and self.allowed_dir is None:
             raise DoubaoError(f"{argument}: local files are off because this server is used over HTTP and its "
                               "disk is not yours; pass an https or data: URL. The operator can allow a folder "
                               "with DOUBAO_ALLOWED_DIR.")
         path = Path(value).expanduser()
-        path = (path if path.is_absolute() else (self.allowed_dir or Path.home()) / path).resolve()
+        path = path if path.is_absolute() else (self.allowed_dir or Path.home()) / path
+        path = Path(os.path.normpath(path)) if self.allowed_dir and WALK_BENEATH else path.resolve()
         if self.allowed_dir is not None and not path.is_relative_to(self.allowed_dir):
             raise DoubaoError(f"{argument}: {value[:200]!r} is outside the allowed folder {self.allowed_dir}.")
         return path
 
     def api_key_for(self, headers: Mapping[str, str] | None) -> str:
-        """The caller's own Ark key from its HTTP request headers, else the server's."""
+        """The caller's own Ark key from its HTTP request headers, else the server's. X-API-Key wins over
+        Authorization: a gateway in front of the server may use Authorization for its own token."""
         headers = headers or {}
         bearer = headers.get("authorization", "")
-        key = bearer[7:].strip() if bearer[:7].lower() == "bearer " else headers.get("x-api-key", "").strip()
+        key = headers.get("x-api-key", "").strip() or (bearer[7:].strip() if bearer[:7].lower() == "bearer " else "")
         if key or self.api_key:
-            return key or self.api_key
+            return usable_key(key, "Your API key header") or self.api_key
         raise DoubaoError(
             "No Ark API key: send yours with the request as 'Authorization: Bearer <Ark API key>' or "
             "'X-API-Key: <Ark API key>', or have the operator set ARK_API_KEY." if self.serving_http else
@@ -535,9 +605,9 @@ def sniff(head: bytes) -> tuple[str, str] | None:
                  if head[offset:offset + len(magic)] == magic), None)
 
 
-def load_media(ref: str, argument: str, kind: str, local_path: Callable[[str, str], Path]) -> str:
+def load_media(ref: str, argument: str, kind: str, config: Config) -> str:
     """One image, video or audio argument as Ark takes it: URLs and asset ids pass through, a local file
-    becomes a data URL. Runs on a worker thread: it reads files. `local_path` decides which files may be read."""
+    becomes a data URL. Runs on a worker thread: it reads files, where `config` allows."""
     max_bytes, what = MEDIA[kind]
     mime_kind = "image" if kind == "frame" else kind
     ref = ref.strip()
@@ -564,35 +634,20 @@ def load_media(ref: str, argument: str, kind: str, local_path: Callable[[str, st
         ref = url2pathname(unquote(parts.path))
     elif len(parts.scheme) > 1:  # one letter is a Windows drive (C:\...), not a scheme
         raise DoubaoError(f"{argument}: {ref[:80]!r} is not an https URL, a data URL, an asset:// id or a file path.")
-    return _file_data_url(local_path(ref, argument), argument, mime_kind, max_bytes, what)
-
-
-def _file_data_url(path: Path, argument: str, mime_kind: str, max_bytes: int, what: str) -> str:
-    try:
-        if path.is_dir():
-            raise DoubaoError(f"{argument}: {path} is a folder, not {what}.")
-        if not path.is_file():
-            raise DoubaoError(f"{argument}: {path} does not exist." if not path.exists()
-                              else f"{argument}: {path} is not a regular file.")
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise DoubaoError(f"{argument}: {path} is {_size(size)}, over Ark's {_size(max_bytes)} limit for "
-                              "this input.")
-        data = path.read_bytes()
-    except OSError as error:
-        raise DoubaoError(f"{argument}: {path} cannot be read: {error.strerror or error}.") from error
+    path = config.local_path(ref, argument)
+    data = read_input(path, config.allowed_dir, argument, max_bytes, what)
     mime = (sniff(data[:16]) or ("", ""))[0]
     if not mime.startswith(mime_kind + "/"):
         raise DoubaoError(f"{argument}: {path} is not {what}.")
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
-def load_inputs(refs: Iterable[tuple[str, str, str | None]], local_path: Callable[[str, str], Path]) -> list[str | None]:
+def load_inputs(refs: Iterable[tuple[str, str, str | None]], config: Config) -> list[str | None]:
     """`load_media` for (argument, kind, value) triples, keeping None for absent ones, and refusing a set of
     inline files that would not fit in one Ark request."""
     loaded, inline = [], 0
     for argument, kind, ref in refs:
-        loaded.append(ref and load_media(ref, argument, kind, local_path))
+        loaded.append(ref and load_media(ref, argument, kind, config))
         inline += len(loaded[-1]) if loaded[-1] and loaded[-1].startswith("data:") else 0
         if inline > REQUEST_MAX_BYTES:
             raise DoubaoError(f"The inline files add up to over {_size(REQUEST_MAX_BYTES)} of base64, Ark's limit for "
@@ -600,24 +655,11 @@ def load_inputs(refs: Iterable[tuple[str, str, str | None]], local_path: Callabl
     return loaded
 
 
-def output_dir(save_dir: str | None, config: Config) -> Path | None:
-    """The folder to save results in (the argument, else DOUBAO_OUTPUT_DIR), checked before anything is
-    generated."""
+def output_dir(save_dir: str | None, config: Config) -> Folder | None:
+    """The folder to save results in (the argument, else DOUBAO_OUTPUT_DIR), checked and held open before
+    anything is generated. The caller closes it."""
     save_dir = save_dir or config.output_dir
-    if not save_dir:
-        return None
-    path = config.local_path(save_dir, "save_dir")
-    if not path.exists():
-        raise DoubaoError(f"save_dir {path} does not exist: create it first or choose an existing folder.")
-    if not path.is_dir():
-        raise DoubaoError(f"save_dir {path} is a file, not a folder.")
-    probe = path / f".doubao-write-test-{uuid.uuid4().hex[:8]}"
-    try:
-        probe.open("xb").close()
-        probe.unlink()
-    except OSError as error:
-        raise DoubaoError(f"save_dir {path} is not writable: {error.strerror or error}.") from error
-    return path
+    return open_folder(config.local_path(save_dir, "save_dir"), config.allowed_dir) if save_dir else None
 
 
 def _compact(mapping: dict[str, Any]) -> dict[str, Any]:
@@ -769,12 +811,29 @@ class CancelResult(TypedDict):
     message: str
 
 
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+def _text(value: Any, limit: int = NAME_LIMIT) -> str | None:
+    """A string from upstream as it may go into a result: control characters, zero-width characters and bidi
+    overrides replaced, whitespace collapsed, and at most `limit` characters."""
+    if not isinstance(value, str):
+        return None
+    text = " ".join(UNSAFE_CHARACTERS.sub(" ", value[: 2 * limit]).split())  # cleaning may shorten it: cap after
+    return (text[: limit - 1] + "…" if len(text) > limit else text) or None
+
+
+def _url(value: Any) -> str | None:
+    """Only an http(s) URL a client can open goes into a result."""
+    if not isinstance(value, str) or len(value) > URL_LIMIT or UNSAFE_CHARACTERS.search(value) or " " in value:
+        return None
+    parts = urlsplit(value)
+    return value if parts.scheme in ("http", "https") and parts.netloc else None
 
 
 def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63 else None
+
+
+def _number(value: Any) -> int | float | None:
+    return _int(value) if isinstance(value, int) else value if isinstance(value, float) and math.isfinite(value) else None
 
 
 def _bool(value: Any) -> bool | None:
@@ -788,19 +847,34 @@ def _time(value: Any) -> str | None:
     return _text(value)
 
 
-def _usage(value: Any, nested: bool = True) -> dict[str, Any] | None:
-    """Token and image counts. Ark nests some (`tool_usage: {"web_search": 1}`): one level is kept."""
+def _numbers(value: Any, nested: bool = True) -> dict[str, Any] | None:
+    """A small object of numbers, as Ark's usage and bounding boxes are: at most 32 keys, one level of nesting
+    (`tool_usage: {"web_search": 1}`) and lists of up to 8 numbers; anything else is dropped."""
     if not isinstance(value, dict):
         return None
-    usage = {key: number for key, number in value.items()
-             if isinstance(number, (int, float)) and not isinstance(number, bool)}
-    if nested:
-        usage.update({key: inner for key, inner in ((k, _usage(v, False)) for k, v in value.items()) if inner})
-    return usage or None
+    kept: dict[str, Any] = {}
+    for key, item in itertools.islice(value.items(), 32):
+        if isinstance(item, dict):
+            item = _numbers(item, False) if nested else None
+        elif isinstance(item, list):
+            item = item if len(item) <= 8 and all(_number(n) is not None for n in item) else None
+        else:
+            item = _number(item)
+        if item is not None:
+            kept[_text(key) or "?"] = item
+    return kept or None
 
 
 def _unreadable(what: str, body: Any) -> ArkConnectionError:
-    return ArkConnectionError(f"Ark answered with {what} this server cannot read: {str(body)[:200]!r}.")
+    excerpt = reprlib.Repr()  # bounded, however deep or large the body
+    excerpt.maxlevel, excerpt.maxstring, excerpt.maxother, excerpt.maxdict, excerpt.maxlist = 3, 80, 80, 6, 6
+    return ArkConnectionError(f"Ark answered with {what} this server cannot read: {_text(excerpt.repr(body))!r}.")
+
+
+def _task_id_of(item: dict[str, Any]) -> str | None:
+    """A task id a caller can pass back: Ark's own form, never a path or a 1 MB string."""
+    task_id = item.get("id")
+    return task_id if isinstance(task_id, str) and re.fullmatch(ID_PATTERN, task_id) and ".." not in task_id else None
 
 
 def shape_images(body: dict[str, Any]) -> ImageResult:
@@ -813,37 +887,41 @@ def shape_images(body: dict[str, Any]) -> ImageResult:
     for index, item in enumerate(data):
         item = item if isinstance(item, dict) else {}
         error = item.get("error")
-        if isinstance(error, dict) or not (_text(item.get("url")) or _text(item.get("b64_json"))):
+        if isinstance(error, dict) or not (_url(item.get("url")) or isinstance(item.get("b64_json"), str)):
             error = error if isinstance(error, dict) else {}
             errors.append(ImageError(index=index, code=_text(error.get("code")) or "NoImage",
-                                     message=_text(error.get("message")) or "Ark returned no image here."))
+                                     message=_text(error.get("message"), MESSAGE_LIMIT) or "Ark returned no image "
+                                     "here (or one at an address that is not http(s))."))
         else:  # an inline b64_json image is never put in the result: it would flood the model's context
-            box = item.get("bounding_box")
             images.append(ImageOut(index=index, **_compact({
-                "url": _text(item.get("url")), "size": _text(item.get("size")), "name": _text(item.get("name")),
-                "description": _text(item.get("description")), "z_index": _int(item.get("z_index")),
-                "bounding_box": box if isinstance(box, dict) else None})))
+                "url": _url(item.get("url")), "size": _text(item.get("size")), "name": _text(item.get("name")),
+                "description": _text(item.get("description"), MESSAGE_LIMIT), "z_index": _int(item.get("z_index")),
+                "bounding_box": _numbers(item.get("bounding_box"))})))
     return ImageResult(images=images, errors=errors, note=URL_LIFETIME_NOTE, **_compact({
         "model": _text(body.get("model")),
         "created_at": _time(body.get("created", body.get("created_at"))),
-        "usage": _usage(body.get("usage")),
+        "usage": _numbers(body.get("usage")),
     }))
 
 
-def shape_task(item: Any) -> VideoTask:
-    """Ark's task record, flattened to what a caller acts on. Accepts both documented error field names."""
-    if not isinstance(item, dict) or not _text(item.get("id")) or not _text(item.get("status")):
-        raise _unreadable("a task record without an id or status", item)
+def shape_task(item: Any, asked_for: str | None = None) -> VideoTask:
+    """Ark's task record, flattened to what a caller acts on, every field cleaned and bounded. Accepts both
+    documented error field names. A record for another task than the one `asked_for` is never passed on."""
+    if not isinstance(item, dict) or not _task_id_of(item) or not _text(item.get("status")):
+        raise _unreadable("a task record without a task id or status", item)
+    task_id, status = item["id"], _text(item["status"])
+    if asked_for and task_id != asked_for:
+        raise ArkConnectionError(f"Ark answered with the record of task {task_id!r} when asked for {asked_for!r}: "
+                                 "not passed on. Try again; if it persists, ARK_BASE_URL is not Ark.")
     content = item.get("content") if isinstance(item.get("content"), dict) else {}
     error = item.get("error") or item.get("failure_reason")
     error = error if isinstance(error, dict) else {"message": error}
-    task_id, status = item["id"], item["status"]
     return VideoTask(task_id=task_id, status=status, **_compact({
         "model": _text(item.get("model")),
-        "video_url": _text(content.get("video_url")),
-        "last_frame_url": _text(content.get("last_frame_url")),
+        "video_url": _url(content.get("video_url")),
+        "last_frame_url": _url(content.get("last_frame_url")),
         "error_code": _text(error.get("code")),
-        "error_message": _text(error.get("message")),
+        "error_message": _text(error.get("message"), MESSAGE_LIMIT),
         "created_at": _time(item.get("created_at")),
         "updated_at": _time(item.get("updated_at")),
         "resolution": _text(item.get("resolution")),
@@ -853,72 +931,226 @@ def shape_task(item: Any) -> VideoTask:
         "fps": _int(item.get("framespersecond", item.get("fps"))),
         "seed": _int(item.get("seed")),
         "service_tier": _text(item.get("service_tier")),
-        "revised_prompt": _text(item.get("revised_prompt")),
+        "revised_prompt": _text(item.get("revised_prompt"), MESSAGE_LIMIT),
         "draft": _bool(item.get("draft")),
         "draft_task_id": _text(item.get("draft_task_id")),
         "generate_audio": _bool(item.get("generate_audio")),
         "output_format": _text(item.get("output_format")),
         "execution_expires_after": _int(item.get("execution_expires_after")),
-        "usage": _usage(item.get("usage")),
+        "usage": _numbers(item.get("usage")),
     }), next_step=NEXT_STEP.get(status, "Call query_video_task again later.").format(task_id=task_id))
 
 
-def shape_task_list(body: dict[str, Any]) -> TaskList:
+def shape_task_list(body: dict[str, Any], asked_for: Iterable[str] = ()) -> TaskList:
+    """Ark's list, each task shaped; when particular tasks were asked for, no other is passed on."""
     items = body.get("items")
     if items is None and _int(body.get("total")) == 0:
         items = []
     if not isinstance(items, list):
         raise _unreadable("a task list without an items list", body)
+    wanted = set(asked_for)
     tasks = [shape_task(item) for item in items]
-    return TaskList(total=_int(body.get("total")) or len(tasks), tasks=tasks)
+    tasks = [task for task in tasks if task["task_id"] in wanted] if wanted else tasks
+    return TaskList(total=len(tasks) if wanted else _int(body.get("total")) or len(tasks), tasks=tasks)
 
 
-# --- Result files ----------------------------------------------------------------------------
+# --- Local files: opened once, confined, written atomically ------------------------------------
+# A path is checked and used in one step: opened once, then its open descriptor is checked and read or written.
+# Under DOUBAO_ALLOWED_DIR it is opened from that folder down, one component at a time and never through a link,
+# so a link swapped in between a check and a use cannot lead outside it. (Windows has no O_NOFOLLOW or dir_fd:
+# there paths are resolved, checked, then opened.)
+
+WALK_BENEATH = hasattr(os, "O_NOFOLLOW") and os.open in os.supports_dir_fd
+READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)  # a FIFO must not block the open; fstat refuses it after
+PART_FILE = re.compile(r"\..+\.[0-9a-f]{8}\.part")
+_LIVE_PARTS: set[str] = set()  # this process's unfinished downloads, removed at exit however it ends
 
 
-def write_file(directory: Path, stem: str, chunks: Iterable[bytes], default_ext: str, max_bytes: int) -> SavedFile:
-    """Stream chunks to a hidden temporary file, then move it to a name no existing file has.
+def open_beneath(path: Path, root: Path | None, flags: int, argument: str) -> int:
+    """A descriptor for `path` (absolute, lexically normal), opened once; under `root` without following links."""
+    if root is None or not WALK_BENEATH:
+        return os.open(path, flags)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    parts = path.relative_to(root).parts
+    for index, part in enumerate(parts):
+        last = index == len(parts) - 1
+        try:
+            inner = os.open(part, (flags if last else os.O_RDONLY | os.O_DIRECTORY) | os.O_NOFOLLOW, dir_fd=fd)
+        except OSError as error:
+            if error.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(part, fd):
+                raise DoubaoError(f"{argument}: {path} is or passes through a symbolic link, and links are not "
+                                  "followed inside DOUBAO_ALLOWED_DIR.") from error
+            raise
+        finally:
+            os.close(fd)
+        fd = inner
+    return fd
 
-    A failure at any point leaves nothing behind; the extension comes from the content.
-    """
-    stem = re.sub(r"[^A-Za-z0-9._-]", "_", stem).lstrip(".")[:100] or "doubao"
-    part = directory / f".{stem}.{uuid.uuid4().hex[:8]}.part"
-    size, head = 0, b""
+
+def _is_link(name: str, dir_fd: int) -> bool:
     try:
-        with part.open("xb") as out:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def read_input(path: Path, root: Path | None, argument: str, max_bytes: int, what: str) -> bytes:
+    """A local input's bytes: a regular file of at most `max_bytes`, checked on the open file and read at most one
+    byte past the limit, so a file swapped for a device or grown after the check cannot flood memory."""
+    try:
+        fd = open_beneath(path, root, READ_FLAGS, argument)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise DoubaoError(f"{argument}: {path} is a folder, not {what}." if stat.S_ISDIR(info.st_mode) else
+                              f"{argument}: {path} is not a regular file.")
+        with os.fdopen(fd, "rb", buffering=0) as file:
+            data = b""
+            while len(data) <= max_bytes and (chunk := file.read(max_bytes + 1 - len(data))):
+                data += chunk
+    except FileNotFoundError as error:
+        raise DoubaoError(f"{argument}: {path} does not exist.") from error
+    except OSError as error:
+        raise DoubaoError(f"{argument}: {path} cannot be read: {error.strerror or error}.") from error
+    if len(data) > max_bytes:  # its size said so, or it grew while being read
+        size = f"is {_size(info.st_size)}, over" if info.st_size > max_bytes else "is over"
+        raise DoubaoError(f"{argument}: {path} {size} Ark's {_size(max_bytes)} limit for this input.")
+    return data
+
+
+class Folder:
+    """A folder to save into, held open from the moment it is checked. Files are created relative to this
+    descriptor, so a folder swapped for a link mid-call still gets them and nothing lands anywhere else.
+
+    It is closed when its last user lets go (the call, or a save job still running after its caller left), so
+    never under a thread that is still writing into it."""
+
+    def __init__(self, path: Path, fd: int | None):
+        self.path, self.fd, self.swept = path, fd, False
+
+    def _at(self, name: str) -> tuple[str, dict[str, int]]:
+        return (name, {"dir_fd": self.fd}) if self.fd is not None else (str(self.path / name), {})
+
+    def create(self, name: str) -> int:
+        """A new file, never an existing one and never through a link."""
+        where, at = self._at(name)
+        return os.open(where, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666, **at)
+
+    def unlink(self, name: str) -> None:
+        where, at = self._at(name)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(where, **at)
+
+    def replace(self, source: str, target: str) -> None:
+        if self.fd is None:
+            os.replace(self.path / source, self.path / target)
+        else:
+            os.replace(source, target, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+
+    def sweep(self, older_than: float) -> None:
+        """Remove the .part files a killed process left here (a live download ends well before `older_than`)."""
+        self.swept = True
+        with contextlib.suppress(OSError), os.scandir(self.fd if self.fd is not None else self.path) as entries:
+            for entry in entries:
+                if PART_FILE.fullmatch(entry.name) and time.time() - entry.stat(follow_symlinks=False).st_mtime > older_than:
+                    self.unlink(entry.name)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    __del__ = close
+
+
+def open_folder(path: Path, root: Path | None) -> Folder:
+    """The folder at `path`, held open; refused when missing, not a folder, or not writable."""
+    try:
+        fd = open_beneath(path, root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0), "save_dir") if WALK_BENEATH else None
+    except FileNotFoundError as error:
+        raise DoubaoError(f"save_dir {path} does not exist: create it first or choose an existing folder.") from error
+    except NotADirectoryError as error:
+        raise DoubaoError(f"save_dir {path} is a file, not a folder.") from error
+    except OSError as error:
+        raise DoubaoError(f"save_dir {path} cannot be opened: {error.strerror or error}.") from error
+    folder = Folder(path, fd)
+    if fd is None and not path.is_dir():
+        raise DoubaoError(f"save_dir {path} does not exist or is not a folder.")
+    probe = f".doubao-write-test-{uuid.uuid4().hex[:8]}"
+    try:
+        os.close(folder.create(probe))
+        folder.unlink(probe)
+    except OSError as error:
+        folder.close()
+        raise DoubaoError(f"save_dir {path} is not writable: {error.strerror or error}.") from error
+    return folder
+
+
+def write_file(folder: Folder, stem: str, chunks: Iterable[bytes], kind: str, max_bytes: int) -> SavedFile:
+    """Stream chunks to a hidden .part file, check that the bytes are the `kind` of file expected ("image" or
+    "video"), then move it to a name no existing file has. A failure at any point leaves nothing behind; the
+    extension comes from the content."""
+    if not folder.swept:
+        folder.sweep(older_than=STALE_PART_SECONDS)
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", stem).lstrip(".")[:100] or "doubao"
+    part = f".{stem}.{uuid.uuid4().hex[:8]}.part"
+    live = str(folder.path / part)
+    size, head, found = 0, b"", None
+    _LIVE_PARTS.add(live)
+    try:
+        with os.fdopen(folder.create(part), "wb") as out:
             for chunk in chunks:
                 size += len(chunk)
                 if size > max_bytes:
                     raise DoubaoError(f"the file is larger than the {_size(max_bytes)} download cap")
                 head += chunk[: 16 - len(head)]
+                if found is None and len(head) == 16:
+                    found = _expect(head, kind)
                 out.write(chunk)
-        ext = (sniff(head) or ("", default_ext))[1]
+        ext = (found or _expect(head, kind))[1]
         for n in range(1000):
-            final = directory / f"{stem}{f'-{n}' if n else ''}{ext}"
+            final = f"{stem}{f'-{n}' if n else ''}{ext}"
             try:
-                final.open("xb").close()  # claims the name atomically: an existing file is never replaced
+                os.close(folder.create(final))  # claims the name atomically: an existing file is never replaced
             except FileExistsError:
                 continue
             try:
-                os.replace(part, final)
+                folder.replace(part, final)
             except OSError:
-                final.unlink(missing_ok=True)
+                folder.unlink(final)
                 raise
-            return SavedFile(path=str(final), bytes=size)
-        raise DoubaoError(f"{directory} already has 1000 files named {stem}*{ext}")
+            return SavedFile(path=str(folder.path / final), bytes=size)
+        raise DoubaoError(f"{folder.path} already has 1000 files named {stem}*{ext}")
     finally:
-        part.unlink(missing_ok=True)
+        folder.unlink(part)
+        _LIVE_PARTS.discard(live)
 
 
-def save_task_files(client: ArkClient, task: VideoTask, directory: Path, max_bytes: int) -> VideoTask:
+def _expect(head: bytes, kind: str) -> tuple[str, str]:
+    """(MIME type, extension) of a download that must be an image or a video; anything else is refused."""
+    found = sniff(head)
+    if not found or not found[0].startswith(kind + "/"):
+        raise DoubaoError(f"the download is not {'an image' if kind == 'image' else 'a video'} (it starts "
+                          f"{head[:12]!r}): not saved")
+    return found
+
+
+def remove_live_parts() -> None:
+    """At exit: the .part files of downloads that never finished."""
+    for live in list(_LIVE_PARTS):
+        with contextlib.suppress(OSError):
+            os.unlink(live)
+
+
+def save_task_files(client: ArkClient, task: VideoTask, folder: Folder, max_bytes: int) -> VideoTask:
     """Download a succeeded task's video and last frame; a failed download is reported, not raised."""
-    wanted = [(task.get("video_url"), task["task_id"], ".mp4"),
-              (task.get("last_frame_url"), f"{task['task_id']}-last-frame", ".png")]
+    wanted = [(task.get("video_url"), task["task_id"], "video"),
+              (task.get("last_frame_url"), f"{task['task_id']}-last-frame", "image")]
     return VideoTask(**task, **_save_each(
-        (url, partial(client.download, url, directory, stem, ext, max_bytes)) for url, stem, ext in wanted if url))
+        (url, partial(client.download, url, folder, stem, kind, max_bytes)) for url, stem, kind in wanted if url))
 
 
-def save_images(client: ArkClient, data: list[Any], result: ImageResult, directory: Path,
+def save_images(client: ArkClient, data: list[Any], result: ImageResult, folder: Folder,
                 max_bytes: int) -> ImageResult:
     """Save each generated image, from its URL or its inline b64_json, named by time and index."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -927,10 +1159,10 @@ def save_images(client: ArkClient, data: list[Any], result: ImageResult, directo
         index, item = image["index"], data[image["index"]]
         stem = f"doubao-{stamp}-{index}"
         if image.get("url"):
-            jobs.append((image["url"], partial(client.download, image["url"], directory, stem, ".jpeg", max_bytes)))
+            jobs.append((image["url"], partial(client.download, image["url"], folder, stem, "image", max_bytes)))
         else:  # map() decodes as write_file reads, so a bad payload is this image's save error
             chunks = map(base64.b64decode, [item["b64_json"]])
-            jobs.append((f"image {index} (b64_json)", partial(write_file, directory, stem, chunks, ".jpeg", max_bytes)))
+            jobs.append((f"image {index} (b64_json)", partial(write_file, folder, stem, chunks, "image", max_bytes)))
     return ImageResult(**result, **_save_each(jobs))
 
 
@@ -961,17 +1193,181 @@ class _BearerAuth(AuthBase):
         return request
 
 
-def _redact(text: str, api_key: str) -> str:
-    """Proxies and gateways sometimes echo request headers in their error pages."""
-    return text.replace(api_key, "***") if len(api_key) >= 8 else text
+class DeadlineExceeded(requests.exceptions.Timeout):
+    """The watchdog ended the exchange: past its deadline, or slower than its minimum rate."""
 
 
-def _excerpt(response: requests.Response) -> str:
+_current = threading.local()  # the Exchange this thread is making, for the connection classes below
+
+
+class Exchange:
+    """One HTTP attempt (its redirects included): a deadline, and for downloads a minimum rate over each window.
+    A per-read timeout alone never ends an answer that trickles a byte before each timeout; the watchdog ends an
+    exchange that runs over by shutting its socket, which wakes the thread blocked on it."""
+
+    def __init__(self, watchdog: Watchdog, now: float, deadline: float, seconds: float, min_rate: float,
+                 window: float):
+        self.watchdog, self.seconds = watchdog, seconds  # the whole call's time, retries included, for messages
+        self.deadline, self.min_rate, self.window = deadline, min_rate, window
+        self.received, self.window_start, self.window_bytes = 0, now, 0
+        self.socket: socket.socket | None = None
+        self.failure: str | None = None
+
+    def due(self) -> float:
+        return min(self.deadline, self.window_start + self.window) if self.min_rate else self.deadline
+
+    def check(self, now: float) -> str | None:
+        if now >= self.deadline:
+            return f"no complete answer within {self.seconds:g} s"
+        if self.min_rate and now >= self.window_start + self.window:
+            if self.received - self.window_bytes < self.min_rate * self.window:
+                return f"slower than {self.min_rate / 1024:g} KB/s for {self.window:g} s"
+            self.window_start, self.window_bytes = now, self.received
+        return None
+
+    def explain(self, error: requests.RequestException) -> requests.RequestException:
+        """The watchdog's reason when it ended this exchange (the error seen is only a broken socket)."""
+        return DeadlineExceeded(self.failure) if self.failure else error
+
+
+class Watchdog:
+    """The one thread that holds every exchange to its deadline and rate. It sleeps until the next one is due."""
+
+    def __init__(self, clock: Callable[[], float]):
+        self.clock = clock
+        self.lock = threading.Condition()
+        self.exchanges: set[Exchange] = set()
+        self.owners: dict[socket.socket, Exchange] = {}  # a kept-alive socket serves one exchange at a time
+        self.thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def watch(self, deadline: float, seconds: float, min_rate: float = 0.0, window: float = 0.0) -> Iterator[Exchange]:
+        exchange = Exchange(self, self.clock(), deadline, seconds, min_rate, window)
+        with self.lock:
+            self.exchanges.add(exchange)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="doubao-watchdog", daemon=True)
+                self.thread.start()
+            self.lock.notify()
+        _current.exchange = exchange
+        try:
+            yield exchange
+        finally:
+            _current.exchange = None
+            with self.lock:
+                self.exchanges.discard(exchange)
+                if exchange.socket is not None and self.owners.get(exchange.socket) is exchange:
+                    del self.owners[exchange.socket]
+
+    def carry(self, exchange: Exchange, sock: socket.socket) -> None:
+        """This socket now carries the exchange (told on the requesting thread by the connection classes)."""
+        with self.lock:
+            exchange.socket, self.owners[sock] = sock, exchange
+            if exchange.failure:
+                self._shut(exchange)
+
+    def end_all(self, reason: str) -> None:
+        with self.lock:
+            for exchange in self.exchanges:
+                exchange.failure = exchange.failure or reason
+                self._shut(exchange)
+
+    def _shut(self, exchange: Exchange) -> None:
+        if exchange.socket is not None and self.owners.get(exchange.socket) is exchange:
+            with contextlib.suppress(OSError):  # the base method: on TLS sockets too, without touching TLS state
+                socket.socket.shutdown(exchange.socket, socket.SHUT_RDWR)
+
+    def _run(self) -> None:
+        with self.lock:
+            while True:
+                now = self.clock()
+                for exchange in self.exchanges:
+                    if exchange.failure is None and (reason := exchange.check(now)):
+                        exchange.failure = reason
+                        self._shut(exchange)
+                due = [e.due() for e in self.exchanges if e.failure is None]
+                self.lock.wait(max(min(due) - self.clock(), 0.01) if due else None)
+
+
+def _carried_by(sock: socket.socket) -> None:
+    exchange = getattr(_current, "exchange", None)
+    if exchange is not None:
+        exchange.watchdog.carry(exchange, sock)
+
+
+def _watched(connection_class: type) -> type:
+    class Watched(connection_class):  # type: ignore[valid-type, misc]
+        """Tells the watchdog which socket carries this thread's exchange: once connected, and when reused."""
+
+        def connect(self) -> None:
+            super().connect()
+            _carried_by(self.sock)
+
+        def request(self, *args: Any, **kwargs: Any) -> None:
+            if self.sock is not None:
+                _carried_by(self.sock)
+            super().request(*args, **kwargs)
+
+    return Watched
+
+WATCHED_POOLS = {
+    "http": type("WatchedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": _watched(HTTPConnection)}),
+    "https": type("WatchedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": _watched(HTTPSConnection)}),
+}
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """Connection pools whose connections report their sockets to the watchdog, direct and through a proxy."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = WATCHED_POOLS
+
+    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        if not proxy.lower().startswith("socks"):  # SOCKS brings its own pools: those keep per-read timeouts only
+            manager.pool_classes_by_scheme = WATCHED_POOLS
+        return manager
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer read whole, within its deadline and size cap."""
+
+    status: int
+    reason: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+def _read_answer(response: requests.Response, exchange: Exchange, cap: int) -> Answer:
+    """API answers are small: anything over `cap` is refused before it is parsed (or even read, when declared)."""
+    declared = response.headers.get("Content-Length", "")
+    too_big = ArkConnectionError(f"Ark's answer is over {_size(cap)}, more than any API answer: refused unread "
+                                 "(is ARK_BASE_URL a proxy or another service?).")
+    if declared.isdigit() and int(declared) > cap:
+        raise too_big
+    body = bytearray()
+    for chunk in response.iter_content(DOWNLOAD_CHUNK_BYTES):  # decoded: a gzip bomb counts at its real size
+        body += chunk
+        if len(body) > cap:
+            raise too_big
+    return Answer(response.status_code, response.reason or "", response.headers, bytes(body))
+
+
+def _redact(text: str, secrets: Iterable[str]) -> str:
+    """Proxies and gateways sometimes echo request headers in their pages: no key leaves through an answer."""
+    for secret in secrets:
+        if secret and len(secret) >= 8:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _excerpt(text: str, headers: Mapping[str, str]) -> str:
     """A short, single-line view of a body that is not Ark's JSON (a proxy's HTML page, say)."""
-    text = re.sub(r"<[^>]*>", " ", response.content[:2000].decode("utf-8", "replace"))
-    text = " ".join(text.split())
-    kind = response.headers.get("Content-Type", "no content type").split(";")[0]
-    return f"non-JSON response ({kind}): {text[:160]!r}" if text else f"empty response ({kind})"
+    text = " ".join(re.sub(r"<[^>]*>", " ", text[:2000]).split())
+    kind = _text(headers.get("Content-Type", "no content type").split(";")[0], NAME_LIMIT)
+    return f"non-JSON response ({kind}): {_text(text, 160)!r}" if text else f"empty response ({kind})"
 
 
 def _hint(status: int, code: str | None, param: str | None, path: str) -> str | None:
@@ -987,45 +1383,52 @@ def _hint(status: int, code: str | None, param: str | None, path: str) -> str | 
 
 def _failure_reason(error: requests.RequestException, timeout: float) -> str:
     """The short reason inside requests' long exception texts."""
+    if isinstance(error, DeadlineExceeded):
+        return str(error)
     if isinstance(error, requests.ConnectTimeout):
         return "timed out while connecting"
     if isinstance(error, requests.Timeout):
         return f"no answer within {timeout:g} s"
     if isinstance(error, requests.exceptions.InvalidSchema):
-        return f"redirected to a URL that is not http(s) ({error})"
+        return f"redirected to a URL that is not http(s) ({_text(str(error), 200)})"
+    if isinstance(error, requests.TooManyRedirects):
+        return f"more than {MAX_REDIRECTS} redirects"
     found = re.findall(r"\[Errno -?\d+\] [^'\")]+|Connection aborted|Connection refused|"
                        r"RemoteDisconnected\([^)]*\)|IncompleteRead\([^)]*\)", str(error))
-    return found[-1] if found else f"{type(error).__name__}: {str(error)[:160]}"
+    return found[-1] if found else f"{type(error).__name__}: {_text(str(error), 160)}"
 
 
-def _parse_response(response: requests.Response, path: str, api_key: str, sent_request_id: str) -> dict[str, Any]:
-    """The one place that turns an HTTP answer into data or an error. Only non-2xx is an ArkAPIError."""
+def parse_answer(answer: Answer, path: str, secrets: Iterable[str], sent_request_id: str) -> dict[str, Any]:
+    """The one place that turns an HTTP answer into data or an error, and the one place every text from upstream
+    passes through: keys are redacted here, before anything is parsed. Only non-2xx is an ArkAPIError."""
+    secrets = tuple(secrets)
+    text = _redact(answer.body.decode("utf-8", "replace"), secrets)
+    header = lambda name: _text(_redact(answer.headers.get(name, ""), secrets), NAME_LIMIT)  # noqa: E731
     try:
-        body = response.json() if response.content.strip() else {}
-    except ValueError:
+        body = json.loads(text) if text.strip() else {}
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python's stack, from a hostile peer
         body = None
-    if 200 <= response.status_code < 300:
+    if 200 <= answer.status < 300:
         if not isinstance(body, dict):
-            raise ArkConnectionError(_redact(
-                f"Ark answered {response.status_code} with a body that is not a JSON object: {_excerpt(response)}.",
-                api_key))
+            raise ArkConnectionError(f"Ark answered {answer.status} with a body that is not a JSON object: "
+                                     f"{_excerpt(text, answer.headers)}.")
         return body
     error = body.get("error") if isinstance(body, dict) else None
     error = error if isinstance(error, dict) else {}
-    message = _text(error.get("message"))
-    if message is None and 300 <= response.status_code < 400:
-        message = f"redirect to {response.headers.get('Location', '?')}"
+    message = _text(error.get("message"), MESSAGE_LIMIT)
+    if message is None and 300 <= answer.status < 400:
+        message = f"redirect to {header('Location') or '?'}"
     elif message is None:
-        message = f"{response.reason}; {_excerpt(response)}" if response.reason else _excerpt(response)
+        excerpt = _excerpt(text, answer.headers)
+        message = f"{_text(answer.reason, NAME_LIMIT)}; {excerpt}" if _text(answer.reason) else excerpt
     # Ark appends "Request id: ..." to its messages; lift it out so the id is shown once.
     found = re.search(r"\s*Request id: ?(\S+?)\.?\s*$", message)
     if found:
         message = message[: found.start()]
-    request_id = (found and found[1]) or response.headers.get("X-Request-Id") or \
-        response.headers.get("X-Client-Request-Id") or sent_request_id
-    code, param = _text(error.get("code")), _text(error.get("param"))
-    raise ArkAPIError(response.status_code, code, _redact(message.rstrip(" ."), api_key), param, request_id,
-                      _hint(response.status_code, code, param, path))
+    request_id = (found and found[1]) or header("X-Request-Id") or header("X-Client-Request-Id") or sent_request_id
+    code, param = _text(error.get("code"), NAME_LIMIT), _text(error.get("param"), NAME_LIMIT)
+    raise ArkAPIError(answer.status, code, message.rstrip(" ."), param, request_id,
+                      _hint(answer.status, code, param, path))
 
 
 def _transient_status(status: int) -> bool:
@@ -1061,11 +1464,11 @@ def _retry_delay(method: str, attempt: int, response: requests.Response | None =
     Ark's own `x-should-retry: true|false` on an error answer decides first, as in the official SDKs. Else
     GET and DELETE are retried on 429, 5xx, timeouts and dropped connections. POST creates tasks and
     costs money, so it is retried only where Ark cannot have acted on it: a 429, or a connection that
-    never opened. Never a second task.
+    never opened. Never a second task. An exchange the watchdog ended is never retried: its deadline is spent.
     """
     if error is not None:
         transient = isinstance(error, (requests.ConnectionError, requests.Timeout))
-        if not transient or (method == "POST" and not _never_connected(error)):
+        if isinstance(error, DeadlineExceeded) or not transient or (method == "POST" and not _never_connected(error)):
             return None
     else:
         assert response is not None
@@ -1081,50 +1484,74 @@ def _retry_delay(method: str, attempt: int, response: requests.Response | None =
 
 
 class ArkClient:
-    """Synchronous client for the two Ark endpoints this server uses. Call it from worker threads."""
+    """Synchronous client for the two Ark endpoints this server uses, and for result downloads. Call it from
+    worker threads. Every exchange has a deadline, every answer a size cap, and no key leaves through an error."""
 
-    def __init__(self, base_url: str, image_timeout: float = DEFAULT_IMAGE_TIMEOUT,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, base_url: str, image_timeout: float = DEFAULT_IMAGE_TIMEOUT, secrets: Iterable[str] = (),
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                 limits: Limits | None = None):
         self.base_url = base_url.rstrip("/")
         self.image_timeout = image_timeout
+        self.secrets = tuple(s for s in secrets if s)  # the server's own key, redacted even from a caller's answers
         self.sleep, self.clock = sleep, clock
+        self.limits = limits or Limits()
+        self.watchdog = Watchdog(clock)
         self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=WORKER_THREADS)
+        self.session.max_redirects = MAX_REDIRECTS
+        adapter = _WatchedAdapter(pool_connections=4, pool_maxsize=self.limits.threads)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
         self.session.headers["User-Agent"] = f"doubao-mcp/{__version__} {requests.utils.default_user_agent()}"
 
-    def _send(self, method: str, url: str, attempts: int = MAX_ATTEMPTS, **kwargs: Any) -> requests.Response:
-        """One HTTP exchange, retried with backoff while the failure is transient (see `_retry_delay`)
-        and the retry can start within RETRY_BUDGET."""
-        start = self.clock()
+    def _send(self, method: str, url: str, seconds: float, read: Callable[[requests.Response, Exchange], T], *,
+              attempts: int = MAX_ATTEMPTS, read_timeout: float = TASK_TIMEOUT, min_rate: float = 0.0,
+              **kwargs: Any) -> T:
+        """One HTTP exchange, retried with backoff while the failure is transient (see `_retry_delay`) and the
+        deadline `seconds` from now leaves room; `read` consumes the answer kept, within the same deadline."""
+        deadline = self.clock() + seconds
         for attempt in range(1, attempts + 1):
-            response, error = None, None
-            try:
-                response = self.session.request(method, url, **kwargs)
-            except requests.RequestException as failure:
-                error = failure
-            delay = _retry_delay(method, attempt, response, error) if attempt < attempts else None
-            if delay is None or self.clock() - start + delay > RETRY_BUDGET:
-                if error is not None:
-                    raise error
-                return response
-            outcome = type(error).__name__ if error else f"HTTP {response.status_code}"
-            if response is not None:
-                response.close()
+            with self.watchdog.watch(deadline, seconds, min_rate, self.limits.rate_window) as exchange:
+                remaining = max(deadline - self.clock(), 0.001)
+                response, error = None, None
+                try:
+                    response = self.session.request(method, url, stream=True, **kwargs, timeout=(
+                        min(CONNECT_TIMEOUT, remaining), min(read_timeout, remaining)))
+                except requests.RequestException as failure:
+                    error = exchange.explain(failure)
+                delay = _retry_delay(method, attempt, response, error) if attempt < attempts else None
+                if delay is None or self.clock() + delay + MIN_ATTEMPT_SECONDS > deadline:
+                    if error is not None:
+                        raise error
+                    assert response is not None
+                    with response:
+                        try:
+                            result = read(response, exchange)
+                        except requests.RequestException as failure:
+                            raise exchange.explain(failure) from failure
+                    if exchange.failure:  # the socket was shut after the last byte looked like a clean end
+                        raise DeadlineExceeded(exchange.failure)
+                    return result
+                outcome = type(error).__name__ if error else f"HTTP {response.status_code}"
+                if response is not None:
+                    response.close()
             log.info("%s %s: %s; retry %d in %.1f s", method, urlsplit(url).path, outcome, attempt, delay)
             self.sleep(delay)
         raise AssertionError("unreachable: the last attempt always returns or raises")
 
     def _request(self, method: str, path: str, api_key: str, *, json: Any = None, retry: bool = True,
-                 params: list[tuple[str, Any]] | None = None, timeout: float = TASK_TIMEOUT) -> dict[str, Any]:
-        """Every Ark API call goes through here: one place for auth, timeouts, retries and error mapping."""
+                 params: list[tuple[str, Any]] | None = None, seconds: float | None = None,
+                 read_timeout: float = TASK_TIMEOUT) -> dict[str, Any]:
+        """Every Ark API call goes through here: one place for auth, deadlines, retries, caps and error mapping."""
         url = self.base_url + path
         request_id = uuid.uuid4().hex
+        secrets = (api_key, *self.secrets)
         try:
-            response = self._send(
-                method, url, attempts=MAX_ATTEMPTS if retry else 1, json=json, params=params, auth=_BearerAuth(api_key),
-                headers={"X-Client-Request-Id": request_id}, timeout=(CONNECT_TIMEOUT, timeout),
+            answer = self._send(
+                method, url, seconds or (self.limits.task_deadline if retry else min(read_timeout,
+                                                                                     self.limits.task_deadline)),
+                partial(_read_answer, cap=self.limits.max_answer_bytes), attempts=MAX_ATTEMPTS if retry else 1,
+                read_timeout=read_timeout, json=json, params=params, auth=_BearerAuth(api_key),
+                headers={"X-Client-Request-Id": request_id},
                 allow_redirects=False,  # an API that redirects is misconfigured; never resend the key elsewhere
             )
         except requests.RequestException as error:
@@ -1135,28 +1562,45 @@ class ArkClient:
                           if path == TASKS_PATH else "Ark may have processed it; try again if no result arrives.")
             else:
                 advice = "Try again in a moment."
-            raise ArkConnectionError(_redact(
-                f"Ark request failed ({method} {url}): {_failure_reason(error, timeout)}. {advice}", api_key)) from error
-        return _parse_response(response, path, api_key, request_id)
+            raise ArkConnectionError(_redact(f"Ark request failed ({method} {url}): "
+                                             f"{_failure_reason(error, read_timeout)}. {advice}", secrets)) from error
+        return parse_answer(answer, path, secrets, request_id)
 
-    def download(self, url: str, directory: Path, stem: str, default_ext: str, max_bytes: int) -> SavedFile:
-        """Stream a result file to disk without the API key (result URLs are pre-signed)."""
+    def download(self, url: str, folder: Folder, stem: str, kind: str, max_bytes: int) -> SavedFile:
+        """Stream a result file to disk without the API key (result URLs are pre-signed), within the download
+        deadline and above the minimum rate; only a file of the expected `kind` is kept."""
         if urlsplit(url).scheme not in ("http", "https"):
             raise DoubaoError(f"not an http(s) URL: {url[:100]!r}")
+
+        def save(response: requests.Response, exchange: Exchange) -> SavedFile:
+            if response.status_code != 200:
+                raise DoubaoError(f"the download answered HTTP {response.status_code} {_text(response.reason, 80)}")
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > max_bytes:
+                raise DoubaoError(f"the file is {_size(int(declared))}, over the {_size(max_bytes)} download cap")
+
+            def counted() -> Iterator[bytes]:
+                for chunk in response.iter_content(DOWNLOAD_CHUNK_BYTES):
+                    exchange.received += len(chunk)
+                    yield chunk
+                if exchange.failure:  # a shut socket ends a body without a length like a complete one: keep nothing
+                    raise DeadlineExceeded(exchange.failure)
+            return write_file(folder, stem, counted(), kind, max_bytes)
+
         try:
-            with self._send("GET", url, stream=True, timeout=(CONNECT_TIMEOUT, DOWNLOAD_READ_TIMEOUT)) as response:
-                if response.status_code != 200:
-                    raise DoubaoError(f"the download answered HTTP {response.status_code} {response.reason}")
-                declared = int(response.headers.get("Content-Length") or 0)
-                if declared > max_bytes:
-                    raise DoubaoError(f"the file is {_size(declared)}, over the {_size(max_bytes)} download cap")
-                return write_file(directory, stem, response.iter_content(DOWNLOAD_CHUNK_BYTES), default_ext,
-                                  max_bytes)
+            return self._send("GET", url, self.limits.download_deadline, save, read_timeout=DOWNLOAD_READ_TIMEOUT,
+                              min_rate=self.limits.download_min_rate)
         except requests.RequestException as error:
             raise DoubaoError(_failure_reason(error, DOWNLOAD_READ_TIMEOUT)) from error
 
+    def close(self) -> None:
+        """At shutdown: end every exchange in flight (their threads then finish at once) and the session."""
+        self.watchdog.end_all("the server is stopping")
+        self.session.close()
+
     def generate_images(self, body: dict[str, Any], api_key: str) -> dict[str, Any]:
-        return self._request("POST", IMAGES_PATH, api_key, json=body, timeout=self.image_timeout)
+        return self._request("POST", IMAGES_PATH, api_key, json=body, seconds=self.image_timeout,
+                             read_timeout=self.image_timeout)
 
     def create_task(self, body: dict[str, Any], api_key: str) -> dict[str, Any]:
         return self._request("POST", TASKS_PATH, api_key, json=body)
@@ -1174,38 +1618,114 @@ class ArkClient:
 # --- The MCP tools ---------------------------------------------------------------------------
 
 
-def _transient(error: DoubaoError) -> bool:
+class Lane:
+    """A fixed set of daemon threads for one kind of blocking work. A job holds its thread, and its place in the
+    count, until it really ends, even after its caller has given up: abandoned work cannot pile up, and a job
+    whose caller left before it started never runs. A caller waits up to `slot_wait` for a free thread, then is
+    told the server is busy. Threads are daemons, so a stuck one never keeps the process alive at exit."""
+
+    def __init__(self, name: str, threads: int, slot_wait: float, busy: str):
+        self.name, self.threads, self.slot_wait, self.busy = name, threads, slot_wait, busy
+        self.jobs: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], Callable[[], Any]]] = queue.SimpleQueue()
+        self.started = 0  # threads alive; each ends after THREAD_IDLE_SECONDS without work
+        self.lock = threading.Lock()
+        self.free: asyncio.Semaphore | None = None  # made in the event loop that first uses the lane
+
+    async def run(self, job: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        self.free = self.free or asyncio.Semaphore(self.threads)
+        try:
+            await asyncio.wait_for(self.free.acquire(), self.slot_wait)
+        except asyncio.TimeoutError:
+            raise DoubaoError(self.busy.format(threads=self.threads)) from None
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        future.add_done_callback(lambda _: self._release(loop))
+        with self.lock:
+            if self.started < self.threads:
+                self.started += 1
+                threading.Thread(target=self._work, name=f"doubao-{self.name}", daemon=True).start()
+            self.jobs.put((future, job))
+        return await asyncio.wrap_future(future)  # cancelling the caller cancels a job not yet started
+
+    def _release(self, loop: asyncio.AbstractEventLoop) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone: the server stopped, nobody waits
+            loop.call_soon_threadsafe(self.free.release)  # type: ignore[union-attr]
+
+    def _work(self) -> None:
+        while True:
+            try:
+                future, job = self.jobs.get(timeout=THREAD_IDLE_SECONDS)
+            except queue.Empty:
+                with self.lock:
+                    if self.jobs.empty():  # else a job came just now: take it
+                        self.started -= 1
+                        return
+                continue
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(job())
+                except BaseException as error:  # handed to the caller, who decides
+                    future.set_exception(error)
+
+
+class Stopping:
+    """Set when the server is told to stop: waits end early with what they know, and new calls are refused."""
+
+    def __init__(self) -> None:
+        self.is_set = False
+        self.event: asyncio.Event | None = None
+
+    def set(self) -> None:  # on the event loop's thread
+        self.is_set = True
+        if self.event:
+            self.event.set()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep, or return as soon as the server is stopping."""
+        self.event = self.event or asyncio.Event()
+        if not self.is_set:
+            with anyio.move_on_after(seconds):
+                await self.event.wait()
+
+
+def _transient(error: Exception) -> bool:
     return isinstance(error, ArkConnectionError) or (isinstance(error, ArkAPIError) and _transient_status(error.status))
 
 
 async def wait_for_task(poll: Callable[[], Awaitable[VideoTask]], task: VideoTask, wait_seconds: float,
                         report: Callable[[float, str], Awaitable[None]], intervals: tuple[float, float] = POLL_INTERVALS,
                         clock: Callable[[], float] = time.monotonic,
-                        sleep: Callable[[float], Awaitable[None]] = anyio.sleep) -> VideoTask:
+                        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+                        stopped: Callable[[], bool] = lambda: False) -> VideoTask:
     """Poll until the task is final or `wait_seconds` have passed, at growing intervals.
 
     Sleeping happens on the event loop, so a wait holds no thread, and a cancelled call stops here at
     once. The last poll starts no later than the deadline. `poll` makes a single attempt: the next
-    poll is the retry of a transient failure, which keeps the deadline exact.
+    poll is the retry of a transient failure, which keeps the deadline exact. Whatever fails, and when the
+    server is stopping, the task comes back with what is known of it: the caller never loses its id.
     """
     start = clock()
     interval, longest = intervals
-    failure: DoubaoError | None = None
+    failure: Exception | None = None
     while task["status"] not in FINAL_STATUSES:
         elapsed = clock() - start
         if elapsed >= wait_seconds:
             break
         await report(elapsed, f"{task['status']}, {elapsed:.0f} s elapsed")
         await sleep(min(interval, wait_seconds - elapsed))
+        if stopped():
+            return VideoTask(**{**task, "next_step": "This server is stopping, so it stopped waiting; the task goes "
+                                f"on at Ark. Call query_video_task with task_id {task['task_id']!r} later."})
         interval = min(interval * 1.5, longest)
         try:
             task, failure = await poll(), None
-        except DoubaoError as error:
+        except Exception as error:  # any failure, expected or not: the task id must come back
             failure = error
             if not _transient(error):
                 break
-    if failure:  # keep what is known, so the caller never loses the task id
-        return VideoTask(**{**task, "next_step": f"Checking the task failed ({failure}); it may still be running. "
+    if failure:
+        reason = str(failure) if isinstance(failure, DoubaoError) else f"unexpected {type(failure).__name__}"
+        return VideoTask(**{**task, "next_step": f"Checking the task failed ({reason}); it may still be running. "
                             f"Call query_video_task with task_id {task['task_id']!r} and wait_seconds=50 later."})
     return task
 
@@ -1245,16 +1765,40 @@ WaitSeconds = Annotated[float, Field(ge=0, le=MAX_WAIT_SECONDS, description="Sec
 Extra = Annotated[dict[str, Any] | None, Field(description="Other Ark fields, sent as is, e.g. {examples}.")]
 
 
-def build_server(config: Config, client: ArkClient | None = None) -> MCPServer:
+def build_server(config: Config, client: ArkClient | None = None, stopping: Stopping | None = None) -> MCPServer:
     """The MCP server with its five tools, bound to one configuration and one Ark client."""
-    client = client or ArkClient(config.base_url, config.image_timeout)
+    client = client or ArkClient(config.base_url, config.image_timeout, secrets=[config.api_key or ""],
+                                 limits=config.limits)
+    stopping = stopping or Stopping()
+    limits = config.limits
+    lanes = {
+        "quick": Lane("quick", limits.quick_threads, limits.slot_wait, "The server is busy: all {threads} threads "
+                      "for task queries are taken (Ark may be slow). Try again in a minute."),
+        "slow": Lane("slow", limits.slow_threads, limits.slot_wait, "The server is busy: {threads} generations, "
+                     "uploads and downloads are already running. Try again in a minute."),
+    }
     tools: list[Tool] = []
     arguments: dict[str, frozenset[str]] = {}  # each tool's argument names, which `extra` may not override
 
     def tool(**hints: Any) -> Any:
         def register(fn: Any) -> Any:
+            @functools.wraps(fn)
+            async def guarded(*args: Any, **kwargs: Any) -> Any:
+                """Refuse new work while stopping; turn an unexpected failure into a clear error."""
+                if stopping.is_set:
+                    raise DoubaoError("This server is stopping: call again in a moment.")
+                try:
+                    return await fn(*args, **kwargs)
+                except DoubaoError:
+                    raise
+                except Exception as error:
+                    log.exception("%s failed unexpectedly", fn.__name__)
+                    raise DoubaoError(f"{fn.__name__} failed unexpectedly ({type(error).__name__}); the server's log "
+                                      "has the details. A video task may have been created: see list_video_tasks."
+                                      ) from error
+
             # Annotations left out take the spec's defaults: not read-only, destructive, open-world.
-            registered = Tool.from_function(fn, description=" ".join(fn.__doc__.split()),
+            registered = Tool.from_function(guarded, description=" ".join(fn.__doc__.split()),
                                             annotations=ToolAnnotations(**hints))
             registered.parameters = _lean_schema(registered.parameters)
             registered.fn_metadata.output_schema = _lean_schema(registered.fn_metadata.output_schema)
@@ -1263,24 +1807,25 @@ def build_server(config: Config, client: ArkClient | None = None) -> MCPServer:
             return fn
         return register
 
-    async def call(function: Any, *args: Any) -> Any:
-        """Run blocking work (HTTP, files) on a worker thread, never on the event loop. A cancelled
-        call returns at once; the thread finishes on its own."""
-        return await anyio.to_thread.run_sync(partial(function, *args), abandon_on_cancel=True)
+    async def call(lane: str, function: Any, *args: Any) -> Any:
+        """Run blocking work (HTTP, files) in its lane's threads, never on the event loop. A cancelled call
+        returns at once; its job ends on its own, within its deadline, and only then frees its thread."""
+        return await lanes[lane].run(partial(function, *args))
 
-    async def finish_task(task: VideoTask | None, task_id: str, wait_seconds: float, save_to: Path | None,
+    async def finish_task(task: VideoTask | None, task_id: str, wait_seconds: float, save_to: Folder | None,
                           api_key: str, ctx: Context) -> VideoTask:
         """Shared by generate_video and query_video_task: wait if asked, then save if it succeeded."""
         async def poll() -> VideoTask:
-            return shape_task(await call(partial(client.get_task, retry=False), task_id, api_key))
+            return shape_task(await call("quick", partial(client.get_task, retry=False), task_id, api_key), task_id)
 
         async def report(elapsed: float, message: str) -> None:
             await ctx.report_progress(min(elapsed, wait_seconds), wait_seconds, message)
 
-        task = task or shape_task(await call(client.get_task, task_id, api_key))
-        task = await wait_for_task(poll, task, wait_seconds, report, config.poll_intervals)
+        task = task or shape_task(await call("quick", client.get_task, task_id, api_key), task_id)
+        task = await wait_for_task(poll, task, wait_seconds, report, config.poll_intervals, sleep=stopping.sleep,
+                                   stopped=lambda: stopping.is_set)
         if save_to and task["status"] == "succeeded":
-            return await call(save_task_files, client, task, save_to, config.max_download_bytes)
+            return await call("slow", save_task_files, client, task, save_to, config.max_download_bytes)
         if save_to and task["status"] in ("queued", "running"):
             task = VideoTask(**{**task, "next_step": task["next_step"] + " Pass save_dir again to save it."})
         return task
@@ -1333,14 +1878,14 @@ def build_server(config: Config, client: ArkClient | None = None) -> MCPServer:
         check_image(model, len(images or []), size, max_images, web_search)
         extra = check_extra(extra, arguments["generate_image"])
         api_key = config.api_key_for(ctx.headers)
-        save_to = await call(output_dir, save_dir, config)
-        refs = await call(load_inputs, [("images", "image", ref) for ref in images or []], config.local_path)
+        save_to = await call("quick", output_dir, save_dir, config)
+        refs = await call("slow", load_inputs, [("images", "image", ref) for ref in images or []], config)
         body = image_request(prompt, model, refs, size, max_images, web_search, extra, seed=seed,
                              guidance_scale=guidance_scale, watermark=watermark, output_format=output_format)
-        data = await with_heartbeat(ctx, "generating images", call(client.generate_images, body, api_key))
+        data = await with_heartbeat(ctx, "generating images", call("slow", client.generate_images, body, api_key))
         result = shape_images(data)
         if save_to:
-            result = await call(save_images, client, data["data"], result, save_to, config.max_download_bytes)
+            result = await call("slow", save_images, client, data["data"], result, save_to, config.max_download_bytes)
         return result
 
     @tool(title="Generate a video", destructive_hint=False)
@@ -1390,18 +1935,20 @@ def build_server(config: Config, client: ArkClient | None = None) -> MCPServer:
                     duration, frames, resolution, draft, generate_audio, web_search)
         extra = check_extra(extra, arguments["generate_video"])
         api_key = config.api_key_for(ctx.headers)
-        save_to = await call(output_dir, save_dir, config)
+        save_to = await call("quick", output_dir, save_dir, config)
         inputs = [(argument, kind, item, role, ref) for argument, kind, item, role in VIDEO_INPUTS
                   for ref in given[argument]]
-        loaded = await call(load_inputs, [(argument, kind, ref) for argument, kind, _, _, ref in inputs],
-                            config.local_path)
+        loaded = await call("slow", load_inputs, [(argument, kind, ref) for argument, kind, _, _, ref in inputs],
+                            config)
         body = video_request(
             model, prompt, [(item, role, url) for (_, _, item, role, _), url in zip(inputs, loaded)], draft_task_id,
             web_search, extra, resolution=resolution, ratio=ratio, duration=duration, frames=frames, seed=seed,
             camera_fixed=camera_fixed, watermark=watermark, generate_audio=generate_audio,
             return_last_frame=return_last_frame, draft=draft, service_tier=service_tier, callback_url=callback_url)
-        created = shape_task({"status": "queued", "model": body["model"], **await call(client.create_task, body,
-                                                                                        api_key)})
+        answer = await call("slow", client.create_task, body, api_key)
+        if not _task_id_of(answer):
+            raise _unreadable("a new task without a usable task id (the task may exist: see list_video_tasks)", answer)
+        created = shape_task({"status": "queued", "model": body["model"], **answer})
         return await finish_task(created, created["task_id"], wait_seconds, save_to, api_key, ctx)
 
     @tool(title="Check a video task", read_only_hint=True, idempotent_hint=True)
@@ -1410,7 +1957,7 @@ def build_server(config: Config, client: ArkClient | None = None) -> MCPServer:
         """Get a video task's status and, once succeeded, its video URL (valid 24 h). With wait_seconds, waits
         for it to finish; with save_dir, saves the video."""
         api_key = config.api_key_for(ctx.headers)
-        save_to = await call(output_dir, save_dir, config)
+        save_to = await call("quick", output_dir, save_dir, config)
         return await finish_task(None, task_id, wait_seconds, save_to, api_key, ctx)
 
     @tool(title="List video tasks", read_only_hint=True, idempotent_hint=True)
@@ -1426,16 +1973,17 @@ def build_server(config: Config, client: ArkClient | None = None) -> MCPServer:
     ) -> TaskList:
         """List video tasks from the last 7 days, newest first, optionally filtered."""
         params = list_query(status, model, service_tier, task_ids or [], page_num, page_size)
-        return shape_task_list(await call(client.list_tasks, params, config.api_key_for(ctx.headers)))
+        return shape_task_list(await call("quick", client.list_tasks, params, config.api_key_for(ctx.headers)),
+                               task_ids or [])
 
     @tool(title="Cancel or delete a video task")  # the defaults: destructive, not idempotent
     async def cancel_video_task(task_id: TaskId, ctx: Context) -> CancelResult:
         """Cancel a queued video task, or delete the record of a finished one. A running task cannot be
         cancelled."""
         api_key = config.api_key_for(ctx.headers)
-        status = shape_task(await call(client.get_task, task_id, api_key))["status"]
+        status = shape_task(await call("quick", client.get_task, task_id, api_key), task_id)["status"]
         try:
-            await call(client.delete_task, task_id, api_key)
+            await call("quick", client.delete_task, task_id, api_key)
         except ArkAPIError as error:
             if status in ("running", "cancelled") and 400 <= error.status < 500:
                 error.hint = (f"The task is {status}: Ark cannot cancel or delete it now. "
@@ -1458,32 +2006,166 @@ def build_server(config: Config, client: ArkClient | None = None) -> MCPServer:
 # --- Entry point -----------------------------------------------------------------------------
 
 
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 TRANSPORTS = ("stdio", "streamable-http")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-def _transport_security(host: str, allowed_hosts: str, allowed_origins: str) -> TransportSecuritySettings | None:
-    """Host/Origin checks against DNS rebinding. None keeps the SDK's default: on for loopback binds."""
-    hosts = [h.strip() for h in allowed_hosts.split(",") if h.strip()]
-    if not hosts:
-        return None
-    if host in LOOPBACK_HOSTS:
-        hosts += ["127.0.0.1:*", "localhost:*", "[::1]:*"]
-    return TransportSecuritySettings(
-        enable_dns_rebinding_protection=True,
-        allowed_hosts=hosts + [f"{h}:*" for h in hosts if ":" not in h],  # with and without a port
-        allowed_origins=[o.strip() for o in allowed_origins.split(",") if o.strip()])
+def is_loopback(host: str) -> bool:
+    """localhost, every 127.0.0.0/8 address, and ::1."""
+    host = host.strip("[]").lower()
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
-def serve_http(server: MCPServer, host: str, port: int, security: TransportSecuritySettings | None,
-               log_level: str) -> None:
+def _host_name(value: str) -> str:
+    """The name in a Host header, without its port, lower case: `[::1]:8000` is `::1`, `LOCALHOST:80` `localhost`."""
+    value = value.strip().lower()
+    return value[1:value.index("]")] if value.startswith("[") and "]" in value else value.rsplit(":", 1)[0]
+
+
+class HttpGuard:
+    """What a hosted server checks before the SDK sees a request, in one place: the method (a stateless server has
+    no stream to GET and no session to DELETE: 405), Host and Origin against DNS rebinding (421, 403; on for
+    loopback binds and with allowed hosts), and the body's size (413) and pace (408). Refusals are JSON-RPC errors
+    with a sentence saying why, never a bare status."""
+
+    def __init__(self, app: Any, bind: str, allowed_hosts: Iterable[str], allowed_origins: Iterable[str],
+                 limits: Limits):
+        self.app, self.limits = app, limits
+        self.loopback = is_loopback(bind)
+        self.hosts = {h.strip().lower() for h in allowed_hosts if h.strip()}
+        self.origins = {o.strip().lower().rstrip("/") for o in allowed_origins if o.strip()}
+        self.checked = self.loopback or bool(self.hosts)
+
+    def _host_allowed(self, host: str) -> bool:
+        return (self.loopback and is_loopback(_host_name(host))) or bool({_host_name(host), host.lower()} & self.hosts)
+
+    def _origin_allowed(self, origin: str) -> bool:
+        return (self.loopback and is_loopback(urlsplit(origin).hostname or "")) or origin.lower().rstrip("/") in self.origins
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
+                       send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}
+        limit = _size(self.limits.max_body)
+        if scope["method"] != "POST":
+            return await _reject(send, 405, "This stateless MCP server answers POST only: it keeps no event stream to "
+                                 "GET and no session to DELETE.", [(b"allow", b"POST")])
+        if self.checked and not self._host_allowed(headers.get("host", "")):
+            return await _reject(send, 421, "Host not allowed: the operator lists the names clients use in "
+                                 "--allowed-hosts.")
+        if self.checked and headers.get("origin") and not self._origin_allowed(headers["origin"]):
+            return await _reject(send, 403, "Origin not allowed: the operator lists browser origins in "
+                                 "--allowed-origins.")
+        too_big = (413, f"The request body is over {limit}, the most this server takes (Ark's own limit is 64 MB of "
+                        "base64): pass large files as https URLs or asset:// ids.")
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limits.max_body:
+            return await _reject(send, *too_big)
+        body, more = bytearray(), True
+        try:
+            with anyio.fail_after(self.limits.body_timeout):  # a body trickled in slowly holds nothing for long
+                while more:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return  # the client left
+                    body += message.get("body", b"")
+                    more = message.get("more_body", False)
+                    if len(body) > self.limits.max_body:
+                        return await _reject(send, *too_big)
+        except TimeoutError:
+            return await _reject(send, 408, f"The request body did not arrive within {self.limits.body_timeout:g} s.")
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _reject(send: Callable[[dict[str, Any]], Awaitable[None]], status: int, message: str,
+                  headers: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
+    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": message}}).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def http_server(server: MCPServer, host: str, port: int, allowed_hosts: Iterable[str], allowed_origins: Iterable[str],
+                log_level: str, limits: Limits, stopping: Stopping) -> Any:
+    """A uvicorn server for `server` over stateless streamable HTTP, with every limit of `limits` applied."""
     import uvicorn  # only hosting needs it: keeps stdio start-up lean
+    from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    # Stateless: no session lives in this process, so any replica can answer any request.
-    app = server.streamable_http_app(stateless_http=True, host=host, transport_security=security)
+    class TimedH11(H11Protocol):
+        """uvicorn closes idle kept-alive connections, but not one that sends its request head slowly or never:
+        every request head gets `header_timeout` to arrive whole."""
+
+        head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def handle_events(self) -> None:
+            cycle = self.cycle
+            super().handle_events()
+            if self.cycle is not cycle:  # a whole request head arrived
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            cycle = self.cycle
+            super().on_response_complete()
+            if self.cycle is cycle and not self.transport.is_closing():  # no pipelined request started at once
+                self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self.head_timer = self.loop.call_later(limits.header_timeout, self.transport.close)
+
+        def _disarm(self) -> None:
+            if self.head_timer:
+                self.head_timer.cancel()
+                self.head_timer = None
+
+    class Server(uvicorn.Server):
+        """uvicorn's graceful stop (no new connections, calls in flight finish within the grace period), which
+        first tells the tools to stop: waits then end early with what they know, and new calls are refused."""
+
+        async def serve(self, sockets: Any = None) -> None:
+            self.loop = asyncio.get_running_loop()
+            await super().serve(sockets)
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            self.loop.call_soon_threadsafe(stopping.set)
+            super().handle_exit(sig, frame)
+
+    # Stateless: no session lives in this process, so any replica can answer any request. The SDK's own Host and
+    # body checks are left to HttpGuard, which also knows 127.0.0.0/8, case and the pace of a body.
+    app = server.streamable_http_app(stateless_http=True, host=host, max_request_body_size=limits.max_body + 1,
+                                     transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
     # log_config=None: uvicorn's records go to our stderr handler, never to stdout.
-    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, log_level=log_level)).run()
+    return Server(uvicorn.Config(
+        HttpGuard(app, host, allowed_hosts, allowed_origins, limits), host=host, port=port, log_config=None,
+        log_level=log_level, http=TimedH11, timeout_keep_alive=int(limits.keep_alive),
+        timeout_graceful_shutdown=int(limits.grace), limit_concurrency=limits.max_connections))
+
+
+def _stop_quietly(signum: int, frame: Any) -> None:
+    """SIGINT and SIGTERM once uvicorn has stopped gracefully (it raises the signal again): unwind through the
+    clean-up in main(), with no traceback."""
+    sys.exit(0)
 
 
 def _exit_at_once(signum: int, frame: Any) -> None:
@@ -1492,6 +2174,7 @@ def _exit_at_once(signum: int, frame: Any) -> None:
 
     Touch no stream: the signal may land while the main thread is inside a stderr write, and a flush
     from here would be a reentrant call that raises. stderr is line-buffered, so whole lines are out."""
+    remove_live_parts()
     os._exit(0)
 
 
@@ -1532,24 +2215,32 @@ def main(argv: list[str] | None = None) -> None:
         config = replace(Config.from_env(), serving_http=serving_http)
     except ValueError as error:
         sys.exit(f"doubao-mcp: {error}")  # SystemExit with a message writes it to stderr
-    server = build_server(config)
-    if not serving_http:
-        if not config.api_key:
-            log.warning("ARK_API_KEY is not set: tools are listed, but calls will ask for a key.")
-        if sys.stdin.isatty():  # started by hand: say why nothing seems to happen
-            sys.stderr.write("doubao-mcp is serving MCP on stdin/stdout and waits for an MCP client (see the "
-                             "README's client configuration). Ctrl-C stops it.\n")
-        server.run("stdio")
-        return
-    if args.host not in LOOPBACK_HOSTS:
-        if config.api_key:
-            log.warning("Serving on %s with ARK_API_KEY set: requests without a key of their own spend "
-                        "this account's credit.", args.host)
-        if not args.allowed_hosts:
-            log.warning("DNS-rebinding protection is off for %s: set DOUBAO_MCP_ALLOWED_HOSTS to the host "
-                        "names clients use.", args.host)
-    serve_http(server, args.host, args.port, _transport_security(args.host, args.allowed_hosts,
-                                                                 args.allowed_origins), args.log_level.lower())
+    client = ArkClient(config.base_url, config.image_timeout, secrets=[config.api_key or ""], limits=config.limits)
+    stopping = Stopping()
+    server = build_server(config, client, stopping)
+    try:
+        if not serving_http:
+            if not config.api_key:
+                log.warning("ARK_API_KEY is not set: tools are listed, but calls will ask for a key.")
+            if sys.stdin.isatty():  # started by hand: say why nothing seems to happen
+                sys.stderr.write("doubao-mcp is serving MCP on stdin/stdout and waits for an MCP client (see the "
+                                 "README's client configuration). Ctrl-C stops it.\n")
+            server.run("stdio")  # returns when stdin closes; what still runs on the lanes' daemon threads ends here
+            return
+        if not is_loopback(args.host):
+            if config.api_key:
+                log.warning("Serving on %s with ARK_API_KEY set: requests without a key of their own spend "
+                            "this account's credit.", args.host)
+            if not args.allowed_hosts:
+                log.warning("DNS-rebinding protection is off for %s: set DOUBAO_MCP_ALLOWED_HOSTS to the host "
+                            "names clients use.", args.host)
+        signal.signal(signal.SIGINT, _stop_quietly)
+        signal.signal(signal.SIGTERM, _stop_quietly)
+        http_server(server, args.host, args.port, args.allowed_hosts.split(","), args.allowed_origins.split(","),
+                    args.log_level.lower(), config.limits, stopping).run()
+    finally:
+        client.close()  # ends every exchange still in flight
+        remove_live_parts()
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ runs of the installed console script over stdio against a fake Ark server on 127
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import logging
 import os
 import re
 import signal
@@ -22,6 +24,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 import anyio.from_thread
+import anyio.lowlevel
 import httpx2
 import pytest
 import requests
@@ -53,6 +56,7 @@ SUCCEEDED_TASK = {
     "seed": 10, "resolution": "720p", "ratio": "16:9", "duration": 5, "framespersecond": 24,
     "usage": {"completion_tokens": 108900, "total_tokens": 108900},
 }
+TASK_ID = SUCCEEDED_TASK["id"]
 
 
 @pytest.fixture
@@ -81,7 +85,8 @@ def server(config: Config | None = None, sleeps: list[float] | None = None) -> A
     """The server in-process; retry back-off is recorded in `sleeps` instead of slept."""
     config = config or Config.from_env()
     sleep = sleeps.append if sleeps is not None else (lambda seconds: None)
-    return build_server(config, ArkClient(config.base_url, config.image_timeout, sleep=sleep))
+    return build_server(config, ArkClient(config.base_url, config.image_timeout, secrets=[config.api_key or ""],
+                                          sleep=sleep, limits=config.limits))
 
 
 async def call(tool: str, arguments: dict[str, Any], config: Config | None = None, **kwargs: Any) -> Any:
@@ -173,9 +178,12 @@ def test_over_http_local_paths_stay_inside_the_allowed_folder(tmp_path: Path) ->
     config = Config(serving_http=True, allowed_dir=allowed.resolve())
     assert config.local_path("cats/cat.png", "first_frame") == allowed.resolve() / "cats" / "cat.png"
     assert config.local_path(str(allowed / "cat.png"), "first_frame") == allowed.resolve() / "cat.png"
-    for sneaky in ("../outside/cat.png", str(allowed / ".." / "outside"), "escape/cat.png", "/etc/passwd"):
+    for sneaky in ("../outside/cat.png", str(allowed / ".." / "outside"), "/etc/passwd"):
         with pytest.raises(doubao_mcp.DoubaoError, match="is outside the allowed folder"):
             config.local_path(sneaky, "save_dir")
+    write(outside / "cat.png", PNG)  # a link inside the folder is never followed out of it
+    with pytest.raises(doubao_mcp.DoubaoError, match="passes through a symbolic link, and links are not followed"):
+        doubao_mcp.load_media("escape/cat.png", "first_frame", "frame", config)
     assert Config().local_path("/etc/passwd", "first_frame") == Path("/etc/passwd")  # stdio: the user's own disk
 
 
@@ -753,12 +761,12 @@ async def test_list_video_tasks_sends_filters_and_normalizes_each_task(ark: Any)
     ark.get(TASKS, json={"total": 2, "items": [
         SUCCEEDED_TASK, {"id": "cgt-2", "status": "failed", "failure_reason": {"code": "E", "message": "boom"}}]})
     result = await call("list_video_tasks", {"status": "succeeded", "model": "doubao-seedance-1-0-pro-250528",
-                                             "task_ids": ["cgt-1", "cgt-2"], "page_num": 2, "page_size": 50})
+                                             "task_ids": [TASK_ID, "cgt-2"], "page_num": 2, "page_size": 50})
     sent = urlsplit(ark.calls[0].request.url)
     assert sent.path == "/api/v3/contents/generations/tasks"
     assert parse_qsl(sent.query) == [("page_num", "2"), ("page_size", "50"), ("filter.status", "succeeded"),
                                      ("filter.model", "doubao-seedance-1-0-pro-250528"),
-                                     ("filter.task_ids", "cgt-1"), ("filter.task_ids", "cgt-2")]
+                                     ("filter.task_ids", TASK_ID), ("filter.task_ids", "cgt-2")]
     listing = result.structured_content
     assert listing["total"] == 2
     assert listing["tasks"][0]["video_url"] == "https://cdn.test/v.mp4?sig=1"
@@ -881,7 +889,7 @@ async def test_a_task_record_with_wrong_types_is_explained_not_crashed(ark: Any)
     ark.get(f"{TASKS}/cgt-1", json={"id": 12, "status": ["running"]})
     ark.get(f"{TASKS}/cgt-2", json={"id": "cgt-2", "status": "running", "content": "x", "duration": "5",
                                     "usage": [1], "created_at": "yesterday"})
-    assert "without an id or status" in error_text(await call("query_video_task", {"task_id": "cgt-1"}))
+    assert "without a task id or status" in error_text(await call("query_video_task", {"task_id": "cgt-1"}))
     shaped = (await call("query_video_task", {"task_id": "cgt-2"})).structured_content
     assert shaped == {"task_id": "cgt-2", "status": "running", "created_at": "yesterday",
                       "next_step": doubao_mcp.NEXT_STEP["running"].format(task_id="cgt-2")}
@@ -893,8 +901,9 @@ def test_requests_use_connect_and_read_timeouts(ark: Any) -> None:
     client = ArkClient(BASE, image_timeout=120)
     client.generate_images({"model": "m", "prompt": "p"}, KEY)
     client.get_task("cgt-1", KEY)
-    assert ark.calls[0].request.req_kwargs["timeout"] == (doubao_mcp.CONNECT_TIMEOUT, 120)
-    assert ark.calls[1].request.req_kwargs["timeout"] == (doubao_mcp.CONNECT_TIMEOUT, doubao_mcp.TASK_TIMEOUT)
+    assert ark.calls[0].request.req_kwargs["timeout"] == (doubao_mcp.CONNECT_TIMEOUT, pytest.approx(120, abs=1))
+    assert ark.calls[1].request.req_kwargs["timeout"] == (doubao_mcp.CONNECT_TIMEOUT,
+                                                          pytest.approx(doubao_mcp.TASK_TIMEOUT, abs=1))
 
 
 async def test_without_a_key_tools_are_listed_and_calls_name_ark_api_key(ark: Any) -> None:
@@ -1037,11 +1046,12 @@ async def test_waiting_sends_progress_to_the_client(ark: Any) -> None:
 async def test_cancelling_a_waiting_call_stops_polling(ark: Any) -> None:
     polls: list[int] = []
     second_poll = anyio.Event()
+    loop = anyio.lowlevel.current_token()  # the polls run on the server's own threads, not anyio's
 
     def running(request: Any) -> tuple[int, dict[str, str], str]:
         polls.append(1)
         if len(polls) == 2:
-            anyio.from_thread.run_sync(second_poll.set)
+            anyio.from_thread.run_sync(second_poll.set, token=loop)
         return 200, {}, json.dumps({"id": "cgt-1", "status": "running"})
 
     ark.add_callback("GET", f"{TASKS}/cgt-1", callback=running)
@@ -1154,17 +1164,16 @@ async def test_bad_image_arguments_are_refused_before_any_request(ark: Any, tmp_
 async def test_an_unreadable_file_is_reported(ark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     frame = write(tmp_path / "locked.png", PNG)
 
-    def denied(self: Path) -> bytes:
-        raise PermissionError(13, "Permission denied")
+    def denied(*args: Any) -> int:
+        raise PermissionError(13, "Permission denied")  # tests may run as root, whom chmod does not stop
 
-    monkeypatch.setattr(Path, "read_bytes", denied)
+    monkeypatch.setattr(doubao_mcp, "open_beneath", denied)
     text = error_text(await call("generate_video", {"prompt": "a", "first_frame": frame}))
     assert f"first_frame: {frame} cannot be read: Permission denied." in text
 
 
 # --- Saving results ------------------------------------------------------------------------------
 
-TASK_ID = SUCCEEDED_TASK["id"]
 VIDEO_URL = SUCCEEDED_TASK["content"]["video_url"]
 LAST_FRAME_URL = SUCCEEDED_TASK["content"]["last_frame_url"]
 
@@ -1235,7 +1244,7 @@ def test_files_stream_into_a_hidden_part_file_and_appear_only_when_complete(tmp_
             yield chunk
             during.append([p.name for p in tmp_path.iterdir()])
 
-    saved = doubao_mcp.write_file(tmp_path, "cgt-1", chunks(), ".bin", 10**6)
+    saved = doubao_mcp.write_file(doubao_mcp.open_folder(tmp_path, None), "cgt-1", chunks(), "video", 10**6)
     assert saved == {"path": str(tmp_path / "cgt-1.mp4"), "bytes": len(VIDEO_BYTES)}
     assert all(len(names) == 1 and names[0].startswith(".cgt-1.") and names[0].endswith(".part") for names in during)
     assert [p.name for p in tmp_path.iterdir()] == ["cgt-1.mp4"]
@@ -1253,7 +1262,7 @@ def test_a_stream_that_fails_midway_leaves_nothing(tmp_path: Path, chunks: Any, 
             yield chunk
 
     with pytest.raises(Exception, match=error):
-        doubao_mcp.write_file(tmp_path, "cgt-1", produce(), ".mp4", len(VIDEO_BYTES) + 1)
+        doubao_mcp.write_file(doubao_mcp.open_folder(tmp_path, None), "cgt-1", produce(), "video", len(VIDEO_BYTES) + 1)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -1419,6 +1428,49 @@ def answer(status: int, body: bytes | str = b"", content_type: str = "applicatio
     return respond
 
 
+class Hold:
+    """A fault that holds each matching request until `release()`, then answers it with `then`; `arrived(n)`
+    waits (on a worker thread: call it through anyio.to_thread) until n requests have come in."""
+
+    def __init__(self, then: Any = None):
+        self.then = then or answer(200, json.dumps({"data": []}))
+        self.count = 0
+        self.condition = threading.Condition()
+        self.released = threading.Event()
+
+    def __call__(self, handler: BaseHTTPRequestHandler) -> None:
+        with self.condition:
+            self.count += 1
+            self.condition.notify_all()
+        self.released.wait(60)
+        self.then(handler)
+
+    def arrived(self, count: int) -> None:
+        with self.condition:
+            assert self.condition.wait_for(lambda: self.count >= count, timeout=30), f"{self.count} of {count} came"
+
+    def release(self) -> None:
+        self.released.set()
+
+
+def trickle(raw: bytes, every: float) -> Any:
+    """A fault that sends a whole raw HTTP response one byte at a time, `every` seconds apart: each read sees
+    a byte long before any read timeout, so only a deadline ends it."""
+    def respond(handler: BaseHTTPRequestHandler) -> None:
+        for byte in raw:
+            handler.wfile.write(bytes([byte]))
+            handler.wfile.flush()
+            time.sleep(every)
+        handler.close_connection = True
+
+    return respond
+
+
+def raw_response(status: int, body: bytes, content_type: str = "application/json", length: int | None = None) -> bytes:
+    return (f"HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: "
+            f"{len(body) if length is None else length}\r\n\r\n").encode() + body
+
+
 class FakeArk:
     """A small Ark look-alike on 127.0.0.1: image generation, the video-task lifecycle, and the
     result files under /files/, over HTTP/1.1 keep-alive like the real thing.
@@ -1437,6 +1489,7 @@ class FakeArk:
         self.requests: list[dict[str, Any]] = []
         self.tasks: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
+        self.arrival = threading.Condition()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.server.handle_error = lambda request, address: None  # a client that hung up is not news here
@@ -1451,6 +1504,13 @@ class FakeArk:
     def __exit__(self, *exc: Any) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def requested(self, method: str, prefix: str, count: int = 1) -> None:
+        """Wait (on a worker thread: through anyio.to_thread) until `count` such requests have come in."""
+        def seen() -> int:
+            return sum(r["method"] == method and r["path"].startswith(prefix) for r in self.requests)
+        with self.arrival:
+            assert self.arrival.wait_for(lambda: seen() >= count, timeout=30), f"{seen()} {method} {prefix}"
 
     def add_task(self, task_id: str, **fields: Any) -> None:
         self.tasks[task_id] = {"id": task_id, "model": "doubao-seedance-1-5-pro-251215", "status": "queued",
@@ -1534,9 +1594,11 @@ class FakeArk:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 body = json.loads(raw) if raw else None
                 query = parse_qsl(split.query)
-                fake.requests.append({"method": self.command, "path": split.path, "query": query, "body": body,
-                                      "authorization": self.headers.get("Authorization"),
-                                      "connection": self.client_address})
+                with fake.arrival:
+                    fake.requests.append({"method": self.command, "path": split.path, "query": query, "body": body,
+                                          "authorization": self.headers.get("Authorization"),
+                                          "connection": self.client_address})
+                    fake.arrival.notify_all()
                 fault = next((f for (method, prefix), f in list(fake.faults.items())
                               if method == self.command and split.path.startswith(prefix)), None)
                 if fault:
@@ -1702,12 +1764,12 @@ UPSTREAM_FAULTS = {
     "200 with a JSON array": (("POST", TASKS_ROUTE), answer(200, "[1, 2]"), VIDEO_CALL,
                               "Ark answered 200 with a body that is not a JSON object"),
     "200 with wrong types": (("GET", TASKS_ROUTE), answer(200, '{"id": 7, "status": null}'), QUERY_CALL,
-                             "a task record without an id or status"),
+                             "a task record without a task id or status"),
     "200 image with wrong types": (("POST", IMAGES_ROUTE), answer(200, '{"data": {"url": 5}}'), IMAGE_CALL,
                                    "an image result without a data list"),
     "200 that is not JSON": (("GET", TASKS_ROUTE), answer(200, "<html>maintenance</html>", "text/html"), QUERY_CALL,
                              "not a JSON object: non-JSON response (text/html): 'maintenance'"),
-    "read timeout": (("POST", IMAGES_ROUTE), answer(200, "{}", delay=2), IMAGE_CALL, "no answer within 0.5 s"),
+    "read timeout": (("POST", IMAGES_ROUTE), answer(200, "{}", delay=2), IMAGE_CALL, "answer within 0.5 s"),
     "connection dropped mid-body": (("GET", TASKS_ROUTE), answer(200, '{"id": "cgt', length=500), QUERY_CALL,
                                     "IncompleteRead"),
     "error page echoing the key": (("POST", TASKS_ROUTE), answer(502, f"Authorization: Bearer {KEY}", "text/plain"),
@@ -2083,3 +2145,465 @@ def test_help_needs_no_key_and_names_every_setting() -> None:
     for name in ("ARK_API_KEY", "ARK_BASE_URL", "DOUBAO_OUTPUT_DIR", "DOUBAO_ALLOWED_DIR", "--transport",
                  "DOUBAO_MCP_HOST", "DOUBAO_MCP_PORT", "DOUBAO_MCP_ALLOWED_HOSTS", "DOUBAO_MCP_LOG_LEVEL"):
         assert name in " ".join(helped.stdout.split()), name
+
+
+# --- Holding up under load and against a hostile upstream ---------------------------------------------
+
+
+def small_lanes(fake: FakeArk, **changes: Any) -> Config:
+    return Config(api_key=KEY, base_url=fake.url, limits=doubao_mcp.Limits(**{
+        "quick_threads": 2, "slow_threads": 4, "slot_wait": 0.3, **changes}))
+
+
+def lane_threads(before: set[threading.Thread]) -> dict[str, int]:
+    """Worker threads started since `before`, by lane."""
+    names = [thread.name for thread in set(threading.enumerate()) - before if thread.name.startswith("doubao-")]
+    return {name: names.count(name) for name in set(names)}
+
+
+async def test_abandoned_calls_keep_their_threads_until_the_work_really_ends() -> None:
+    """Against a hung Ark, 40 callers that give up must not drive 40 requests upstream: an abandoned call keeps
+    its thread until its request ends, and the next call waits for one of those threads to be free."""
+    hold = Hold()
+    before = set(threading.enumerate())
+    with FakeArk() as fake:
+        fake.faults[("POST", IMAGES_ROUTE)] = hold
+        async with Client(server(small_lanes(fake, slot_wait=30))) as client:
+            async with anyio.create_task_group() as callers:
+                for _ in range(40):
+                    callers.start_soon(client.call_tool, "generate_image", {"prompt": "a fox"})
+                await anyio.to_thread.run_sync(hold.arrived, 4)
+                callers.cancel_scope.cancel()  # every caller gives up, while four requests hang at Ark
+            quick = await client.call_tool("list_video_tasks", {})  # task queries have threads of their own
+            threads = lane_threads(before)
+            async with anyio.create_task_group() as later:
+                later.start_soon(partial(client.call_tool, "generate_image", {"prompt": "after"}))
+                await anyio.wait_all_tasks_blocked()  # the new call now waits for a thread
+                assert hold.count == 4
+                hold.release()  # the four abandoned requests end, and free their threads
+    assert hold.count == 5  # the four abandoned requests, then the one call made after they ended
+    assert not quick.is_error
+    assert threads["doubao-slow"] <= 4 and threads.get("doubao-quick", 0) <= 2
+
+
+async def test_past_its_threads_the_server_says_it_is_busy() -> None:
+    hold = Hold()
+    with FakeArk() as fake:
+        fake.faults[("POST", IMAGES_ROUTE)] = hold
+        async with Client(server(small_lanes(fake))) as client:
+            async with anyio.create_task_group() as callers:
+                for _ in range(4):
+                    callers.start_soon(client.call_tool, "generate_image", {"prompt": "a fox"})
+                await anyio.to_thread.run_sync(hold.arrived, 4)
+                busy = await client.call_tool("generate_image", {"prompt": "one more"})
+                hold.release()
+    assert "The server is busy: 4 generations, uploads and downloads are already running. Try again in a minute." \
+        in error_text(busy)
+    assert hold.count == 4
+
+
+async def test_quick_calls_stay_quick_while_one_caller_floods_slow_generations() -> None:
+    """45 image generations hang at Ark (more than all 40 worker threads): a task listing still answers."""
+    hold = Hold()
+    with FakeArk() as fake:
+        fake.faults[("POST", IMAGES_ROUTE)] = hold
+        async with Client(server(Config(api_key=KEY, base_url=fake.url))) as client:
+            async with anyio.create_task_group() as flood:
+                for _ in range(45):
+                    flood.start_soon(client.call_tool, "generate_image", {"prompt": "a fox"})
+                await anyio.to_thread.run_sync(hold.arrived, doubao_mcp.Limits().slow_threads)
+                with anyio.fail_after(10):
+                    listing = await client.call_tool("list_video_tasks", {})
+                hold.release()
+    assert not listing.is_error and listing.structured_content == {"total": 0, "tasks": []}
+    assert hold.count <= doubao_mcp.Limits().slow_threads + 13  # the rest ran only after the first ones ended
+
+
+TRICKLED_TASK = raw_response(200, json.dumps({"id": "cgt-done", "status": "running"}).encode())
+
+
+@pytest.mark.parametrize("route, fault, tool, arguments, expected", [
+    (("GET", TASKS_ROUTE), trickle(TRICKLED_TASK, 0.05), "query_video_task", {"task_id": "cgt-done"},
+     "no complete answer within 1 s"),  # the body trickles
+    (("GET", TASKS_ROUTE), trickle(TRICKLED_TASK, 0.05), "generate_video", {"prompt": "a fox", "wait_seconds": 2},
+     "Checking the task"),  # every poll trickles: the wait still ends, with the new task's id
+    (("POST", IMAGES_ROUTE), trickle(raw_response(200, b'{"data": []}'), 0.3), "generate_image", {"prompt": "a"},
+     "no complete answer within 1 s"),  # the status line itself trickles
+])
+async def test_every_ark_request_has_an_overall_deadline(route: Any, fault: Any, tool: str, arguments: dict[str, Any],
+                                                         expected: str) -> None:
+    """An answer that sends one byte at a time, each well within the read timeout, ends at the call's deadline:
+    ARK_TIMEOUT for an image, the task deadline for a task call, wait_seconds plus one poll for a wait."""
+    with FakeArk() as fake:
+        fake.add_task("cgt-done", status="running")
+        fake.faults[route] = fault
+        config = replace(small_lanes(fake, task_deadline=1.0), image_timeout=1.0, poll_intervals=(0.1, 0.1))
+        with anyio.fail_after(20):
+            result = await call(tool, arguments, config)
+    text = result.content[0].text
+    assert expected in text and KEY not in text
+    if arguments.get("wait_seconds"):  # the task id comes back, with what is known
+        assert result.structured_content["task_id"] == "cgt-fake-2" and "no complete answer within 1 s" in text
+
+
+def endless_video(every: float, chunk: bytes) -> Any:
+    """A result URL that keeps the connection open and keeps sending, `chunk` every `every` seconds, forever."""
+    def respond(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "video/mp4")  # no length: the body ends when the connection does
+        handler.end_headers()
+        handler.wfile.write(VIDEO_BYTES[:16])
+        with contextlib.suppress(OSError):
+            for _ in range(int(60 / every)):
+                handler.wfile.write(chunk)
+                handler.wfile.flush()
+                time.sleep(every)
+
+    return respond
+
+
+@pytest.mark.parametrize("fault, limits, expected", [
+    (endless_video(0.05, b"x"), {"download_min_rate": 1024, "rate_window": 0.5}, "slower than 1 KB/s for 0.5 s"),
+    (endless_video(0.02, bytes(64 * 1024)), {"download_deadline": 1.0}, "no complete answer within 1 s"),
+])
+async def test_a_download_ends_at_its_deadline_or_below_its_minimum_rate(tmp_path: Path, fault: Any,
+                                                                         limits: dict[str, Any], expected: str) -> None:
+    with FakeArk() as fake:
+        fake.add_task("cgt-done", status="succeeded")
+        fake.faults[("GET", "/files/")] = fault
+        with anyio.fail_after(20):
+            result = await call("query_video_task", {"task_id": "cgt-done", "save_dir": str(tmp_path)},
+                                small_lanes(fake, **limits))
+    task = result.structured_content
+    assert task["status"] == "succeeded" and expected in task["save_errors"][0]["error"], task
+    assert list(tmp_path.iterdir()) == []  # no .part file outlives its download
+
+
+NESTED = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize("fault, expected", [
+    (answer(200, b"{}", length=500 * 2**20), "Ark's answer is over 8.0 MB, more than any API answer: refused unread"),
+    (answer(200, b'{"id": "cgt-done", "status": "running", "x": "' + b"y" * (9 * 2**20) + b'"}'),
+     "Ark's answer is over 8.0 MB"),  # no warning in its length: refused once 8 MB have come
+    (answer(200, NESTED), "not a JSON object"),
+    (answer(200, '{"id": "cgt-done", "status": "running", "usage": ' + NESTED + "}"), "not a JSON object"),
+])
+async def test_huge_and_deeply_nested_answers_are_refused_with_a_clear_error(fault: Any, expected: str) -> None:
+    with FakeArk() as fake:
+        fake.add_task("cgt-done", status="running")
+        fake.faults[("GET", TASKS_ROUTE)] = fault
+        result = await call("query_video_task", {"task_id": "cgt-done"}, Config(api_key=KEY, base_url=fake.url))
+    assert expected in error_text(result)
+
+
+async def test_a_waiting_call_keeps_its_task_id_whatever_the_polls_return() -> None:
+    with FakeArk() as fake:
+        fake.faults[("GET", TASKS_ROUTE + "/")] = answer(200, NESTED)
+        result = await call("generate_video", {"prompt": "a fox", "wait_seconds": 1},
+                            replace(Config(api_key=KEY, base_url=fake.url), poll_intervals=(0.1, 0.1)))
+    task = result.structured_content
+    assert not result.is_error and task["task_id"] == "cgt-fake-1" and task["status"] == "queued"
+    assert "Checking the task failed" in task["next_step"] and "cgt-fake-1" in task["next_step"]
+
+
+async def test_what_goes_into_a_result_is_bounded_and_clean(ark: Any) -> None:
+    hostile = "\u202eevil\u202c\x1b[31mred\x00" + "m" * 2**20
+    ark.get(f"{TASKS}/cgt-1", json={
+        "id": "cgt-1", "status": "failed", "model": hostile, "error": {"code": hostile, "message": hostile},
+        "content": {"video_url": "javascript:alert(1)", "last_frame_url": "file:///etc/passwd"},
+        "usage": {"total_tokens": 10, "nested": {"deeper": {"deepest": 1}}, "text": "x", **{f"k{i}": i for i in range(99)}}})
+    result = await call("query_video_task", {"task_id": "cgt-1"})
+    task = result.structured_content
+    assert len(result.content[0].text) < 6000
+    assert task["model"].startswith("evil [31mred m") and task["model"].endswith("m…")  # marked as cut
+    assert len(task["model"]) == doubao_mcp.NAME_LIMIT
+    assert len(task["error_message"]) == doubao_mcp.MESSAGE_LIMIT
+    assert not re.search("[\x00-\x1f\u202a-\u202e]", json.dumps(task, ensure_ascii=False))
+    assert "video_url" not in task and "last_frame_url" not in task  # only http(s) URLs
+    assert task["usage"]["total_tokens"] == 10 and len(task["usage"]) <= 32 and "text" not in task["usage"]
+
+
+async def test_a_record_for_another_task_is_never_passed_on(ark: Any) -> None:
+    ark.get(f"{TASKS}/cgt-mine", json={**SUCCEEDED_TASK, "id": "cgt-someone-elses"})
+    ark.get(TASKS, json={"total": 2, "items": [{**SUCCEEDED_TASK, "id": "cgt-mine"},
+                                               {**SUCCEEDED_TASK, "id": "cgt-someone-elses"}]})
+    text = error_text(await call("query_video_task", {"task_id": "cgt-mine"}))
+    listing = (await call("list_video_tasks", {"task_ids": ["cgt-mine"]})).structured_content
+    assert "the record of task 'cgt-someone-elses' when asked for 'cgt-mine': not passed on" in text
+    assert [task["task_id"] for task in listing["tasks"]] == ["cgt-mine"] and listing["total"] == 1
+
+
+ECHO = f"key={KEY}"
+
+
+@pytest.mark.parametrize("route, fault, tool", [
+    (("POST", IMAGES_ROUTE), answer(200, json.dumps({"oops": ECHO})), IMAGE_CALL),  # an image result without data
+    (("GET", TASKS_ROUTE), answer(200, json.dumps({"status": ECHO})), QUERY_CALL),  # a task without an id
+    (("GET", TASKS_ROUTE), answer(200, json.dumps({"items": ECHO})), ("list_video_tasks", {})),
+    (("POST", TASKS_ROUTE), answer(400, json.dumps({"error": {"code": ECHO, "param": ECHO, "message": "m"}})),
+     VIDEO_CALL),
+    (("POST", TASKS_ROUTE), answer(400, "{}", X_Request_Id=ECHO), VIDEO_CALL),
+])
+async def test_the_key_never_leaves_through_an_answer_that_echoes_it(route: Any, fault: Any, tool: Any,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    with FakeArk() as fake:
+        fake.faults[route] = fault
+        result = await call(*tool, Config(api_key=KEY, base_url=fake.url))
+    assert result.is_error and "***" in result.content[0].text
+    assert KEY not in result.content[0].text and KEY not in caplog.text  # the SDK logs tool errors at INFO
+
+
+@pytest.mark.parametrize("key", ["ark-key-with-a-newline\nX-Evil: 1", "ark-key-\u00e9\u4e2d-non-latin-1"])
+def test_an_unusable_key_is_refused_at_start_up_by_name(key: str) -> None:
+    run = subprocess.run([str(SCRIPT)], input=b"", capture_output=True, timeout=30,
+                         env={"PATH": os.environ["PATH"], "ARK_API_KEY": key})
+    assert run.returncode != 0 and run.stdout == b""
+    assert b"ARK_API_KEY contains a control character or a character outside Latin-1" in run.stderr
+    assert b"Traceback" not in run.stderr and key.split("\n")[0].encode() not in run.stderr
+
+
+async def test_over_http_x_api_key_wins_over_a_gateways_authorization(fake_ark: FakeArk) -> None:
+    with HttpServer(fake_ark) as hosted:
+        async with hosted.client(**{"Authorization": "Bearer gateway-token-0123456789",
+                                    "X-API-Key": "caller-key-0123456789"}) as client:
+            result = await client.call_tool("list_video_tasks", {})
+        async with hosted.client(**{"X-API-Key": "caller-key-\x01-0123456789"}) as client:
+            refused = await client.call_tool("list_video_tasks", {})
+    assert not result.is_error
+    assert [r["authorization"] for r in fake_ark.requests] == ["Bearer caller-key-0123456789"]
+    assert "Your API key header contains a control character" in error_text(refused)
+
+
+async def test_a_save_dir_swapped_for_a_link_mid_call_still_gets_the_file(ark: Any, tmp_path: Path) -> None:
+    """The folder is held open from the check on: a link swapped in while Ark generates leads nowhere."""
+    allowed, outside = tmp_path / "allowed", tmp_path / "outside"
+    (allowed / "out").mkdir(parents=True)
+    outside.mkdir()
+
+    def generate(request: Any) -> tuple[int, dict[str, str], str]:
+        (allowed / "out").rename(allowed / "out-checked")
+        (allowed / "out").symlink_to(outside)
+        return 200, {}, json.dumps({"data": [{"url": "https://cdn.test/a"}]})
+
+    ark.add_callback("POST", IMAGES, callback=generate)
+    ark.get("https://cdn.test/a", body=PNG, content_type="image/png")
+    config = Config(api_key=KEY, base_url=BASE, allowed_dir=allowed.resolve(), serving_http=True)
+    result = await call("generate_image", {"prompt": "a", "save_dir": "out"}, config)
+    assert list(outside.iterdir()) == []
+    assert [p.suffix for p in (allowed / "out-checked").iterdir()] == [".png"], result.structured_content
+
+
+@pytest.mark.parametrize("confined, target, expected", [
+    (True, "outside/secret.png", "passes through a symbolic link, and links are not followed"),
+    (False, "/dev/zero", "is not a regular file"),
+])
+async def test_an_input_swapped_after_its_check_is_never_read(ark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              confined: bool, target: str, expected: str) -> None:
+    """A file swapped for a link to an outside file, or to a device, between the path check and the read."""
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (tmp_path / "outside").mkdir()
+    write(tmp_path / "outside" / "secret.png", PNG + b"secret")
+    frame = write(allowed / "frame.png", PNG)
+    checked = Config.local_path
+
+    def check_then_swap(self: Config, value: str, argument: str) -> Path:
+        path = checked(self, value, argument)
+        path.unlink()
+        path.symlink_to(tmp_path / target if not target.startswith("/") else target)
+        return path
+
+    monkeypatch.setattr(Config, "local_path", check_then_swap)
+    config = Config(api_key=KEY, base_url=BASE, allowed_dir=allowed.resolve() if confined else None)
+    text = error_text(await call("generate_video", {"prompt": "a", "first_frame": frame}, config))
+    assert expected in text and len(ark.calls) == 0
+
+
+async def test_an_input_that_grows_after_its_size_check_is_still_refused(ark: Any, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file says 1 KB when checked and is 40 MB when read: at most one byte past the limit is read."""
+    frame = write(tmp_path / "frame.png", PNG, size=40 * 2**20)
+    inode = os.stat(frame).st_ino
+
+    def lying(stat_of: Any) -> Any:
+        def stat(*args: Any, **kwargs: Any) -> os.stat_result:
+            found = stat_of(*args, **kwargs)
+            return os.stat_result((*found[:6], 1000, *found[7:])) if found.st_ino == inode else found
+        return stat
+
+    monkeypatch.setattr(os, "stat", lying(os.stat))
+    monkeypatch.setattr(os, "fstat", lying(os.fstat))
+    text = error_text(await call("generate_video", {"prompt": "a", "first_frame": frame}))
+    assert "frame.png is over Ark's 30.0 MB limit for this input." in text and len(ark.calls) == 0
+
+
+@pytest.mark.parametrize("fault, expected", [
+    (lambda fake: answer(302, "", "text/plain", Location=f"{fake.url}/contents/generations/tasks"),
+     "the download is not a video"),  # another local service's JSON
+    (lambda fake: answer(302, "", "text/plain", Location=f"{fake.root}/files/loop.mp4"), "more than 5 redirects"),
+])
+async def test_only_a_real_video_is_saved_after_a_bounded_number_of_redirects(tmp_path: Path, fault: Any,
+                                                                              expected: str) -> None:
+    with FakeArk() as fake:
+        fake.add_task("cgt-done", status="succeeded")
+        fake.faults[("GET", "/files/")] = fault(fake)
+        task = (await call("query_video_task", {"task_id": "cgt-done", "save_dir": str(tmp_path)},
+                           Config(api_key=KEY, base_url=fake.url))).structured_content
+    assert expected in task["save_errors"][0]["error"] and "saved_files" not in task
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_part_files_left_by_a_killed_server_are_removed_on_the_next_save(ark: Any, tmp_path: Path) -> None:
+    stale, live = write(tmp_path / ".cgt-old.0123abcd.part"), write(tmp_path / ".cgt-now.4567cdef.part")
+    os.utime(stale, (time.time() - 3 * 3600,) * 2)  # older than any live download can be
+    finished_task_and_files(ark)
+    await call("query_video_task", {"task_id": TASK_ID, "save_dir": str(tmp_path)})
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert Path(stale).name not in names and Path(live).name in names
+
+
+@contextlib.asynccontextmanager
+async def hosting(fake: FakeArk, bind: str = "127.0.0.1", allowed_hosts: tuple[str, ...] = (),
+                  allowed_origins: tuple[str, ...] = (), **limits: Any) -> Any:
+    """The server over streamable HTTP in this process, on a socket made here: clients connect at once."""
+    config = Config(api_key=KEY, base_url=fake.url, serving_http=True, limits=doubao_mcp.Limits(**limits))
+    stopping = doubao_mcp.Stopping()
+    listener = socket.socket()
+    listener.bind((bind, 0))
+    listener.listen(64)
+    port = listener.getsockname()[1]
+    hosted = doubao_mcp.http_server(build_server(config, stopping=stopping), bind, port, allowed_hosts,
+                                    allowed_origins, "warning", config.limits, stopping)
+    async with anyio.create_task_group() as group:
+        group.start_soon(hosted.serve, [listener])
+        try:
+            yield f"http://{bind}:{port}"
+        finally:
+            hosted.should_exit = True
+
+
+def tools_list(host: str | None = None, origin: str | None = None) -> dict[str, Any]:
+    return {"json": {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, "headers": {
+        "Accept": "application/json, text/event-stream", **({"Host": host} if host else {}),
+        **({"Origin": origin} if origin else {})}}
+
+
+async def test_get_and_delete_on_a_stateless_server_answer_405_at_once(fake_ark: FakeArk) -> None:
+    async with hosting(fake_ark) as url, httpx2.AsyncClient() as http:
+        with anyio.fail_after(10):  # a GET used to open an event stream that never ended
+            got = await http.get(f"{url}/mcp", headers={"Accept": "text/event-stream"})
+            deleted = await http.delete(f"{url}/mcp")
+    assert (got.status_code, deleted.status_code, got.headers["allow"]) == (405, 405, "POST")
+    assert "answers POST only" in got.json()["error"]["message"]
+
+
+async def test_idle_and_slow_connections_are_cut_off(fake_ark: FakeArk) -> None:
+    async with hosting(fake_ark, header_timeout=0.3, body_timeout=0.3) as url:
+        port = int(url.rsplit(":", 1)[1])
+        replies = []
+        for sent in (b"", b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n",  # nothing, then half a head
+                     b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100\r\n\r\n{\"jsonrpc\""):  # a body that stops
+            async with await anyio.connect_tcp("127.0.0.1", port) as connection:
+                await connection.send(sent) if sent else None
+                with anyio.fail_after(10):
+                    try:
+                        replies.append(await connection.receive())
+                    except (anyio.EndOfStream, anyio.BrokenResourceError):
+                        replies.append(b"closed")
+    assert replies[:2] == [b"closed", b"closed"]
+    assert replies[2].startswith(b"HTTP/1.1 408") and b"did not arrive within 0.3 s" in replies[2]
+
+
+async def test_request_bodies_fit_arks_input_limits_and_past_them_get_a_clear_error(fake_ark: FakeArk) -> None:
+    frame = data_url("image/png", PNG + bytes(5 * 2**20))  # a 5 MB frame: 7 MB of JSON
+    async with hosting(fake_ark) as url:
+        async with Client(streamable_http_client(f"{url}/mcp")) as client:
+            result = await client.call_tool("generate_video", {"prompt": "a", "first_frame": frame})
+    async with hosting(fake_ark, max_body=2**20) as url, httpx2.AsyncClient() as http:
+        refused = await http.post(f"{url}/mcp", **tools_list(), content=b" " * (2 * 2**20))
+    assert not result.is_error and fake_ark.requests[0]["body"]["content"][1]["image_url"]["url"] == frame
+    assert refused.status_code == 413
+    assert "The request body is over 1.0 MB, the most this server takes" in refused.json()["error"]["message"]
+
+
+async def test_host_and_origin_checks_know_every_loopback_address_and_ignore_case(fake_ark: FakeArk) -> None:
+    async with hosting(fake_ark, bind="127.0.0.2") as url, httpx2.AsyncClient() as http:
+        port = url.rsplit(":", 1)[1]
+        statuses = [(await http.post(f"{url}/mcp", **tools_list(host))).status_code
+                    for host in ("evil.example", f"127.0.0.2:{port}", f"LOCALHOST:{port}", f"[::1]:{port}")]
+    assert statuses == [421, 200, 200, 200]
+    async with hosting(fake_ark, allowed_hosts=("mcp.example.com",)) as url, httpx2.AsyncClient() as http:
+        port = url.rsplit(":", 1)[1]
+        checks = [(await http.post(f"{url}/mcp", **tools_list(host, origin))).status_code for host, origin in [
+            ("MCP.Example.COM", None), (f"mcp.example.com:{port}", None), (f"127.0.0.1:{port}", None),
+            (f"127.0.0.1:{port}", "http://localhost:5173"), (f"127.0.0.1:{port}", "https://evil.example"),
+            ("evil.example", None)]]
+    assert checks == [200, 200, 200, 200, 403, 421]  # allowed hosts keep the loopback ones working
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+async def test_a_stop_signal_lets_calls_in_flight_finish_and_ends_waits_with_the_task(fake_ark: FakeArk,
+                                                                                    stop: int) -> None:
+    fake_ark.polls_to_finish = 10**6
+    results: list[Any] = []
+    with HttpServer(fake_ark, ARK_API_KEY=KEY) as hosted:
+        async with hosted.client() as client, anyio.create_task_group() as group:
+            async def waiting() -> None:
+                results.append(await client.call_tool("generate_video", {"prompt": "a fox", "wait_seconds": 300}))
+
+            group.start_soon(waiting)
+            await anyio.to_thread.run_sync(fake_ark.requested, "GET", TASKS_ROUTE + "/")
+            hosted.process.send_signal(stop)
+        hosted.process.wait(timeout=30)
+    task = results[0].structured_content
+    assert task["task_id"] == "cgt-fake-1" and task["status"] in ("queued", "running")
+    assert "This server is stopping, so it stopped waiting; the task goes on at Ark" in task["next_step"]
+    assert hosted.process.returncode == 0 and "Traceback" not in hosted.stderr
+
+
+def test_closing_stdin_mid_download_ends_the_server_at_once_and_leaves_no_part_file(tmp_path: Path) -> None:
+    hold = Hold(then=answer(200, VIDEO_BYTES, "video/mp4"))
+    with FakeArk() as fake:
+        fake.add_task("cgt-done", status="succeeded")
+        fake.faults[("GET", "/files/")] = lambda handler: (handler.send_response(200), handler.send_header(
+            "Content-Type", "video/mp4"), handler.end_headers(), handler.wfile.write(VIDEO_BYTES[:64]),
+            handler.wfile.flush(), hold(handler))
+        process = subprocess.Popen([str(SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, env={"PATH": os.environ["PATH"], "ARK_API_KEY": KEY,
+                                                                "ARK_BASE_URL": fake.url})
+        assert process.stdin
+        process.stdin.write(b"".join(json.dumps(m).encode() + b"\n" for m in [
+            {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}},
+            {"jsonrpc": "2.0", "method": "notifications/initialized"},
+            {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "query_video_task", "arguments": {
+                "task_id": "cgt-done", "save_dir": str(tmp_path)}}}]))
+        process.stdin.flush()
+        hold.arrived(1)  # the download has begun, and stalls
+        process.stdin.close()  # the client goes away
+        try:
+            process.wait(timeout=15)
+        finally:
+            process.kill()
+            hold.release()
+        err = process.stderr.read() if process.stderr else b""
+    assert process.returncode == 0 and b"Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_an_unexpected_failure_becomes_a_clear_error_and_the_server_keeps_serving(
+        ark: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(body: Any) -> Any:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(doubao_mcp, "shape_images", broken)
+    ark.post(IMAGES, json={"data": []})
+    ark.get(TASKS, json={"total": 0, "items": []})
+    async with Client(server()) as client:
+        failed = await client.call_tool("generate_image", {"prompt": "a"})
+        following = await client.call_tool("list_video_tasks", {})
+    assert "generate_image failed unexpectedly (RecursionError); the server's log has the details" in error_text(failed)
+    assert not following.is_error
