@@ -9,6 +9,7 @@ ratios. Targets are read off the table, never asserted: timings vary from machin
 
 from __future__ import annotations
 
+import logging
 import os
 import statistics
 import sys
@@ -23,7 +24,7 @@ import anyio
 import requests
 from mcp import Client, StdioServerParameters
 
-from test_doubao_mcp import KEY, FakeArk
+from test_doubao_mcp import KEY, FakeArk, Hold, HttpServer, answer
 
 SCRIPT = Path(sys.executable).with_name("doubao-image-video-mcp")
 BARE_SERVER = textwrap.dedent('''
@@ -38,7 +39,8 @@ BARE_SERVER = textwrap.dedent('''
 
     server.run("stdio")
 ''')
-WORKER_THREADS = 40  # anyio's default thread limit, which doubao_mcp sizes its connection pool to
+WORKER_THREADS = 40  # doubao_mcp's quick and slow lanes together, which its connection pool is sized to
+IMAGES_ROUTE = "/api/v3/images/generations"
 
 
 def child_pid() -> int | None:
@@ -82,6 +84,85 @@ async def cold_start(params: StdioServerParameters) -> float:
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f} ms"
+
+
+def descriptors(pid: int) -> int:
+    try:
+        return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+    except OSError:
+        return 0
+
+
+def huge_answer(handler: Any) -> None:
+    """A 500 MB answer with no length to warn of it: zeros until the reader hangs up."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.end_headers()
+    chunk = b'{"id": "cgt-huge", "pad": "' + b"0" * (2**20 - 27)
+    try:
+        for _ in range(500):
+            handler.wfile.write(chunk)
+    except OSError:
+        pass
+    handler.close_connection = True
+
+
+async def stress(fake: FakeArk, rows: list[tuple[str, str, str, str, str]]) -> None:
+    """Hosted over HTTP against a hung, a slow and a hostile Ark: what the server holds, and how quick calls fare."""
+    hold = Hold()
+    fake.faults[("POST", IMAGES_ROUTE)] = hold
+    with HttpServer(fake, ARK_API_KEY=KEY) as hosted:
+        pid = hosted.process.pid
+        async with hosted.client() as client:
+            await client.list_tools()
+        before = (proc_field(pid, "Threads"), descriptors(pid))
+
+        async def give_up() -> None:
+            with anyio.move_on_after(1):  # then the client disconnects
+                async with hosted.client() as client:
+                    await client.call_tool("generate_image", {"prompt": "a fox"})
+
+        async with anyio.create_task_group() as group:
+            for _ in range(200):
+                group.start_soon(give_up)
+        during = (proc_field(pid, "Threads"), descriptors(pid))
+        in_flight = hold.count
+        hold.release()
+        async with hosted.client() as client:  # waits for a free thread, so the hung work has ended
+            await client.call_tool("generate_image", {"prompt": "after"})
+        after = (proc_field(pid, "Threads"), descriptors(pid))
+    rows.append(("200 callers give up on a hung Ark (HTTP)", f"threads {before[0]} -> {during[0]} -> {after[0]}, "
+                 f"fds {before[1]} -> {during[1]} -> {after[1]}", f"{in_flight} requests reached Ark", "-",
+                 f"<= {WORKER_THREADS} in flight, threads and fds bounded"))
+
+    fake.faults[("POST", IMAGES_ROUTE)] = answer(200, '{"data": []}', delay=5)  # an Ark that takes 5 s per image
+    with HttpServer(fake, ARK_API_KEY=KEY) as hosted:
+        async with hosted.client() as quick, hosted.client() as flooder:
+            for _ in range(5):
+                await quick.call_tool("list_video_tasks", {})
+            calm = statistics.median([await timed(lambda: quick.call_tool("list_video_tasks", {})) for _ in range(20)])
+            async with anyio.create_task_group() as flood:
+                for _ in range(80):
+                    flood.start_soon(flooder.call_tool, "generate_image", {"prompt": "a fox"})
+                await anyio.to_thread.run_sync(fake.requested, "POST", IMAGES_ROUTE, 32)
+                busy = statistics.median([await timed(lambda: quick.call_tool("list_video_tasks", {}))
+                                          for _ in range(20)])
+                flood.cancel_scope.cancel()
+    rows.append(("list_video_tasks while one caller floods 80 slow generations", ms(busy), f"{ms(calm)} (no flood)",
+                 f"{busy / calm:.2f}", "quick calls stay quick"))
+
+    fake.faults.clear()
+    fake.faults[("GET", "/api/v3/contents/generations/tasks/cgt-huge")] = huge_answer
+    async with Client(StdioServerParameters(command=str(SCRIPT), env={"ARK_API_KEY": KEY,
+                                                                      "ARK_BASE_URL": fake.url})) as client:
+        pid = child_pid()
+        await client.call_tool("list_video_tasks", {})
+        start_rss = proc_field(pid, "VmHWM")
+        refused = await client.call_tool("query_video_task", {"task_id": "cgt-huge"})
+        peak = proc_field(pid, "VmHWM")
+    growth = f"{(peak - start_rss) / 1024:.1f} MB" if peak and start_rss else "n/a (needs Linux /proc)"
+    rows.append(("a 500 MB answer with no length (peak RSS growth)", growth,
+                 "refused" if refused.is_error else "NOT refused", "-", "<= 8 MB read, then refused"))
 
 
 async def main() -> None:
@@ -196,6 +277,8 @@ async def main() -> None:
         rows.append(("save a 500 MB video (peak RSS growth)", growth, f"{saved / 2**20:.0f} MB written", "-",
                      "<= 30 MB"))
 
+        await stress(fake, rows)
+
     widths = [max(len(row[i]) for row in rows + [HEADER]) for i in range(5)]
     for row in [HEADER, tuple("-" * w for w in widths), *rows]:
         print("| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |")
@@ -204,4 +287,5 @@ async def main() -> None:
 HEADER = ("measurement", "doubao-mcp", "floor", "ratio", "target")
 
 if __name__ == "__main__":
+    logging.disable(logging.INFO)  # the HTTP client logs every request at INFO: only the table is wanted here
     anyio.run(main)
