@@ -26,8 +26,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import collections
 import concurrent.futures
 import contextlib
+import difflib
 import email.utils
 import errno
 import functools
@@ -37,6 +39,7 @@ import json
 import logging
 import math
 import os
+import platform
 import queue
 import random
 import re
@@ -64,8 +67,8 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp.types import ToolAnnotations
-from pydantic import AfterValidator, ConfigDict, Field, with_config
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import AfterValidator, ConfigDict, Field, ValidationError, with_config
 from pydantic.json_schema import SkipJsonSchema
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
@@ -92,6 +95,7 @@ MAX_RETRY_AFTER = 30.0  # a longer Retry-After is reported to the caller, not sl
 MIN_ATTEMPT_SECONDS = 1.0  # no retry starts unless its deadline leaves it at least this long
 MAX_REDIRECTS = 5  # downloads only: API calls never follow a redirect
 MAX_WAIT_SECONDS = 600
+START_WAIT_SECONDS = 55  # generate_video's wait: its reply, with the new task id, must beat a 60 s client timeout
 POLL_INTERVALS = (1.5, 12.0)  # first poll after 1.5 s, then x1.5 each time up to 12 s
 HEARTBEAT_SECONDS = 10.0  # progress while a long image generation runs, for clients that time out at 60 s
 THREAD_IDLE_SECONDS = 30.0  # a worker thread with no work for this long ends
@@ -286,8 +290,10 @@ KEY_CHARACTERS = re.compile(r"[\x20-\x7e\xa0-\xff]+")  # what an HTTP header val
 
 
 def usable_key(key: str | None, where: str) -> str | None:
-    """A key without a character HTTP cannot send: refused here, by name, rather than failing inside a request
-    with the key in the error."""
+    """A key as Ark takes it: a pasted "Bearer " prefix removed (else Ark would get "Bearer Bearer ..."), and one
+    with a character HTTP cannot send refused here, by name, rather than failing inside a request with the key
+    in the error."""
+    key = re.sub(r"^bearer\s+", "", key.strip(), flags=re.IGNORECASE) if key else key
     if key and not KEY_CHARACTERS.fullmatch(key):
         raise DoubaoError(f"{where} contains a control character or a character outside Latin-1, which no HTTP "
                           "header can carry: copy the key again from the Ark console.")
@@ -309,6 +315,7 @@ class Config:
     poll_intervals: tuple[float, float] = POLL_INTERVALS
     max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES
     limits: Limits = Limits()
+    working_dir: Path = field(default_factory=Path.cwd)  # the client's folder, where it started the server
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Config:
@@ -329,6 +336,10 @@ class Config:
         if allowed_dir and not Path(allowed_dir).expanduser().is_dir():
             raise ValueError(f"DOUBAO_ALLOWED_DIR must be an existing folder, got {allowed_dir!r}")
         byteplus = (urlsplit(base_url).hostname or "").endswith(".bytepluses.com")  # same models, other ids
+        for names in (IMAGE_MODEL_ENV, VIDEO_MODEL_ENV):
+            if (model := first(names)) and not re.fullmatch(ID_PATTERN, model):
+                raise ValueError(f"{next(n for n in names if env.get(n, '').strip())} must be a model id such as "
+                                 f"{DEFAULT_VIDEO_MODELS[0]} or an endpoint id (ep-...), got {model[:100]!r}")
         try:
             api_key = usable_key(first(API_KEY_ENV), "ARK_API_KEY")
         except DoubaoError as error:
@@ -344,21 +355,48 @@ class Config:
         )
 
     def local_path(self, value: str, argument: str) -> Path:
-        """A path a tool may read or write. On stdio the disk is the user's own, so any path will do and
-        relative ones are under home (clients often start servers in `/`). Over HTTP the disk is not the
-        caller's: nothing, unless DOUBAO_ALLOWED_DIR names a folder. A set DOUBAO_ALLOWED_DIR confines every
-        path: `..` is resolved here, and the path is then opened from that folder down without following links
-        (see `open_beneath`), or, where that cannot be done, resolved through its links and checked."""
+        """A path a tool may read or write, as a person typed or pasted it (quotes and shell escapes removed).
+
+        On stdio the disk is the user's own, so any path will do; a relative one starts where `relative_base`
+        says. Over HTTP the disk is not the caller's: nothing, unless DOUBAO_ALLOWED_DIR names a folder. A set
+        DOUBAO_ALLOWED_DIR confines every path: `..` is resolved here, and the path is then opened from that folder
+        down without following links (see `open_beneath`), or, where that cannot be done, resolved and checked."""
         if self.serving_http and self.allowed_dir is None:
-            raise DoubaoError(f"{argument}: local files are off because this server is used over HTTP and its "
-                              "disk is not yours; pass an https or data: URL. The operator can allow a folder "
-                              "with DOUBAO_ALLOWED_DIR.")
+            raise DoubaoError(
+                f"{argument}: saving is off because this server is used over HTTP and its disk is not yours; leave it "
+                "out and download the result URLs yourself. The operator can allow a folder with DOUBAO_ALLOWED_DIR."
+                if argument in ("save_dir", "DOUBAO_OUTPUT_DIR") else
+                f"{argument}: local files are off because this server is used over HTTP and its disk is not yours; "
+                "pass an https or data: URL. The operator can allow a folder with DOUBAO_ALLOWED_DIR.")
+        value = value.strip()
+        if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":  # "Copy as path" quotes
+            value = value[1:-1].strip()
+        if os.name != "nt" and re.match(r"[A-Za-z]:[\\/]|\\\\", value):
+            raise DoubaoError(f"{argument}: {value[:200]!r} is a Windows path, but this server runs on "
+                              f"{platform.system()}: give a path on this machine, or an https URL.")
+        if os.sep == "/":
+            value = re.sub(r"\\(.)", r"\1", value)  # a shell's escapes: My\ Pictures is My Pictures
         path = Path(value).expanduser()
-        path = path if path.is_absolute() else (self.allowed_dir or Path.home()) / path
+        path = path if path.is_absolute() else self.relative_base(argument) / path
         path = Path(os.path.normpath(path)) if self.allowed_dir and WALK_BENEATH else path.resolve()
         if self.allowed_dir is not None and not path.is_relative_to(self.allowed_dir):
             raise DoubaoError(f"{argument}: {value[:200]!r} is outside the allowed folder {self.allowed_dir}.")
         return path
+
+    def relative_base(self, argument: str) -> Path:
+        """Where a relative path starts: the folder the client started the server in (Claude Code starts servers in
+        the project, and its users mean project paths), or, where that is the filesystem root as with Claude
+        Desktop, the home folder. DOUBAO_ALLOWED_DIR instead of home when set, and always over HTTP, where the
+        server's folders mean nothing to the caller. DOUBAO_OUTPUT_DIR, a setting, is under home."""
+        if self.serving_http and self.allowed_dir:
+            return self.allowed_dir
+        if argument == "DOUBAO_OUTPUT_DIR" or self.working_dir == Path(self.working_dir.anchor):
+            return self.allowed_dir or Path.home()
+        return self.working_dir
+
+    def key_from_caller(self, headers: Mapping[str, str] | None) -> bool:
+        headers = headers or {}
+        return bool(headers.get("x-api-key", "").strip() or headers.get("authorization", "")[:7].lower() == "bearer ")
 
     def api_key_for(self, headers: Mapping[str, str] | None) -> str:
         """The caller's own Ark key from its HTTP request headers, else the server's. X-API-Key wins over
@@ -656,10 +694,11 @@ def load_inputs(refs: Iterable[tuple[str, str, str | None]], config: Config) -> 
 
 
 def output_dir(save_dir: str | None, config: Config) -> Folder | None:
-    """The folder to save results in (the argument, else DOUBAO_OUTPUT_DIR), checked and held open before
-    anything is generated. The caller closes it."""
+    """The folder to save results in (the argument, else DOUBAO_OUTPUT_DIR), made when missing, checked and held
+    open before anything is generated. Errors name where the folder came from."""
+    argument = "save_dir" if save_dir else "DOUBAO_OUTPUT_DIR"
     save_dir = save_dir or config.output_dir
-    return open_folder(config.local_path(save_dir, "save_dir"), config.allowed_dir) if save_dir else None
+    return open_folder(config.local_path(save_dir, argument), config.allowed_dir, argument) if save_dir else None
 
 
 def _compact(mapping: dict[str, Any]) -> dict[str, Any]:
@@ -770,7 +809,7 @@ class ImageResult(TypedDict):
 
 
 @with_config(OPEN)
-class VideoTask(TypedDict):
+class ListedTask(TypedDict):
     task_id: str
     status: str
     model: NotRequired[str]
@@ -796,12 +835,16 @@ class VideoTask(TypedDict):
     usage: NotRequired[dict[str, Any]]
     saved_files: NotRequired[list[SavedFile]]
     save_errors: NotRequired[list[SaveError]]
-    next_step: str
+
+
+@with_config(OPEN)
+class VideoTask(ListedTask):
+    next_step: str  # what to do now; a listing leaves it out, as it would say the same for every task
 
 
 class TaskList(TypedDict):
     total: int
-    tasks: list[VideoTask]
+    tasks: list[ListedTask]
 
 
 class CancelResult(TypedDict):
@@ -949,8 +992,9 @@ def shape_task_list(body: dict[str, Any], asked_for: Iterable[str] = ()) -> Task
     if not isinstance(items, list):
         raise _unreadable("a task list without an items list", body)
     wanted = set(asked_for)
-    tasks = [shape_task(item) for item in items]
-    tasks = [task for task in tasks if task["task_id"] in wanted] if wanted else tasks
+    shaped = [shape_task(item) for item in items]
+    tasks = [ListedTask(**{k: v for k, v in task.items() if k != "next_step"})  # type: ignore[typeddict-item]
+             for task in shaped if not wanted or task["task_id"] in wanted]
     return TaskList(total=len(tasks) if wanted else _int(body.get("total")) or len(tasks), tasks=tasks)
 
 
@@ -966,14 +1010,20 @@ PART_FILE = re.compile(r"\..+\.[0-9a-f]{8}\.part")
 _LIVE_PARTS: set[str] = set()  # this process's unfinished downloads, removed at exit however it ends
 
 
-def open_beneath(path: Path, root: Path | None, flags: int, argument: str) -> int:
-    """A descriptor for `path` (absolute, lexically normal), opened once; under `root` without following links."""
+def open_beneath(path: Path, root: Path | None, flags: int, argument: str, make_folders: bool = False) -> int:
+    """A descriptor for `path` (absolute, lexically normal), opened once; under `root` without following links.
+    With `make_folders`, `path` is a folder, made when missing, parents too."""
     if root is None or not WALK_BENEATH:
+        if make_folders:
+            os.makedirs(path, exist_ok=True)
         return os.open(path, flags)
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     parts = path.relative_to(root).parts
     for index, part in enumerate(parts):
         last = index == len(parts) - 1
+        if make_folders:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, dir_fd=fd)
         try:
             inner = os.open(part, (flags if last else os.O_RDONLY | os.O_DIRECTORY) | os.O_NOFOLLOW, dir_fd=fd)
         except OSError as error:
@@ -1063,26 +1113,29 @@ class Folder:
     __del__ = close
 
 
-def open_folder(path: Path, root: Path | None) -> Folder:
-    """The folder at `path`, held open; refused when missing, not a folder, or not writable."""
+def open_folder(path: Path, root: Path | None, argument: str = "save_dir") -> Folder:
+    """The folder at `path`, made when missing (parents too), held open; refused when it is a file or cannot hold
+    new files. `argument` is what to name in errors: save_dir, or the DOUBAO_OUTPUT_DIR setting."""
     try:
-        fd = open_beneath(path, root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0), "save_dir") if WALK_BENEATH else None
-    except FileNotFoundError as error:
-        raise DoubaoError(f"save_dir {path} does not exist: create it first or choose an existing folder.") from error
-    except NotADirectoryError as error:
-        raise DoubaoError(f"save_dir {path} is a file, not a folder.") from error
+        if WALK_BENEATH:
+            fd: int | None = open_beneath(path, root, os.O_RDONLY | os.O_DIRECTORY, argument, make_folders=True)
+        else:  # Windows opens no folder: it is used by path
+            os.makedirs(path, exist_ok=True)
+            fd = None
+    except (NotADirectoryError, FileExistsError) as error:
+        raise DoubaoError(f"{argument} {path} is a file (or inside one), not a folder.") from error
     except OSError as error:
-        raise DoubaoError(f"save_dir {path} cannot be opened: {error.strerror or error}.") from error
+        raise DoubaoError(f"{argument} {path} cannot be made or opened as a folder: {error.strerror or error}."
+                          ) from error
     folder = Folder(path, fd)
-    if fd is None and not path.is_dir():
-        raise DoubaoError(f"save_dir {path} does not exist or is not a folder.")
     probe = f".doubao-write-test-{uuid.uuid4().hex[:8]}"
     try:
         os.close(folder.create(probe))
         folder.unlink(probe)
     except OSError as error:
         folder.close()
-        raise DoubaoError(f"save_dir {path} is not writable: {error.strerror or error}.") from error
+        raise DoubaoError(f"{argument} {path} cannot hold new files ({error.strerror or error}): choose another "
+                          "folder.") from error
     return folder
 
 
@@ -1239,6 +1292,7 @@ class Watchdog:
         self.exchanges: set[Exchange] = set()
         self.owners: dict[socket.socket, Exchange] = {}  # a kept-alive socket serves one exchange at a time
         self.thread: threading.Thread | None = None
+        self.wakes_at = math.inf  # when the watchdog thread next looks
 
     @contextlib.contextmanager
     def watch(self, deadline: float, seconds: float, min_rate: float = 0.0, window: float = 0.0) -> Iterator[Exchange]:
@@ -1248,7 +1302,8 @@ class Watchdog:
             if self.thread is None:
                 self.thread = threading.Thread(target=self._run, name="doubao-watchdog", daemon=True)
                 self.thread.start()
-            self.lock.notify()
+            if exchange.due() < self.wakes_at:  # only an earlier deadline is news: no wake-up per request
+                self.lock.notify()
         _current.exchange = exchange
         try:
             yield exchange
@@ -1286,7 +1341,8 @@ class Watchdog:
                         exchange.failure = reason
                         self._shut(exchange)
                 due = [e.due() for e in self.exchanges if e.failure is None]
-                self.lock.wait(max(min(due) - self.clock(), 0.01) if due else None)
+                self.wakes_at = min(due, default=math.inf)
+                self.lock.wait(max(self.wakes_at - self.clock(), 0.01) if due else None)
 
 
 def _carried_by(sock: socket.socket) -> None:
@@ -1370,8 +1426,11 @@ def _excerpt(text: str, headers: Mapping[str, str]) -> str:
     return f"non-JSON response ({kind}): {_text(text, 160)!r}" if text else f"empty response ({kind})"
 
 
-def _hint(status: int, code: str | None, param: str | None, path: str) -> str | None:
+def _hint(status: int, code: str | None, param: str | None, path: str, base_url: str) -> str | None:
     model_env = "DOUBAO_IMAGE_MODEL" if path.startswith(IMAGES_PATH) else "DOUBAO_VIDEO_MODEL"
+    if status == 404 and not code:  # Ark's own 404s say why in its JSON; a bare one means the address is wrong
+        return (f"Nothing at this address is Ark's API: check ARK_BASE_URL ({base_url}), which ends in /api/v3 "
+                f"as in {DEFAULT_BASE_URL}.")
     hint = next((h for key, h in HINTS_BY_CODE.items() if code and key in code), None)
     if hint is None and status == 404 and path.startswith(TASKS_PATH + "/"):
         hint = TASK_NOT_FOUND_HINT
@@ -1398,7 +1457,8 @@ def _failure_reason(error: requests.RequestException, timeout: float) -> str:
     return found[-1] if found else f"{type(error).__name__}: {_text(str(error), 160)}"
 
 
-def parse_answer(answer: Answer, path: str, secrets: Iterable[str], sent_request_id: str) -> dict[str, Any]:
+def parse_answer(answer: Answer, path: str, secrets: Iterable[str], sent_request_id: str,
+                 base_url: str = DEFAULT_BASE_URL) -> dict[str, Any]:
     """The one place that turns an HTTP answer into data or an error, and the one place every text from upstream
     passes through: keys are redacted here, before anything is parsed. Only non-2xx is an ArkAPIError."""
     secrets = tuple(secrets)
@@ -1428,7 +1488,7 @@ def parse_answer(answer: Answer, path: str, secrets: Iterable[str], sent_request
     request_id = (found and found[1]) or header("X-Request-Id") or header("X-Client-Request-Id") or sent_request_id
     code, param = _text(error.get("code"), NAME_LIMIT), _text(error.get("param"), NAME_LIMIT)
     raise ArkAPIError(answer.status, code, message.rstrip(" ."), param, request_id,
-                      _hint(answer.status, code, param, path))
+                      _hint(answer.status, code, param, path, base_url))
 
 
 def _transient_status(status: int) -> bool:
@@ -1564,7 +1624,7 @@ class ArkClient:
                 advice = "Try again in a moment."
             raise ArkConnectionError(_redact(f"Ark request failed ({method} {url}): "
                                              f"{_failure_reason(error, read_timeout)}. {advice}", secrets)) from error
-        return parse_answer(answer, path, secrets, request_id)
+        return parse_answer(answer, path, secrets, request_id, self.base_url)
 
     def download(self, url: str, folder: Folder, stem: str, kind: str, max_bytes: int) -> SavedFile:
         """Stream a result file to disk without the API key (result URLs are pre-signed), within the download
@@ -1618,6 +1678,18 @@ class ArkClient:
 # --- The MCP tools ---------------------------------------------------------------------------
 
 
+def advice(error: ArkAPIError, model: str | None, caller_key: bool) -> str | None:
+    """What to do about an Ark error, where the call says more than the error: a key the caller sent (not
+    ARK_API_KEY), or a model the caller named (no DOUBAO_*_MODEL setting replaces an explicit model)."""
+    if error.status == 401 and caller_key:
+        return ("Ark refused the key this request sent (X-API-Key or Authorization: Bearer): check it in the Ark "
+                "console (API Key management), for the region this server uses.")
+    if model and error.code and ("ModelNotOpen" in error.code or "InvalidEndpointOrModel" in error.code):
+        return (f"Activate {model} in the Ark console (Model activation), or pass a model or endpoint id your "
+                "account has.")
+    return None
+
+
 class Lane:
     """A fixed set of daemon threads for one kind of blocking work. A job holds its thread, and its place in the
     count, until it really ends, even after its caller has given up: abandoned work cannot pile up, and a job
@@ -1635,21 +1707,39 @@ class Lane:
         loop = asyncio.get_running_loop()
         self.free = self.free or asyncio.Semaphore(self.threads)
         try:
-            await asyncio.wait_for(self.free.acquire(), self.slot_wait)
+            if self.free.locked():  # wait_for costs a task: only when there is something to wait for
+                await asyncio.wait_for(self.free.acquire(), self.slot_wait)
+            else:
+                await self.free.acquire()
         except asyncio.TimeoutError:
             raise DoubaoError(self.busy.format(threads=self.threads)) from None
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        future.add_done_callback(lambda _: self._release(loop))
+        waiter: asyncio.Future[T] = loop.create_future()
+
+        def settle() -> None:  # on the event loop: one wake-up frees the thread's place and hands over the outcome
+            self.free.release()  # type: ignore[union-attr]
+            if waiter.done():  # its caller gave up
+                return
+            if future.exception() is not None:
+                waiter.set_exception(future.exception())  # type: ignore[arg-type]
+            else:
+                waiter.set_result(future.result())
+
+        def finished(_: Any) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: the server stopped, nobody waits
+                loop.call_soon_threadsafe(settle)
+
+        future.add_done_callback(finished)
         with self.lock:
             if self.started < self.threads:
                 self.started += 1
                 threading.Thread(target=self._work, name=f"doubao-{self.name}", daemon=True).start()
             self.jobs.put((future, job))
-        return await asyncio.wrap_future(future)  # cancelling the caller cancels a job not yet started
-
-    def _release(self, loop: asyncio.AbstractEventLoop) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is gone: the server stopped, nobody waits
-            loop.call_soon_threadsafe(self.free.release)  # type: ignore[union-attr]
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            future.cancel()  # a job not started yet never runs; one running ends on its own, then frees its place
+            raise
 
     def _work(self) -> None:
         while True:
@@ -1711,7 +1801,7 @@ async def wait_for_task(poll: Callable[[], Awaitable[VideoTask]], task: VideoTas
         elapsed = clock() - start
         if elapsed >= wait_seconds:
             break
-        await report(elapsed, f"{task['status']}, {elapsed:.0f} s elapsed")
+        await report(elapsed, f"{task['task_id']}: {task['status']}, {elapsed:.0f} s elapsed")
         await sleep(min(interval, wait_seconds - elapsed))
         if stopped():
             return VideoTask(**{**task, "next_step": "This server is stopping, so it stopped waiting; the task goes "
@@ -1728,6 +1818,112 @@ async def wait_for_task(poll: Callable[[], Awaitable[VideoTask]], task: VideoTas
         return VideoTask(**{**task, "next_step": f"Checking the task failed ({reason}); it may still be running. "
                             f"Call query_video_task with task_id {task['task_id']!r} and wait_seconds=50 later."})
     return task
+
+
+# Argument names models reach for, and the real one each means ("a|b": whichever the tool has). Keys are
+# compared without case, spaces, dashes or underscores, so imageUrl and image-url are image_url.
+ARGUMENT_ALIASES = {
+    "aspect_ratio": "ratio", "image": "images|first_frame|reference_images", "image_url": "images|first_frame",
+    "input_image": "images|first_frame", "init_image": "images|first_frame", "reference_image": "images|"
+    "reference_images", "n": "max_images", "num_images": "max_images", "count": "max_images", "width": "size",
+    "height": "size", "dimensions": "size", "resolution": "size", "quality": "resolution|size", "length": "duration",
+    "seconds": "duration", "video_length": "duration", "start_frame": "first_frame", "first_image": "first_frame",
+    "end_frame": "last_frame", "last_image": "last_frame", "video": "reference_videos", "video_url": "reference_videos",
+    "reference_video": "reference_videos", "audio": "reference_audios|generate_audio", "audio_url": "reference_audios",
+    "reference_audio": "reference_audios", "sound": "generate_audio", "output_dir": "save_dir", "output_path":
+    "save_dir", "save_path": "save_dir", "download_dir": "save_dir", "folder": "save_dir", "wait": "wait_seconds",
+    "timeout": "wait_seconds", "id": "task_id", "task": "task_id", "ids": "task_ids", "endpoint": "model",
+    "endpoint_id": "model", "model_id": "model", "text": "prompt", "description": "prompt",
+}
+
+
+def _plain(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+_ALIASES = {_plain(name): meant for name, meant in ARGUMENT_ALIASES.items()}
+
+
+def lenient_arguments(tool: str, arguments: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """Meet a model halfway before validation: refuse unknown arguments, naming the real one meant, and coerce
+    where the meaning is unambiguous (surrounding whitespace, the case of an enum value, one string for a list;
+    numeric strings pydantic already takes)."""
+    properties = schema.get("properties", {})
+    unknown = [key for key in arguments if key not in properties]
+    if unknown:
+        raise DoubaoError(" ".join(_unknown_argument(key, tool, properties) for key in unknown))
+    return {key: _coerce(value, properties[key]) for key, value in arguments.items()}
+
+
+def _unknown_argument(key: str, tool: str, properties: Mapping[str, Any]) -> str:
+    meant = [name for name in _ALIASES.get(_plain(key), "").split("|") if name in properties]
+    meant = meant or difflib.get_close_matches(key, list(properties), n=1, cutoff=0.6)
+    advice = f"use {' or '.join(meant)}" if meant else f"its arguments are {', '.join(properties)}"
+    return f"{_text(key, 60)!r} is not an argument of {tool}: {advice}."
+
+
+def _coerce(value: Any, schema: Mapping[str, Any]) -> Any:
+    if isinstance(value, str):
+        value = value.strip()
+        if "enum" in schema:
+            return next((choice for choice in schema["enum"] if str(choice).lower() == value.lower()), value)
+        if schema.get("type") == "array" and not value.startswith("["):  # "[...]" is JSON the SDK parses
+            return [value]
+    elif isinstance(value, list):
+        return [_coerce(item, schema.get("items", {})) for item in value]
+    return value
+
+
+# Sentences for pydantic's error types: one per bad argument, naming it, what was given and what it takes.
+INVALID = {
+    "missing": "{name} is required",
+    "literal_error": "{where} is {given}; it takes {expected}",
+    "greater_than_equal": "{where} is {given}; the least it takes is {ge}",
+    "less_than_equal": "{where} is {given}; the most it takes is {le}",
+    "string_too_long": "{where} is {given}; it takes at most {max_length} characters",
+    "int_parsing": "{where} is {given}; it takes a whole number", "int_type": "{where} is {given}; it takes a whole "
+    "number", "int_from_float": "{where} is {given}; it takes a whole number",
+    "float_parsing": "{where} is {given}; it takes a number", "float_type": "{where} is {given}; it takes a number",
+    "bool_parsing": "{where} is {given}; it takes true or false", "bool_type": "{where} is {given}; it takes true "
+    "or false", "string_type": "{where} is {given}; it takes text", "list_type": "{where} is {given}; it takes a "
+    "list", "dict_type": "{where} is {given}; it takes an object", "value_error": "{where} is {given}; it {message}",
+}
+
+
+def explain_invalid(error: ValidationError) -> str:
+    """pydantic's report, as one sentence per bad argument."""
+    sentences = []
+    for item in error.errors(include_url=False):
+        loc = item["loc"]
+        name = str(loc[0]) if loc else "the arguments"
+        value = item.get("input")
+        given = (f"a {len(value)}-character text" if isinstance(value, str) and len(value) > 60
+                 else _text(repr(value), 80))
+        message = re.sub(r"^Value error, ", "", item["msg"])
+        template = INVALID.get(item["type"], "{where} is {given}: {message}")
+        limits = {key: int(v) if isinstance(v, float) and v.is_integer() else v for key, v in item.get("ctx", {}).items()}
+        sentences.append(template.format_map(collections.defaultdict(str, {
+            **limits, "name": name, "where": name + "".join(f"[{part}]" for part in loc[1:]),
+            "given": given, "message": message[:1].lower() + message[1:]})) + ".")
+    return " ".join(sentences)
+
+
+class LenientTool(Tool):
+    """A tool whose arguments are met halfway before the SDK validates them (see `lenient_arguments`), and whose
+    validation errors read as one sentence per bad argument instead of pydantic's report."""
+
+    async def run(self, arguments: dict[str, Any], context: Any, convert_result: bool = False) -> Any:
+        try:
+            arguments = lenient_arguments(self.name, arguments, self.parameters)
+        except DoubaoError as error:
+            raise DoubaoError(f"Error executing tool {self.name}: {error}") from None
+        try:
+            return await super().run(arguments, context, convert_result)
+        except ToolError as error:
+            if isinstance(error.__cause__, ValidationError):
+                raise ToolError(f"Error executing tool {self.name}: {explain_invalid(error.__cause__)}"
+                                ) from error.__cause__
+            raise
 
 
 def _lean_schema(node: Any, defs: dict[str, Any] | None = None) -> Any:
@@ -1762,6 +1958,9 @@ MediaList = Annotated[list[str] | None, _optional(_at_most(MAX_REFERENCES))]
 SaveDir = Annotated[str | None, Field(description="Folder to save results in (default DOUBAO_OUTPUT_DIR).")]
 WaitSeconds = Annotated[float, Field(ge=0, le=MAX_WAIT_SECONDS, description="Seconds to wait for the video, "
                                      "with progress.")]
+# A reply must arrive before the 60 s timeout of many clients, or the new task's id is never seen.
+StartWait = Annotated[float, Field(ge=0, le=START_WAIT_SECONDS, description="Seconds to wait for the video, with "
+                                   "progress; then query_video_task.")]
 Extra = Annotated[dict[str, Any] | None, Field(description="Other Ark fields, sent as is, e.g. {examples}.")]
 
 
@@ -1784,11 +1983,18 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
         def register(fn: Any) -> Any:
             @functools.wraps(fn)
             async def guarded(*args: Any, **kwargs: Any) -> Any:
-                """Refuse new work while stopping; turn an unexpected failure into a clear error."""
+                """Refuse new work while stopping; give results as compact JSON text in the order of the structured
+                content; make Ark's advice fit this call; turn an unexpected failure into a clear error."""
                 if stopping.is_set:
                     raise DoubaoError("This server is stopping: call again in a moment.")
                 try:
-                    return await fn(*args, **kwargs)
+                    result = await fn(*args, **kwargs)
+                    text = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
+                    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=result)
+                except ArkAPIError as error:
+                    error.hint = advice(error, kwargs.get("model"), config.key_from_caller(kwargs["ctx"].headers)
+                                        ) or error.hint
+                    raise
                 except DoubaoError:
                     raise
                 except Exception as error:
@@ -1798,7 +2004,7 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
                                       ) from error
 
             # Annotations left out take the spec's defaults: not read-only, destructive, open-world.
-            registered = Tool.from_function(guarded, description=" ".join(fn.__doc__.split()),
+            registered = LenientTool.from_function(guarded, description=" ".join(fn.__doc__.split()),
                                             annotations=ToolAnnotations(**hints))
             registered.parameters = _lean_schema(registered.parameters)
             registered.fn_metadata.output_schema = _lean_schema(registered.fn_metadata.output_schema)
@@ -1819,7 +2025,7 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
             return shape_task(await call("quick", partial(client.get_task, retry=False), task_id, api_key), task_id)
 
         async def report(elapsed: float, message: str) -> None:
-            await ctx.report_progress(min(elapsed, wait_seconds), wait_seconds, message)
+            await ctx.report_progress(round(min(elapsed, wait_seconds), 1), wait_seconds, message)
 
         task = task or shape_task(await call("quick", client.get_task, task_id, api_key), task_id)
         task = await wait_for_task(poll, task, wait_seconds, report, config.poll_intervals, sleep=stopping.sleep,
@@ -1838,7 +2044,7 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
             while True:
                 await anyio.sleep(HEARTBEAT_SECONDS)
                 elapsed = time.monotonic() - start
-                await ctx.report_progress(elapsed, None, f"{what}, {elapsed:.0f} s elapsed")
+                await ctx.report_progress(round(elapsed, 1), None, f"{what}, {elapsed:.0f} s elapsed")
 
         failure: Exception | None = None
         async with anyio.create_task_group() as beats:
@@ -1873,7 +2079,8 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
         save_dir: SaveDir = None,
     ) -> ImageResult:
         """Generate images with Doubao Seedream from a prompt, optionally editing or combining reference images.
-        Returns image URLs (valid 24 h), per-image errors, and saved file paths with save_dir."""
+        Returns image URLs (valid 24 h), per-image errors, and saved file paths with save_dir. Relative paths start
+        in the server's folder."""
         model = model or config.image_model
         check_image(model, len(images or []), size, max_images, web_search)
         extra = check_extra(extra, arguments["generate_image"])
@@ -1922,11 +2129,12 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
                                 Field(description="Ark POSTs task updates here.")] = None,
         extra: Annotated[Extra, Field(description=Extra.__metadata__[0].description.format(
             examples="priority, execution_expires_after, output_format, omni_reference_task_type"))] = None,
-        wait_seconds: WaitSeconds = 0,
+        wait_seconds: StartWait = 0,
         save_dir: SaveDir = None,
     ) -> VideoTask:
         """Start a Doubao Seedance video task from text, a first (and last) frame, reference images, videos and
-        audios, or a draft. Returns a task_id; with wait_seconds, waits for the video."""
+        audios, or a draft. Returns a task_id; with wait_seconds, waits for the video. If the call times out, the
+        task still exists: find it with list_video_tasks. Relative paths start in the server's folder."""
         model = model or config.video_model
         given = {"first_frame": [first_frame] if first_frame else [], "last_frame": [last_frame] if last_frame else [],
                  "reference_images": reference_images or [], "reference_videos": reference_videos or [],
@@ -1955,7 +2163,7 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
     async def query_video_task(task_id: TaskId, ctx: Context, wait_seconds: WaitSeconds = 0,
                                save_dir: SaveDir = None) -> VideoTask:
         """Get a video task's status and, once succeeded, its video URL (valid 24 h). With wait_seconds, waits
-        for it to finish; with save_dir, saves the video."""
+        for it to finish; with save_dir, saves the video. Relative paths start in the server's folder."""
         api_key = config.api_key_for(ctx.headers)
         save_to = await call("quick", output_dir, save_dir, config)
         return await finish_task(None, task_id, wait_seconds, save_to, api_key, ctx)
@@ -2006,7 +2214,7 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
 # --- Entry point -----------------------------------------------------------------------------
 
 
-TRANSPORTS = ("stdio", "streamable-http")
+TRANSPORTS = ("stdio", "streamable-http", "http")  # http: the same as streamable-http
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -2188,7 +2396,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--transport", choices=TRANSPORTS,
                         default=env.get("DOUBAO_MCP_TRANSPORT", "stdio"),
-                        help="stdio (default) for a local client; streamable-http to host it (DOUBAO_MCP_TRANSPORT)")
+                        help="stdio (default) for a local client; streamable-http (or http) to host it "
+                        "(DOUBAO_MCP_TRANSPORT)")
     parser.add_argument("--host", default=env.get("DOUBAO_MCP_HOST", "127.0.0.1"),
                         help="HTTP bind address, default 127.0.0.1 (DOUBAO_MCP_HOST)")
     parser.add_argument("--port", type=int, default=env.get("DOUBAO_MCP_PORT", "8000"),
@@ -2208,12 +2417,13 @@ def main(argv: list[str] | None = None) -> None:
     # stdout is the protocol channel on stdio: every log line goes to stderr, set before MCPServer() sets its own.
     logging.basicConfig(level=args.log_level, stream=sys.stderr, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serving_http = args.transport == "streamable-http"
+    serving_http = args.transport != "stdio"
     if not serving_http:
         signal.signal(signal.SIGINT, _exit_at_once)
     try:
         config = replace(Config.from_env(), serving_http=serving_http)
-    except ValueError as error:
+        output_dir(None, config)  # DOUBAO_OUTPUT_DIR is made now if missing, and an unusable one reported now
+    except (ValueError, DoubaoError) as error:
         sys.exit(f"doubao-mcp: {error}")  # SystemExit with a message writes it to stderr
     client = ArkClient(config.base_url, config.image_timeout, secrets=[config.api_key or ""], limits=config.limits)
     stopping = Stopping()
@@ -2236,6 +2446,9 @@ def main(argv: list[str] | None = None) -> None:
                             "names clients use.", args.host)
         signal.signal(signal.SIGINT, _stop_quietly)
         signal.signal(signal.SIGTERM, _stop_quietly)
+        where = f"[{args.host}]" if ":" in args.host else args.host
+        sys.stderr.write(f"doubao-mcp is serving MCP over streamable HTTP at http://{where}:{args.port}/mcp. "
+                         "Ctrl-C stops it.\n")
         http_server(server, args.host, args.port, args.allowed_hosts.split(","), args.allowed_origins.split(","),
                     args.log_level.lower(), config.limits, stopping).run()
     finally:

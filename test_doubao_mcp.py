@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import os
+import platform
 import re
 import signal
 import socket
@@ -266,7 +267,6 @@ async def test_an_explicit_model_argument_wins_over_the_environment(
     ({"prompt": "a", "watermark": "maybe"}, "watermark"),
     ({"prompt": "a", "model": "two words"}, "must be an Ark model id"),
     ({"prompt": "a", "images": ["ftp://host/a.png"]}, "images: 'ftp://host/a.png' is not an https URL"),
-    ({"prompt": "a", "images": "https://img.test/a.png"}, "images"),
     ({"prompt": "a", "images": ["https://img.test/a.png"] * 15}, "images: 15 reference images is over doubao-seedream-5-0's 14."),
     ({"prompt": "a", "images": ["https://img.test/a.png"] * 51, "model": "ep-x"}, "images"),
     ({"prompt": "a", "images": ["https://img.test/a.png"] * 5, "max_images": 11}, "total 15 at most, got 5 + 11"),
@@ -742,7 +742,7 @@ async def test_a_failed_task_is_a_result_not_an_error(ark: Any) -> None:
     assert "generate_video again" in result.structured_content["next_step"]
 
 
-@pytest.mark.parametrize("task_id", ["", "   ", " cgt-1", "cgt/1", "../tasks", "cgt-1..2", "cgt-1%2F", "cgt\n1",
+@pytest.mark.parametrize("task_id", ["", "   ", "cgt 1", "cgt/1", "../tasks", "cgt-1..2", "cgt-1%2F", "cgt\n1",
                                      "cgt-ü", "c" * 129])
 async def test_task_ids_are_checked_before_any_request(ark: Any, task_id: str) -> None:
     for tool in ("query_video_task", "cancel_video_task"):
@@ -944,7 +944,9 @@ async def test_usage_is_published_as_an_open_object_and_echo_fields_stay_allowed
     task_schema = tools["query_video_task"].output_schema
     assert task_schema["properties"]["usage"] == {"type": "object"}
     assert task_schema["additionalProperties"] is True and "duration" not in task_schema["properties"]
-    assert tools["list_video_tasks"].output_schema["properties"]["tasks"]["items"] == task_schema
+    listed = tools["list_video_tasks"].output_schema["properties"]["tasks"]["items"]
+    assert listed == {**task_schema, "properties": {k: v for k, v in task_schema["properties"].items()
+                                                    if k != "next_step"}, "required": ["task_id", "status"]}
 
 
 async def test_tool_definitions_stay_within_their_token_budget() -> None:
@@ -1037,10 +1039,11 @@ async def test_waiting_sends_progress_to_the_client(ark: Any) -> None:
                         progress_callback=progress)
     assert result.structured_content["status"] == "succeeded"
     assert len(ark.calls) == 4
-    assert [message for _, _, message in updates] == ["queued, 0 s elapsed", "running, 0 s elapsed",
-                                                      "running, 0 s elapsed"]
+    assert [message for _, _, message in updates] == ["cgt-1: queued, 0 s elapsed", "cgt-1: running, 0 s elapsed",
+                                                      "cgt-1: running, 0 s elapsed"]
     assert {total for _, total, _ in updates} == {30}
     assert [value for value, _, _ in updates] == sorted(value for value, _, _ in updates)
+    assert all(value == round(value, 1) for value, _, _ in updates)  # no 1.28e-06 for a person to read
 
 
 async def test_cancelling_a_waiting_call_stops_polling(ark: Any) -> None:
@@ -1118,13 +1121,14 @@ def write(path: Path, data: bytes = b"hello", size: int | None = None) -> str:
 async def test_local_files_in_every_form_are_sent_as_data_urls(ark: Any, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)  # the folder the client started the server in
     write(tmp_path / "photo.jpg", PNG)  # the content decides the type, not the name
     write(tmp_path / "b.jpeg", JPEG)
     write(tmp_path / "with space.png", PNG)
     ark.post(IMAGES, json={"data": []})
     await call("generate_image", {"prompt": "a", "images": [
         str(tmp_path / "photo.jpg"), "~/b.jpeg", (tmp_path / "with space.png").as_uri(), "https://img.test/x.png",
-        "b.jpeg"]})  # relative: under home, as the client's working directory means nothing here
+        "b.jpeg"]})  # relative: in the client's folder
     assert sent_json(ark)["image"] == [data_url("image/png", PNG), data_url("image/jpeg", JPEG),
                                        data_url("image/png", PNG), "https://img.test/x.png",
                                        data_url("image/jpeg", JPEG)]
@@ -1281,10 +1285,12 @@ async def test_generated_images_are_saved_from_urls_and_inline_data(ark: Any, tm
 
 
 @pytest.mark.parametrize("make, expected", [
-    (lambda d: str(d / "nope"), "does not exist: create it first"),
-    (lambda d: write(d / "file.txt"), "is a file, not a folder."),
-    pytest.param(lambda d: "/sys", "is not writable", marks=pytest.mark.skipif(
+    (lambda d: write(d / "file.txt"), "is a file (or inside one), not a folder."),
+    (lambda d: str(Path(write(d / "file.txt")) / "below"), "is a file (or inside one), not a folder."),
+    pytest.param(lambda d: "/sys", "save_dir /sys cannot hold new files", marks=pytest.mark.skipif(
         not Path("/sys/kernel").is_dir(), reason="needs Linux's read-only /sys")),
+    pytest.param(lambda d: "/proc", "save_dir /proc cannot hold new files (No such file or directory): choose "
+                 "another folder.", marks=pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc")),
 ])
 async def test_bad_save_dirs_are_refused_before_any_request(ark: Any, tmp_path: Path, make: Any,
                                                             expected: str) -> None:
@@ -1554,7 +1560,7 @@ class FakeArk:
                     return 400, {"error": {"code": "InvalidParameter",
                                            "message": f"cannot delete a {task['status']} task"}}
                 return 200, {}
-        return 404, {"error": {"code": "NotFound", "message": "no such route"}}
+        return 404, None  # no such route: a plain web server's page, not Ark's JSON
 
     ROLES = {"image_url": {None, "first_frame", "last_frame", "reference_image"}, "video_url": {"reference_video"},
              "audio_url": {"reference_audio"}}
@@ -1606,6 +1612,8 @@ class FakeArk:
                 if split.path.startswith("/files/"):
                     return self._send_video()
                 status, reply = fake.handle(self.command, split.path, query, body)
+                if reply is None:
+                    return answer(status, "<html><h1>404 Not Found</h1></html>", "text/html")(self)
                 answer(status, json.dumps(reply))(self)
 
             def _send_video(self) -> None:
@@ -1712,7 +1720,7 @@ async def test_console_script_waits_with_progress_and_saves_a_video_made_from_a_
     with FakeArk(seconds_to_finish=1) as fake:
         async with Client(stdio_server(fake)) as client:
             result = await client.call_tool("generate_video", {
-                "prompt": "the fox wakes up", "first_frame": str(frame), "wait_seconds": 60, "save_dir": str(out)},
+                "prompt": "the fox wakes up", "first_frame": str(frame), "wait_seconds": 55, "save_dir": str(out)},
                 progress_callback=progress)
     task = result.structured_content
     assert task["status"] == "succeeded", result
@@ -1721,7 +1729,7 @@ async def test_console_script_waits_with_progress_and_saves_a_video_made_from_a_
     video = out.resolve() / f"{task['task_id']}.mp4"
     assert task["saved_files"] == [{"path": str(video), "bytes": len(VIDEO_BYTES)}]
     assert video.read_bytes() == VIDEO_BYTES and [p.name for p in out.iterdir()] == [video.name]
-    assert updates and updates[0] == "queued, 0 s elapsed"
+    assert updates and updates[0] == f"{task['task_id']}: queued, 0 s elapsed"
     download = [r for r in fake.requests if r["path"].startswith("/files/")]
     assert len(download) == 1 and download[0]["authorization"] is None
 
@@ -1875,9 +1883,8 @@ def bad_files(folder: Path) -> list[tuple[str, str, str]]:
         (write(folder / "notes.png", b"plain text"), "", "is not a JPEG, PNG, WebP, BMP, TIFF or GIF image"),
         (write(folder / "huge.png", PNG, size=31 * 2**20), "", "huge.png is 31.0 MB, over Ark's"),
         ("file:///etc/passwd", "", "/etc/passwd is not a JPEG, PNG"),
-        ("https://img.test/a.png", write(folder / "a-file"), "is a file, not a folder"),
-        ("https://img.test/a.png", str(folder / "no-such-folder"), "does not exist"),
-        *([("https://img.test/a.png", "/sys", "is not writable")] if Path("/sys/kernel").is_dir() else []),
+        ("https://img.test/a.png", write(folder / "a-file"), "is a file (or inside one), not a folder"),
+        *([("https://img.test/a.png", "/sys", "cannot hold new files")] if Path("/sys/kernel").is_dir() else []),
     ]
 
 
@@ -1886,7 +1893,8 @@ async def test_a_wrong_json_type_for_any_parameter_is_refused(tool: str, name: s
     with FakeArk() as fake:
         arguments = {**REQUIRED.get(tool, {}), name: wrong}
         text = await run_case(fake, Config(api_key=KEY, base_url=fake.url), tool, arguments, tmp_path)
-        assert f"\n{name}\n" in text and [r["path"] for r in fake.requests] == [TASKS_ROUTE]  # only the follow-up
+        assert f"{name} is " in text and "pydantic" not in text
+        assert [r["path"] for r in fake.requests] == [TASKS_ROUTE]  # only the follow-up
 
 
 @pytest.mark.parametrize("tool, arguments, name", BAD_INPUTS)
@@ -1996,7 +2004,7 @@ async def test_over_http_the_server_key_serves_callers_without_one_and_progress_
             task = (await client.call_tool("query_video_task", {"task_id": created["task_id"], "wait_seconds": 30},
                                            progress_callback=progress)).structured_content
     assert task["status"] == "succeeded"
-    assert updates and updates[0].startswith("queued, 0 s elapsed")
+    assert updates and updates[0] == f"{created['task_id']}: queued, 0 s elapsed"
     assert {r["authorization"] for r in fake_ark.requests} == {f"Bearer {KEY}"}
 
 
@@ -2030,7 +2038,8 @@ async def test_over_http_local_files_need_an_allowed_folder_and_stay_in_it(fake_
             inside = await client.call_tool("generate_video", {"prompt": "a", "first_frame": "frame.png"})
             outside = await client.call_tool("generate_video", {"prompt": "a", "first_frame": "../secret.png"})
     assert "first_frame: local files are off because this server is used over HTTP" in error_text(refused)
-    assert "save_dir: local files are off" in error_text(no_save)
+    assert "save_dir: saving is off because this server is used over HTTP" in error_text(no_save)
+    assert "download the result URLs yourself" in error_text(no_save) and "data:" not in error_text(no_save)
     assert not inside.is_error and "'../secret.png' is outside the allowed folder" in error_text(outside)
     assert [r["body"]["content"][1]["image_url"]["url"] for r in fake_ark.requests] == [data_url("image/png", PNG)]
 
@@ -2551,8 +2560,12 @@ async def test_a_stop_signal_lets_calls_in_flight_finish_and_ends_waits_with_the
     results: list[Any] = []
     with HttpServer(fake_ark, ARK_API_KEY=KEY) as hosted:
         async with hosted.client() as client, anyio.create_task_group() as group:
+            # The SDK client fetches tools/list after a tool's first result (to check it against the output
+            # schema): done now, so that it makes no request once the server has stopped listening.
+            await client.list_tools()
+
             async def waiting() -> None:
-                results.append(await client.call_tool("generate_video", {"prompt": "a fox", "wait_seconds": 300}))
+                results.append(await client.call_tool("generate_video", {"prompt": "a fox", "wait_seconds": 55}))
 
             group.start_soon(waiting)
             await anyio.to_thread.run_sync(fake_ark.requested, "GET", TASKS_ROUTE + "/")
@@ -2607,3 +2620,193 @@ async def test_an_unexpected_failure_becomes_a_clear_error_and_the_server_keeps_
         following = await client.call_tool("list_video_tasks", {})
     assert "generate_image failed unexpectedly (RecursionError); the server's log has the details" in error_text(failed)
     assert not following.is_error
+
+
+# --- Meeting models and people halfway ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tool, arguments, refusal", [
+    ("generate_video", {"prompt": "fox", "aspect_ratio": "9:16", "image": "https://x/y.png"},
+     "'aspect_ratio' is not an argument of generate_video: use ratio. 'image' is not an argument of generate_video: "
+     "use first_frame or reference_images."),
+    ("generate_image", {"prompt": "fox", "image": "https://x/y.png", "n": 2},
+     "'image' is not an argument of generate_image: use images. 'n' is not an argument of generate_image: use "
+     "max_images."),
+    ("generate_image", {"prompt": "fox", "negativePrompt": "ugly"}, "'negativePrompt' is not an argument of "
+     "generate_image: its arguments are prompt, model, images,"),
+    ("query_video_task", {"taskId": "cgt-1"}, "'taskId' is not an argument of query_video_task: use task_id."),
+    ("generate_video", {"prompt": "fox", "durations": 5}, "use duration."),
+])
+async def test_unknown_arguments_are_refused_naming_the_real_one(ark: Any, tool: str, arguments: dict[str, Any],
+                                                                  refusal: str) -> None:
+    assert refusal in error_text(await call(tool, arguments))
+    assert len(ark.calls) == 0
+
+
+async def test_bad_arguments_get_one_sentence_each_not_a_validation_dump(ark: Any) -> None:
+    text = error_text(await call("generate_video", {"prompt": " ", "ratio": "2:1", "duration": "ten", "seed": -5,
+                                                    "camera_fixed": "maybe"}))
+    assert text == ("Error executing tool generate_video: prompt is ''; it must contain text. ratio is '2:1'; it takes "
+                    "'16:9', '4:3', '1:1', '3:4', '9:16', '21:9' or 'adaptive'. duration is 'ten'; it takes a whole "
+                    "number. seed is -5; the least it takes is -1. camera_fixed is 'maybe'; it takes true or false.")
+    assert "pydantic" not in text and "validation error" not in text and len(ark.calls) == 0
+
+
+async def test_forgiving_where_the_meaning_is_unambiguous(ark: Any, tmp_path: Path) -> None:
+    """Whitespace around ids, models and paths; the case of enums and size tiers; one string for a list; numbers
+    as strings."""
+    ark.post(TASKS, json={"id": "cgt-1"})
+    ark.post(IMAGES, json={"data": []})
+    ark.get(TASKS, json={"total": 0, "items": []})
+    ark.get(f"{TASKS}/cgt-1", json={"id": "cgt-1", "status": "queued"})
+    video = await call("generate_video", {"prompt": "a fox ", "model": " doubao-seedance-2-0-260128 ",
+                                          "resolution": "4K", "ratio": "ADAPTIVE", "duration": "5",
+                                          "reference_images": " https://img.test/a.png ", "service_tier": "Flex"})
+    image = await call("generate_image", {"prompt": "a fox", "size": "2k", "max_images": "3", "output_format": "PNG",
+                                          "save_dir": f" {tmp_path} "})
+    listing = await call("list_video_tasks", {"status": "Running", "task_ids": "cgt-1"})
+    query = await call("query_video_task", {"task_id": " cgt-1\n"})
+    assert not any(r.is_error for r in (video, image, listing, query)), [r.content[0].text for r in (video, image)]
+    assert sent_json(ark, 0) == {"model": "doubao-seedance-2-0-260128", "resolution": "4k", "ratio": "adaptive",
+                                 "duration": 5, "service_tier": "flex", "content": [
+                                     {"type": "text", "text": "a fox"},
+                                     *items("image", "reference_image", ["https://img.test/a.png"])]}
+    assert sent_json(ark, 1) == {"model": "doubao-seedream-5-0-260128", "prompt": "a fox", "size": "2K",
+                                 "output_format": "png", "sequential_image_generation": "auto",
+                                 "sequential_image_generation_options": {"max_images": 3}}
+    assert parse_qsl(urlsplit(ark.calls[2].request.url).query) == [("filter.status", "running"),
+                                                                   ("filter.task_ids", "cgt-1")]
+
+
+@pytest.mark.parametrize("working_dir, allowed, read_from", [
+    ("project", None, "project"),  # Claude Code starts servers in the project: its paths mean project paths
+    ("/", None, "home"),  # Claude Desktop starts them in /: home, as before
+    ("/", "allowed", "allowed"),
+])
+async def test_relative_paths_start_in_the_clients_folder_or_home(ark: Any, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch, working_dir: str,
+                                                                   allowed: str | None, read_from: str) -> None:
+    for folder in ("project", "home", "allowed"):
+        (tmp_path / folder / "frames").mkdir(parents=True)
+        write(tmp_path / folder / "frames" / "fox.png", PNG + folder.encode())  # which one was read shows
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    config = Config(api_key=KEY, base_url=BASE, working_dir=tmp_path / working_dir if working_dir != "/" else Path("/"),
+                    allowed_dir=(tmp_path / allowed).resolve() if allowed else None)
+    ark.post(TASKS, json={"id": "cgt-1"})
+    result = await call("generate_video", {"prompt": "a", "first_frame": "frames/fox.png", "save_dir": "videos"},
+                        config)
+    assert not result.is_error, result.content[0].text
+    assert sent_json(ark)["content"][1]["image_url"]["url"] == data_url("image/png", PNG + read_from.encode())
+    assert (tmp_path / read_from / "videos").is_dir()  # save_dir, made where a relative path starts
+
+
+@pytest.mark.parametrize("typed", ["'{path}'", '"{path}"', "{escaped}", " {path} "])
+async def test_paths_as_copied_from_a_file_manager_or_a_shell_are_understood(ark: Any, tmp_path: Path,
+                                                                            typed: str) -> None:
+    (tmp_path / "My Pictures (1)").mkdir()
+    frame = write(tmp_path / "My Pictures (1)" / "fox.png", PNG)
+    ark.post(TASKS, json={"id": "cgt-1"})
+    value = typed.format(path=frame, escaped=frame.replace(" ", "\\ ").replace("(", "\\(").replace(")", "\\)"))
+    result = await call("generate_video", {"prompt": "a", "first_frame": value})
+    assert not result.is_error, result.content[0].text
+    assert sent_json(ark)["content"][1]["image_url"]["url"] == data_url("image/png", PNG)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="a Windows path is at home on Windows")
+@pytest.mark.parametrize("path", ["C:\\Users\\me\\fox.png", "D:/Pictures/fox.png", "\\\\server\\share\\fox.png"])
+async def test_a_windows_path_on_this_posix_server_is_named_as_such(ark: Any, path: str) -> None:
+    text = error_text(await call("generate_video", {"prompt": "a", "first_frame": path}))
+    assert f"first_frame: {path!r} is a Windows path, but this server runs on {platform.system()}" in text
+    assert len(ark.calls) == 0
+
+
+async def test_save_dir_and_doubao_output_dir_are_made_when_missing(ark: Any, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's own example config, DOUBAO_OUTPUT_DIR=Downloads/doubao, on a machine without that folder."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("DOUBAO_OUTPUT_DIR", "Downloads/doubao")
+    ark.post(TASKS, json={"id": "cgt-1"})
+    ark.get(f"{TASKS}/cgt-1", json={"id": "cgt-1", "status": "running"})
+    finished_task_and_files(ark)
+    created = await call("generate_video", {"prompt": "a fox"})  # a call that saves nothing
+    saved = (await call("query_video_task", {"task_id": TASK_ID})).structured_content
+    deep = await call("query_video_task", {"task_id": "cgt-1", "save_dir": str(tmp_path / "a" / "b" / "c")})
+    assert not created.is_error and not deep.is_error
+    assert [Path(f["path"]).parent for f in saved["saved_files"]] == [tmp_path.resolve() / "Downloads" / "doubao"] * 2
+    assert (tmp_path / "a" / "b" / "c").is_dir()
+
+
+async def test_an_error_the_doubao_output_dir_setting_causes_names_it(ark: Any, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOUBAO_OUTPUT_DIR", write(tmp_path / "a-file"))
+    text = error_text(await call("generate_video", {"prompt": "a fox"}))
+    assert text.startswith("Error executing tool generate_video: DOUBAO_OUTPUT_DIR ") and "is a file" in text
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"DOUBAO_OUTPUT_DIR": "/proc/no-such-folder"}, "DOUBAO_OUTPUT_DIR /proc/no-such-folder cannot be made"),
+    ({"DOUBAO_VIDEO_MODEL": "doubao seedance"}, "DOUBAO_VIDEO_MODEL must be a model id"),
+    ({"DOUBAO_IMAGE_ENDPOINT_ID": "ep/../x"}, "DOUBAO_IMAGE_ENDPOINT_ID must be a model id"),
+])
+def test_unusable_settings_are_reported_at_start_up(env: dict[str, str], message: str) -> None:
+    run = subprocess.run([str(SCRIPT)], input=b"", capture_output=True, timeout=30,
+                         env={"PATH": os.environ["PATH"], "ARK_API_KEY": KEY, **env})
+    assert run.returncode != 0 and message in run.stderr.decode() and b"Traceback" not in run.stderr
+
+
+async def test_generate_video_waits_at_most_55_s_so_its_task_id_beats_a_60_s_client_timeout(ark: Any) -> None:
+    async with Client(server()) as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+        refused = await client.call_tool("generate_video", {"prompt": "a fox", "wait_seconds": 90})
+    assert tools["generate_video"].input_schema["properties"]["wait_seconds"]["maximum"] == 55
+    assert tools["query_video_task"].input_schema["properties"]["wait_seconds"]["maximum"] == 600
+    assert "wait_seconds is 90; the most it takes is 55." in error_text(refused) and len(ark.calls) == 0
+    assert "If the call times out, the task still exists: find it with list_video_tasks" in \
+        tools["generate_video"].description
+
+
+async def test_result_text_is_compact_json_in_the_order_of_the_structured_content(ark: Any) -> None:
+    ark.get(TASKS, json={"total": 2, "items": [SUCCEEDED_TASK, {"id": "cgt-2", "status": "running"}]})
+    result = await call("list_video_tasks", {})
+    listing = result.structured_content
+    assert result.content[0].text == json.dumps(listing, ensure_ascii=False, separators=(",", ":"))
+    assert list(json.loads(result.content[0].text)["tasks"][0]) == list(listing["tasks"][0])
+    assert all("next_step" not in task for task in listing["tasks"])  # said once per call, not once per task
+
+
+async def test_a_bare_404_points_at_ark_base_url_not_at_the_model(ark: Any) -> None:
+    ark.get("https://ark.test/contents/generations/tasks/cgt-1", status=404, body="<html>404 Not Found</html>")
+    text = error_text(await call("query_video_task", {"task_id": "cgt-1"},
+                                 Config(api_key=KEY, base_url="https://ark.test")))
+    assert "check ARK_BASE_URL (https://ark.test), which ends in /api/v3" in text and "Activate" not in text
+
+
+async def test_model_not_open_for_an_explicit_model_names_that_model(ark: Any) -> None:
+    ark.post(TASKS, status=404, json={"error": {"code": "ModelNotOpen", "message": "not open"}})
+    text = error_text(await call("generate_video", {"prompt": "a", "model": "doubao-seedance-2-5-260628"}))
+    assert "Activate doubao-seedance-2-5-260628 in the Ark console" in text and "DOUBAO_VIDEO_MODEL" not in text
+
+
+async def test_over_http_a_rejected_key_is_the_callers_own(fake_ark: FakeArk) -> None:
+    fake_ark.faults[("GET", TASKS_ROUTE)] = ark_error(401, "AuthenticationError", "bad key")
+    with HttpServer(fake_ark, ARK_API_KEY=KEY) as hosted:
+        async with hosted.client(**{"X-API-Key": "caller-key-0123456789"}) as client:
+            mine = error_text(await client.call_tool("list_video_tasks", {}))
+        async with hosted.client() as client:
+            servers = error_text(await client.call_tool("list_video_tasks", {}))
+    assert "Ark refused the key this request sent (X-API-Key or Authorization: Bearer)" in mine
+    assert "ARK_API_KEY" not in mine and "Check ARK_API_KEY" in servers
+
+
+@pytest.mark.parametrize("key", ["Bearer ark-key-0123456789", "bearer   ark-key-0123456789"])
+def test_a_pasted_bearer_prefix_is_not_sent_twice(ark: Any, key: str) -> None:
+    config = Config.from_env({"ARK_API_KEY": key})
+    assert config.api_key == "ark-key-0123456789"
+    assert config.api_key_for({"x-api-key": key}) == "ark-key-0123456789"
+
+
+@pytest.mark.parametrize("transport", ["streamable-http", "http"])
+def test_http_start_up_says_where_to_connect(fake_ark: FakeArk, transport: str) -> None:
+    with HttpServer(fake_ark, "--transport", transport) as hosted:
+        assert post_tools_list(hosted.url, f"127.0.0.1:{hosted.port}").status_code == 200
+    assert f"serving MCP over streamable HTTP at http://127.0.0.1:{hosted.port}/mcp" in hosted.stderr
