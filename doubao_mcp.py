@@ -940,11 +940,9 @@ def shape_images(body: dict[str, Any]) -> ImageResult:
                 "url": _url(item.get("url")), "size": _text(item.get("size")), "name": _text(item.get("name")),
                 "description": _text(item.get("description"), MESSAGE_LIMIT), "z_index": _int(item.get("z_index")),
                 "bounding_box": _numbers(item.get("bounding_box"))})))
-    return ImageResult(images=images, errors=errors, note=URL_LIFETIME_NOTE, **_compact({
-        "model": _text(body.get("model")),
-        "created_at": _time(body.get("created", body.get("created_at"))),
-        "usage": _numbers(body.get("usage")),
-    }))
+    return ImageResult(**_compact({  # in the order a reader wants them: what made it, what came, what to do
+        "model": _text(body.get("model")), "created_at": _time(body.get("created", body.get("created_at"))),
+        "images": images, "errors": errors, "usage": _numbers(body.get("usage")), "note": URL_LIFETIME_NOTE}))
 
 
 def shape_task(item: Any, asked_for: str | None = None) -> VideoTask:
