@@ -33,6 +33,7 @@ import difflib
 import email.utils
 import errno
 import functools
+import io
 import ipaddress
 import itertools
 import json
@@ -67,7 +68,8 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.server.apps import Apps, ResourceCsp
+from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
 from pydantic import AfterValidator, ConfigDict, Field, ValidationError, with_config
 from pydantic.json_schema import SkipJsonSchema
 from requests.adapters import HTTPAdapter
@@ -105,6 +107,12 @@ DOWNLOAD_DEADLINE = 600.0
 STALE_PART_SECONDS = DOWNLOAD_DEADLINE + 60  # a .part file this old belongs to no live download
 DOWNLOAD_CHUNK_BYTES = 64 * 2**10
 NAME_LIMIT, MESSAGE_LIMIT, URL_LIMIT = 200, 1000, 4096  # longest ids and codes, messages, URLs put in a result
+PREVIEW_SIDE, PREVIEW_MAX_BYTES = 512, 100 * 2**10  # an image preview in a result: its longest side, its size
+PREVIEW_SOURCE_MAX_BYTES = 40 * 2**20  # the most of an image or frame read to make a preview
+PREVIEW_SECONDS = 15.0  # previews are made within this after the result is ready, or left out
+VIEWER_URI = "ui://doubao-mcp/viewer.html"
+# Where Ark's result files live (Volcengine's and BytePlus's object storage): the viewer may load media from them.
+MEDIA_DOMAINS = ("https://*.volces.com", "https://*.bytepluses.com")
 # Control characters, zero-width characters and bidi overrides: never passed from upstream into a result.
 UNSAFE_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
 
@@ -316,6 +324,8 @@ class Config:
     max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES
     limits: Limits = Limits()
     working_dir: Path = field(default_factory=Path.cwd)  # the client's folder, where it started the server
+    previews: bool = True  # image previews in results; DOUBAO_PREVIEWS=0 for clients that pay per image token
+    media_domains: tuple[str, ...] = MEDIA_DOMAINS  # hosts the viewer may load images and videos from
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Config:
@@ -344,7 +354,14 @@ class Config:
             api_key = usable_key(first(API_KEY_ENV), "ARK_API_KEY")
         except DoubaoError as error:
             raise ValueError(str(error)) from None
+        extra_domains = tuple(d.strip().rstrip("/") for d in env.get("DOUBAO_MEDIA_DOMAINS", "").split(",") if d.strip())
+        for domain in extra_domains:
+            if not re.fullmatch(r"https?://(\*\.)?[\w.-]+(:\d+)?", domain):
+                raise ValueError(f"DOUBAO_MEDIA_DOMAINS entries are origins such as https://media.example.com or "
+                                 f"https://*.example.com, got {domain!r}")
         return cls(
+            previews=env.get("DOUBAO_PREVIEWS", "1").strip().lower() not in ("0", "false", "no", "off"),
+            media_domains=MEDIA_DOMAINS + extra_domains,
             api_key=api_key,
             base_url=base_url,
             image_model=first(IMAGE_MODEL_ENV) or DEFAULT_IMAGE_MODELS[byteplus],
@@ -994,6 +1011,24 @@ def shape_task_list(body: dict[str, Any], asked_for: Iterable[str] = ()) -> Task
     tasks = [ListedTask(**{k: v for k, v in task.items() if k != "next_step"})  # type: ignore[typeddict-item]
              for task in shaped if not wanted or task["task_id"] in wanted]
     return TaskList(total=len(tasks) if wanted else _int(body.get("total")) or len(tasks), tasks=tasks)
+
+
+def make_preview(data: bytes) -> bytes:
+    """A JPEG preview of an image: at most PREVIEW_SIDE pixels on its longest side and about PREVIEW_MAX_BYTES."""
+    from PIL import Image  # only previews need Pillow: stdio start-up does not pay for its import
+
+    Image.MAX_IMAGE_PIXELS = 8192 * 8192  # bigger than any Seedream image: a decompression bomb is refused
+    with Image.open(io.BytesIO(data)) as opened:
+        opened.draft("RGB", (PREVIEW_SIDE, PREVIEW_SIDE))  # JPEG decodes at a fraction of its size: faster
+        opened.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+        image = opened.convert("RGB")
+    for side, quality in ((PREVIEW_SIDE, 80), (PREVIEW_SIDE, 60), (PREVIEW_SIDE * 3 // 4, 60), (256, 50)):
+        image.thumbnail((side, side))
+        out = io.BytesIO()
+        image.save(out, "JPEG", quality=quality, optimize=True)
+        if out.tell() <= PREVIEW_MAX_BYTES:
+            break
+    return out.getvalue()
 
 
 # --- Local files: opened once, confined, written atomically ------------------------------------
@@ -1651,6 +1686,30 @@ class ArkClient:
         except requests.RequestException as error:
             raise DoubaoError(_failure_reason(error, DOWNLOAD_READ_TIMEOUT)) from error
 
+    def fetch(self, url: str, kind: str, seconds: float, max_bytes: int = PREVIEW_SOURCE_MAX_BYTES) -> bytes:
+        """A result file read into memory, as a download is written to disk: within `seconds`, above the minimum
+        rate, at most `max_bytes`, and only when its bytes are the expected `kind` of file."""
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise DoubaoError(f"not an http(s) URL: {url[:100]!r}")
+
+        def read(response: requests.Response, exchange: Exchange) -> bytes:
+            if response.status_code != 200:
+                raise DoubaoError(f"the download answered HTTP {response.status_code} {_text(response.reason, 80)}")
+            data = bytearray()
+            for chunk in response.iter_content(DOWNLOAD_CHUNK_BYTES):
+                data += chunk
+                exchange.received = len(data)
+                if len(data) > max_bytes:
+                    raise DoubaoError(f"the file is over {_size(max_bytes)}")
+            _expect(bytes(data[:16]), kind)
+            return bytes(data)
+
+        try:
+            return self._send("GET", url, seconds, read, read_timeout=DOWNLOAD_READ_TIMEOUT,
+                              min_rate=self.limits.download_min_rate)
+        except requests.RequestException as error:
+            raise DoubaoError(_failure_reason(error, DOWNLOAD_READ_TIMEOUT)) from error
+
     def close(self) -> None:
         """At shutdown: end every exchange in flight (their threads then finish at once) and the session."""
         self.watchdog.end_all("the server is stopping")
@@ -1977,7 +2036,7 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
     tools: list[Tool] = []
     arguments: dict[str, frozenset[str]] = {}  # each tool's argument names, which `extra` may not override
 
-    def tool(**hints: Any) -> Any:
+    def tool(viewer: bool = False, **hints: Any) -> Any:
         def register(fn: Any) -> Any:
             @functools.wraps(fn)
             async def guarded(*args: Any, **kwargs: Any) -> Any:
@@ -1988,7 +2047,10 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
                 try:
                     result = await fn(*args, **kwargs)
                     text = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
-                    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=result)
+                    shown = [ImageContent(type="image", data=base64.b64encode(jpeg).decode(), mime_type="image/jpeg")
+                             for jpeg in await previews(result)]
+                    return CallToolResult(content=[TextContent(type="text", text=text), *shown],
+                                          structured_content=result)
                 except ArkAPIError as error:
                     error.hint = advice(error, kwargs.get("model"), config.key_from_caller(kwargs["ctx"].headers)
                                         ) or error.hint
@@ -2003,13 +2065,52 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
 
             # Annotations left out take the spec's defaults: not read-only, destructive, open-world.
             registered = LenientTool.from_function(guarded, description=" ".join(fn.__doc__.split()),
-                                            annotations=ToolAnnotations(**hints))
+                                                   annotations=ToolAnnotations(**hints),
+                                                   meta={"ui": {"resourceUri": VIEWER_URI}} if viewer else None)
             registered.parameters = _lean_schema(registered.parameters)
             registered.fn_metadata.output_schema = _lean_schema(registered.fn_metadata.output_schema)
             arguments[registered.name] = frozenset(registered.parameters["properties"])
             tools.append(registered)
             return fn
         return register
+
+    async def previews(result: Mapping[str, Any]) -> list[bytes]:
+        """JPEG previews of what a result shows (its images, or a finished video's last frame), from the saved
+        file when there is one, else fetched like a download. Made at once, within PREVIEW_SECONDS; one that
+        fails or comes late is left out, with a log line. None with DOUBAO_PREVIEWS=0."""
+        if not config.previews:
+            return []
+        saved = [f["path"] for f in result.get("saved_files", [])]
+        if isinstance(result.get("images"), list):  # an image's saved file is named doubao-<time>-<index>
+            sources = [(image.get("url"), next((path for path in saved if re.search(
+                rf"-{image['index']}(-\d+)?\.\w+$", path)), None)) for image in result["images"]]
+        elif result.get("status") == "succeeded" and result.get("last_frame_url"):
+            sources = [(result["last_frame_url"], next((p for p in saved if "-last-frame" in Path(p).name), None))]
+        else:
+            return []
+        made: dict[int, bytes] = {}
+
+        async def one(index: int, url: str | None, path: str | None) -> None:
+            try:
+                made[index] = await call("slow", preview_of, url, path)
+            except Exception as error:
+                log.warning("No preview of %s: %s", _text(path or url, 100), error)
+
+        with anyio.move_on_after(PREVIEW_SECONDS):
+            async with anyio.create_task_group() as group:
+                for index, (url, path) in enumerate(sources):
+                    group.start_soon(one, index, url, path)
+        return [made[index] for index in sorted(made)]
+
+    def preview_of(url: str | None, path: str | None) -> bytes:
+        """A preview from the saved file (no second download), else from the URL."""
+        if path:
+            data = read_input(Path(path), config.allowed_dir, "preview", PREVIEW_SOURCE_MAX_BYTES, "an image")
+        elif url:
+            data = client.fetch(url, "image", PREVIEW_SECONDS)
+        else:
+            raise DoubaoError("an inline image that was not saved")
+        return make_preview(data)
 
     async def call(lane: str, function: Any, *args: Any) -> Any:
         """Run blocking work (HTTP, files) in its lane's threads, never on the event loop. A cancelled call
@@ -2056,7 +2157,7 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
             raise failure
         return result
 
-    @tool(title="Generate images", destructive_hint=False)
+    @tool(viewer=True, title="Generate images", destructive_hint=False)
     async def generate_image(
         ctx: Context,
         prompt: Annotated[Prompt, Field(description="What to draw, or how to edit the reference images.")],
@@ -2093,7 +2194,7 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
             result = await call("slow", save_images, client, data["data"], result, save_to, config.max_download_bytes)
         return result
 
-    @tool(title="Generate a video", destructive_hint=False)
+    @tool(viewer=True, title="Generate a video", destructive_hint=False)
     async def generate_video(
         ctx: Context,
         prompt: Annotated[Prompt | None, Field(description="Scene and motion, best under 500 chars; cite "
@@ -2157,7 +2258,7 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
         created = shape_task({"status": "queued", "model": body["model"], **answer})
         return await finish_task(created, created["task_id"], wait_seconds, save_to, api_key, ctx)
 
-    @tool(title="Check a video task", read_only_hint=True, idempotent_hint=True)
+    @tool(viewer=True, title="Check a video task", read_only_hint=True, idempotent_hint=True)
     async def query_video_task(task_id: TaskId, ctx: Context, wait_seconds: WaitSeconds = 0,
                                save_dir: SaveDir = None) -> VideoTask:
         """Get a video task's status and, once succeeded, its video URL (valid 24 h). With wait_seconds, waits
@@ -2201,12 +2302,161 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
                    else f"The {status} task's record was deleted; its URLs stop working.")
         return CancelResult(task_id=task_id, previous_status=status, outcome=outcome, message=message)
 
+    apps = Apps()  # the viewer, for hosts that speak MCP Apps; others ignore it and get the same results
+    apps.add_html_resource(VIEWER_URI, VIEWER_HTML, name="doubao-mcp viewer", description="Shows generated images, "
+                           "and a video player or a task's progress.", prefers_border=True,
+                           csp=ResourceCsp(resource_domains=list(config.media_domains)))
     return MCPServer(
-        "doubao-mcp", version=__version__, tools=tools,
+        "doubao-mcp", version=__version__, tools=tools, extensions=[apps],
         instructions="Generate images (Seedream) and videos (Seedance) with ByteDance Doubao models on "
         "Volcengine Ark. Videos are asynchronous tasks: generate_video returns a task_id to check with "
         "query_video_task. Result URLs expire after 24 hours.",
     )
+
+
+# --- The viewer (MCP Apps) -----------------------------------------------------------------------------
+# One self-contained page a host that speaks MCP Apps renders beside the results of generate_image,
+# generate_video and query_video_task: no external script, no build step. It talks JSON-RPC to the host over
+# postMessage (SEP-1865), builds its DOM with textContent only, and loads media only from http(s) and data:.
+
+VIEWER_HTML = """<!doctype html>
+<html><head><meta charset="utf-8"><meta name="color-scheme" content="light dark"><title>doubao-mcp</title>
+<style>
+:root { --bg: var(--color-background-primary, #ffffff); --fg: var(--color-text-primary, #171717);
+  --muted: var(--color-text-secondary, #5c5c5c); --line: var(--color-border-primary, #d4d4d4);
+  --bad: var(--color-text-danger, #b42318); --radius: var(--border-radius-md, 8px);
+  font-family: var(--font-sans, system-ui, sans-serif); font-size: 14px; }
+:root[data-theme=dark] { --bg: var(--color-background-primary, #171717); --fg: var(--color-text-primary, #fafafa);
+  --muted: var(--color-text-secondary, #a3a3a3); --line: var(--color-border-primary, #3d3d3d);
+  --bad: var(--color-text-danger, #f97066); }
+body { margin: 0; padding: 12px; background: var(--bg); color: var(--fg); }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); gap: 8px; }
+.grid img { width: 100%; aspect-ratio: 1; object-fit: cover; border-radius: var(--radius);
+  border: 1px solid var(--line); display: block; }
+video { width: 100%; max-height: 70vh; border-radius: var(--radius); background: #000; }
+h1 { font-size: 15px; margin: 0 0 8px; } .muted { color: var(--muted); } .error { color: var(--bad); }
+code { font-family: var(--font-mono, ui-monospace, monospace); } ul { margin: 6px 0; padding-left: 18px; }
+button { font: inherit; color: var(--fg); background: transparent; border: 1px solid var(--line);
+  border-radius: var(--radius); padding: 4px 12px; cursor: pointer; margin-top: 8px; }
+</style></head>
+<body><main id="view"><p class="muted">Waiting for the result…</p></main>
+<script>
+"use strict";
+const view = document.getElementById("view");
+const pending = new Map();
+let nextId = 1, ticking = null, polling = null;
+
+function send(message) { parent.postMessage(Object.assign({ jsonrpc: "2.0" }, message), "*"); }
+function request(method, params) {
+  const id = nextId++;
+  send({ id, method, params });
+  return new Promise((resolve, reject) => pending.set(id, { resolve, reject }));
+}
+addEventListener("message", (event) => {
+  const message = event.data || {};
+  if (message.method === undefined && pending.has(message.id)) {
+    const { resolve, reject } = pending.get(message.id);
+    pending.delete(message.id);
+    return message.error ? reject(new Error(message.error.message || "failed")) : resolve(message.result);
+  }
+  if (message.method === "ui/notifications/tool-result") render(message.params);
+  else if (message.method === "ui/notifications/host-context-changed") applyContext(message.params);
+  else if (message.method === "ui/resource-teardown") { stop(); send({ id: message.id, result: {} }); }
+});
+
+function applyContext(context) {
+  if (!context) return;
+  if (context.theme) document.documentElement.dataset.theme = context.theme;
+  const variables = (context.styles && context.styles.variables) || {};
+  for (const [name, value] of Object.entries(variables)) {
+    if (name.startsWith("--") && value) document.documentElement.style.setProperty(name, value);
+  }
+}
+if (matchMedia("(prefers-color-scheme: dark)").matches) document.documentElement.dataset.theme = "dark";
+
+function safe(url) { return typeof url === "string" && /^(https?:|data:image\\/)/.test(url) ? url : ""; }
+function el(tag, attributes, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes || {})) if (value) node.setAttribute(name, value);
+  for (const child of children) if (child) node.append(child);
+  return node;
+}
+function stop() { clearInterval(ticking); clearInterval(polling); ticking = polling = null; }
+
+function render(result) {
+  stop();
+  const data = result && result.structuredContent;
+  const thumbs = ((result && result.content) || []).filter((c) => c.type === "image")
+    .map((c) => "data:" + c.mimeType + ";base64," + c.data);
+  if (!data || result.isError) {
+    const text = ((result && result.content) || []).map((c) => c.text || "").join(" ") || "No result.";
+    return view.replaceChildren(el("p", { class: "error" }, text));
+  }
+  view.replaceChildren(...(Array.isArray(data.images) ? images(data, thumbs) : task(data, thumbs)));
+}
+
+function images(data, thumbs) {
+  const grid = el("div", { class: "grid" });
+  data.images.forEach((image, i) => {
+    const img = el("img", { src: safe(image.url) || thumbs[i], alt: image.name || "image " + (image.index + 1) });
+    img.onerror = () => { if (thumbs[i] && img.src !== thumbs[i]) img.src = thumbs[i]; };
+    grid.append(el("a", { href: safe(image.url), target: "_blank", rel: "noopener" }, img));
+  });
+  const errors = (data.errors || []).map((e) => el("li", { class: "error" }, "Image " + (e.index + 1) + ": " + e.message));
+  return [el("h1", {}, data.images.length + " image" + (data.images.length === 1 ? "" : "s") +
+            (data.model ? " by " + data.model : "")), grid, errors.length ? el("ul", {}, ...errors) : null,
+          ...files(data), el("p", { class: "muted" }, "Links expire 24 hours after generation.")].filter(Boolean);
+}
+
+function task(data, thumbs) {
+  const parts = [el("h1", {}, el("code", {}, data.task_id), " · " + data.status)];
+  if (data.status === "succeeded" && safe(data.video_url)) {
+    parts.push(el("video", { controls: "controls", src: safe(data.video_url),
+                             poster: safe(data.last_frame_url) || thumbs[0] }));
+    parts.push(el("p", { class: "muted" }, "The video link expires 24 hours after generation."));
+  } else if (data.status === "queued" || data.status === "running") {
+    const elapsed = el("p", { class: "muted" });
+    const started = Date.parse(data.created_at || "") || Date.now();
+    const tick = () => { elapsed.textContent = "Elapsed " + Math.round((Date.now() - started) / 1000) + " s"; };
+    tick();
+    ticking = setInterval(tick, 1000);
+    const button = el("button", { type: "button" }, "Check again");
+    button.onclick = () => check(data.task_id, button);
+    polling = setInterval(() => check(data.task_id, button), 30000);  // gently, while the view is open
+    parts.push(elapsed, el("p", { class: "muted" }, "Videos take from 30 s to several minutes; this view checks " +
+                              "again every 30 s while it is open."), button);
+  }
+  if (data.error_code || data.error_message) {  // next_step is advice for the model: a person reads the error
+    parts.push(el("p", { class: "error" }, [data.error_code, data.error_message].filter(Boolean).join(": ")));
+  }
+  return parts.concat(files(data));
+}
+
+function files(data) {
+  const saved = (data.saved_files || []).map((f) => el("li", {}, el("code", {}, f.path)));
+  const failed = (data.save_errors || []).map((f) => el("li", { class: "error" }, f.error));
+  return [saved.length ? el("p", {}, "Saved:") : null, saved.length ? el("ul", {}, ...saved) : null,
+          failed.length ? el("ul", {}, ...failed) : null].filter(Boolean);
+}
+
+async function check(taskId, button) {
+  button.disabled = true;
+  try {
+    render(await request("tools/call", { name: "query_video_task", arguments: { task_id: taskId } }));
+  } catch (error) {
+    button.disabled = false;
+    button.after(el("p", { class: "error" }, "Checking failed: " + error.message));
+  }
+}
+
+new ResizeObserver(() => send({ method: "ui/notifications/size-changed", params: {
+  width: document.documentElement.scrollWidth, height: document.documentElement.scrollHeight } }))
+  .observe(document.body);
+request("ui/initialize", { appInfo: { name: "doubao-mcp viewer", version: "1" }, appCapabilities: {},
+                           protocolVersion: "2026-01-26" })
+  .then((result) => { applyContext(result && result.hostContext); send({ method: "ui/notifications/initialized", params: {} }); });
+</script></body></html>
+"""
 
 
 # --- Entry point -----------------------------------------------------------------------------

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
 import logging
 import os
 import platform
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import replace
@@ -31,7 +34,8 @@ import pytest
 import requests
 import responses
 import urllib3
-from mcp import Client, StdioServerParameters
+from mcp import Client, ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 import doubao_mcp
@@ -46,6 +50,20 @@ IMAGES = f"{BASE}/images/generations"
 SCRIPT = Path(sys.executable).with_name("doubao-image-video-mcp")
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(64)
 JPEG = b"\xff\xd8\xff\xe0" + bytes(64)
+
+
+def picture(width: int = 1024, height: int = 768, kind: str = "PNG") -> bytes:
+    """A real image, with detail enough that its preview is not trivially small."""
+    from PIL import Image
+
+    image = Image.new("RGB", (width, height))
+    image.putdata([(x * 255 // width, y * 255 // height, (x ^ y) & 255) for y in range(height) for x in range(width)])
+    out = io.BytesIO()
+    image.save(out, kind)
+    return out.getvalue()
+
+
+PICTURE = picture()
 VIDEO_BYTES = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 400
 ARK_500 = {"status": 500, "json": {"error": {"code": "InternalServiceError", "message": "oops"}}}
 ARK_429 = {"status": 429, "json": {"error": {"code": "RateLimitExceeded", "message": "slow down"}}}
@@ -73,6 +91,7 @@ def ark_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ARK_API_KEY", KEY)
     monkeypatch.setenv("ARK_BASE_URL", BASE)
+    monkeypatch.setenv("DOUBAO_PREVIEWS", "0")  # a test of previews turns them on
 
 
 @pytest.fixture
@@ -1526,8 +1545,9 @@ class FakeArk:
     def handle(self, method: str, path: str, query: list[tuple[str, str]], body: Any) -> tuple[int, Any]:
         with self.lock:
             if method == "POST" and path == "/api/v3/images/generations":
-                return 200, {"model": body["model"], "created": 1757321139,
-                             "data": [{"url": "https://cdn.test/image-0.jpeg", "size": "2048x2048"}]}
+                count = (body.get("sequential_image_generation_options") or {}).get("max_images", 1)
+                return 200, {"model": body["model"], "created": 1757321139, "data": [
+                    {"url": f"{self.root}/files/image-{i}.png", "size": "1024x768"} for i in range(count)]}
             if method == "POST" and path == "/api/v3/contents/generations/tasks":
                 problem = self._content_problem(body.get("content"))
                 if problem:
@@ -1535,6 +1555,7 @@ class FakeArk:
                 task_id = f"cgt-fake-{len(self.tasks) + 1}"
                 draft = next((item["draft_task"]["id"] for item in body["content"] if item["type"] == "draft_task"), None)
                 self.add_task(task_id, model=body["model"], draft=bool(body.get("draft")),
+                              last_frame=bool(body.get("return_last_frame")),
                               **({"draft_task_id": draft} if draft else {}))
                 return 200, {"id": task_id}
             if method == "GET" and path == "/api/v3/contents/generations/tasks":
@@ -1582,10 +1603,11 @@ class FakeArk:
         return None
 
     def _view(self, task: dict[str, Any]) -> dict[str, Any]:
-        view = {k: v for k, v in task.items() if k not in ("polls", "born")}
+        view = {k: v for k, v in task.items() if k not in ("polls", "born", "last_frame")}
         if task["status"] == "succeeded":
-            view.update(content={"video_url": f"{self.root}/files/{task['id']}.mp4?sig=x"}, resolution="720p",
-                        ratio="16:9", duration=5, framespersecond=24)
+            view.update(content={"video_url": f"{self.root}/files/{task['id']}.mp4?sig=x", **(
+                {"last_frame_url": f"{self.root}/files/{task['id']}-last.png"} if task.get("last_frame") else {})},
+                resolution="720p", ratio="16:9", duration=5, framespersecond=24)
         return view
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -1610,6 +1632,8 @@ class FakeArk:
                 if fault:
                     return fault(self)
                 if split.path.startswith("/files/"):
+                    if split.path.endswith(".png"):  # a generated image or a last frame
+                        return answer(200, PICTURE, "image/png")(self)
                     return self._send_video()
                 status, reply = fake.handle(self.command, split.path, query, body)
                 if reply is None:
@@ -1674,7 +1698,7 @@ async def test_console_script_generates_images_and_cancels_queued_tasks(fake_ark
         image = (await client.call_tool("generate_image", {"prompt": "a fox"})).structured_content
         task_id = (await client.call_tool("generate_video", {"prompt": "a fox"})).structured_content["task_id"]
         cancelled = (await client.call_tool("cancel_video_task", {"task_id": task_id})).structured_content
-    assert image["images"] == [{"index": 0, "url": "https://cdn.test/image-0.jpeg", "size": "2048x2048"}]
+    assert image["images"] == [{"index": 0, "url": f"{fake_ark.root}/files/image-0.png", "size": "1024x768"}]
     assert fake_ark.requests[0]["body"] == {"model": "ep-image", "prompt": "a fox"}
     assert (cancelled["outcome"], cancelled["previous_status"]) == ("cancelled", "queued")
     assert fake_ark.tasks[task_id]["status"] == "cancelled"
@@ -2810,3 +2834,195 @@ def test_http_start_up_says_where_to_connect(fake_ark: FakeArk, transport: str) 
     with HttpServer(fake_ark, "--transport", transport) as hosted:
         assert post_tools_list(hosted.url, f"127.0.0.1:{hosted.port}").status_code == 200
     assert f"serving MCP over streamable HTTP at http://127.0.0.1:{hosted.port}/mcp" in hosted.stderr
+
+
+# --- Showing what was made: previews and the viewer -------------------------------------------------------
+
+
+def jpegs(result: Any) -> list[Any]:
+    """The image content items of a result, opened with Pillow."""
+    from PIL import Image
+
+    items = [item for item in result.content if item.type == "image"]
+    assert all(item.mime_type == "image/jpeg" for item in items)
+    return [Image.open(io.BytesIO(base64.b64decode(item.data))) for item in items]
+
+
+async def test_generate_image_returns_a_small_preview_of_each_image_beside_the_result(fake_ark: FakeArk) -> None:
+    async with Client(stdio_server(fake_ark)) as client:
+        result = await client.call_tool("generate_image", {"prompt": "three foxes", "max_images": 3})
+    previews = jpegs(result)
+    assert [item.type for item in result.content] == ["text", "image", "image", "image"]
+    assert len(result.structured_content["images"]) == 3 and json.loads(result.content[0].text) == \
+        result.structured_content
+    assert all(max(image.size) <= 512 and image.format == "JPEG" for image in previews)
+    assert all(len(base64.b64decode(item.data)) <= 100 * 1024 for item in result.content if item.type == "image")
+    assert previews[0].size == (512, 384)  # the 1024x768 image, scaled down whole
+
+
+async def test_with_save_dir_the_saved_file_makes_the_preview_and_nothing_is_downloaded_twice(
+        fake_ark: FakeArk, tmp_path: Path) -> None:
+    async with Client(stdio_server(fake_ark)) as client:
+        result = await client.call_tool("generate_image", {"prompt": "two foxes", "max_images": 2,
+                                                           "save_dir": str(tmp_path)})
+    downloads = [r["path"] for r in fake_ark.requests if r["path"].startswith("/files/")]
+    assert sorted(downloads) == ["/files/image-0.png", "/files/image-1.png"]  # once each: for the saved files
+    assert len(jpegs(result)) == 2 and len(result.structured_content["saved_files"]) == 2
+
+
+async def test_previews_can_be_turned_off_and_one_that_fails_is_left_out(fake_ark: FakeArk) -> None:
+    async with Client(stdio_server(fake_ark, DOUBAO_PREVIEWS="0")) as client:
+        off = await client.call_tool("generate_image", {"prompt": "a fox", "max_images": 2})
+    fake_ark.faults[("GET", "/files/image-1.png")] = answer(200, '{"not": "an image"}')
+    params = stdio_server(fake_ark)
+    with tempfile.TemporaryFile() as log:
+        async with stdio_client(params, errlog=log) as streams, ClientSession(*streams) as session:
+            await session.initialize()
+            partly = await session.call_tool("generate_image", {"prompt": "a fox", "max_images": 3})
+        log.seek(0)
+        logged = log.read().decode()
+    assert [item.type for item in off.content] == ["text"] and len(off.structured_content["images"]) == 2
+    assert [item.type for item in partly.content] == ["text", "image", "image"] and not partly.is_error
+    assert len(partly.structured_content["images"]) == 3  # the result itself is whole
+    assert "No preview of http" in logged and "image-1.png" in logged
+
+
+async def test_a_finished_video_with_its_last_frame_shows_the_frame(fake_ark: FakeArk) -> None:
+    fake_ark.polls_to_finish = 1
+    async with Client(stdio_server(fake_ark)) as client:
+        created = await client.call_tool("generate_video", {"prompt": "a fox", "return_last_frame": True})
+        task = await client.call_tool("query_video_task", {"task_id": created.structured_content["task_id"]})
+    assert [item.type for item in created.content] == ["text"]  # not finished: nothing to show yet
+    assert task.structured_content["last_frame_url"].endswith("-last.png")
+    assert [image.size for image in jpegs(task)] == [(512, 384)]
+
+
+async def test_a_preview_is_fetched_within_the_download_caps(ark: Any) -> None:
+    ark.post(IMAGES, json={"data": [{"url": "https://cdn.test/huge.png"}, {"url": "https://cdn.test/fine.png"}]})
+    ark.get("https://cdn.test/huge.png", body=PICTURE + bytes(41 * 2**20), content_type="image/png")
+    ark.get("https://cdn.test/fine.png", body=PICTURE, content_type="image/png")
+    result = await call("generate_image", {"prompt": "a", "max_images": 2}, replace(Config.from_env(), previews=True))
+    assert len(jpegs(result)) == 1 and len(result.structured_content["images"]) == 2
+
+
+async def test_three_tools_carry_the_viewer_and_the_viewer_is_served_with_its_csp(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOUBAO_MEDIA_DOMAINS", "https://media.example.com, http://127.0.0.1:8123")
+    async with Client(server()) as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+        listed = (await client.list_resources()).resources
+        read = (await client.read_resource(doubao_mcp.VIEWER_URI)).contents[0]
+    assert {name for name, tool in tools.items() if (tool.meta or {}).get("ui")} == {
+        "generate_image", "generate_video", "query_video_task"}
+    assert tools["generate_video"].meta["ui"] == {"resourceUri": "ui://doubao-mcp/viewer.html"}
+    assert [str(resource.uri) for resource in listed] == [doubao_mcp.VIEWER_URI]
+    assert read.mime_type == "text/html;profile=mcp-app" and read.text.startswith("<!doctype html>")
+    assert read.meta["ui"]["csp"]["resourceDomains"] == [
+        "https://*.volces.com", "https://*.bytepluses.com", "https://media.example.com", "http://127.0.0.1:8123"]
+    assert "<script src" not in read.text and read.text.count("\n") < 200  # self-contained and readable
+
+
+def test_a_bad_media_domain_stops_start_up() -> None:
+    run = subprocess.run([str(SCRIPT)], input=b"", capture_output=True, timeout=30,
+                         env={"PATH": os.environ["PATH"], "DOUBAO_MEDIA_DOMAINS": "media.example.com/x"})
+    assert run.returncode != 0 and b"DOUBAO_MEDIA_DOMAINS entries are origins" in run.stderr
+
+
+# The host side of SEP-1865, as small as a test can have it: the viewer in a sandboxed iframe under the CSP its
+# resource declares; ui/initialize answered (dark theme); the tool's input and result sent once the view is
+# initialized; the view's tools/call recorded and handed to Python, which calls the real server.
+HOST_PAGE = """<!doctype html><html><body style="margin:0;background:#222">
+<iframe id="view" sandbox="allow-scripts" style="border:0;width:640px;height:200px;background:#171717"></iframe>
+<script>
+const frame = document.getElementById("view");
+window.calls = []; window.sizes = [];
+function reply(id, result) { frame.contentWindow.postMessage({ jsonrpc: "2.0", id, result }, "*"); }
+function notify(method, params) { frame.contentWindow.postMessage({ jsonrpc: "2.0", method, params }, "*"); }
+addEventListener("message", async (event) => {
+  const m = event.data;
+  if (m.method === "ui/initialize") reply(m.id, { protocolVersion: "2026-01-26", hostInfo: { name: "test host",
+    version: "1" }, hostCapabilities: { serverTools: {} }, hostContext: { theme: "dark", displayMode: "inline" } });
+  if (m.method === "ui/notifications/initialized") {
+    notify("ui/notifications/tool-input", { arguments: window.toolInput });
+    notify("ui/notifications/tool-result", window.toolResult);
+  }
+  if (m.method === "ui/notifications/size-changed") { window.sizes.push(m.params); frame.style.height = m.params.height + "px"; }
+  if (m.method === "tools/call") { window.calls.push(m.params); reply(m.id, JSON.parse(await window.callTool(JSON.stringify(m.params)))); }
+});
+window.show = (html, csp, input, result) => {
+  window.toolInput = input; window.toolResult = result;
+  frame.srcdoc = html.replace("<head>", '<head><meta http-equiv="Content-Security-Policy" content="' + csp + '">');
+};
+</script></body></html>"""
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def host_csp(resource_meta: dict[str, Any]) -> str:
+    """The CSP a host builds from a resource's _meta.ui.csp (SEP-1865's defaults plus the declared domains)."""
+    domains = " ".join(resource_meta["ui"]["csp"].get("resourceDomains", []))
+    return (f"default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data: {domains}; "
+            f"media-src data: {domains}; connect-src 'none'; object-src 'none'; base-uri 'self'")
+
+
+@pytest.mark.skipif(not CHROMIUM, reason="needs Chromium: `sudo apt install chromium` on Debian or Ubuntu "
+                    "(.ci/run installs it), then run the tests again")
+async def test_the_viewer_in_a_real_browser_shows_images_a_running_task_and_a_finished_video(
+        fake_ark: FakeArk, tmp_path: Path) -> None:
+    from playwright.async_api import async_playwright
+
+    shots = Path(os.environ.get("DOUBAO_SCREENSHOTS") or tmp_path)  # DOUBAO_SCREENSHOTS=docs refreshes the README's
+    fake_ark.polls_to_finish = 3  # a task is queued at its first poll, running at its second, done at its third
+    async with Client(stdio_server(fake_ark, DOUBAO_MEDIA_DOMAINS=fake_ark.root)) as client, async_playwright() as pw:
+        resource = (await client.read_resource(doubao_mcp.VIEWER_URI)).contents[0]
+        csp = host_csp(resource.meta)
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = await browser.new_page(viewport={"width": 660, "height": 700})
+
+        async def call_tool(params: str) -> str:
+            called = json.loads(params)
+            result = await client.call_tool(called["name"], called["arguments"])
+            return result.model_dump_json(by_alias=True, exclude_none=True)
+
+        await page.expose_function("callTool", call_tool)
+        await page.set_content(HOST_PAGE)
+
+        async def show(arguments: dict[str, Any], result: Any, ready: str) -> Any:
+            await page.evaluate("([html, csp, input, result]) => show(html, csp, input, result)", [
+                resource.text, csp, arguments, result.model_dump(mode="json", by_alias=True, exclude_none=True)])
+            view = page.frame_locator("#view")
+            await view.locator(ready).first.wait_for()
+            return view
+
+        images = {"prompt": "three foxes", "max_images": 3}
+        view = await show(images, await client.call_tool("generate_image", images), "img")
+        await page.wait_for_function("() => window.sizes.length > 0")
+        frame = page.frames[1]
+        loaded = await frame.evaluate("() => Promise.all([...document.images].map((img) => img.decode().then("
+                                      "() => [img.naturalWidth, img.getAttribute('src')])))")
+        theme = await frame.evaluate("() => document.documentElement.dataset.theme")
+        await page.locator("#view").screenshot(path=shots / "viewer-images.png")
+        assert [src for _, src in loaded] == [f"{fake_ark.root}/files/image-{i}.png" for i in range(3)]
+        assert all(width == 1024 for width, _ in loaded) and theme == "dark"  # every image loaded, under the CSP
+        assert page.frames[1].url == "about:srcdoc" and (await page.evaluate("window.sizes"))[-1]["height"] > 100
+
+        created = await client.call_tool("generate_video", {"prompt": "a fox", "return_last_frame": True})
+        task_id = created.structured_content["task_id"]
+        await client.call_tool("query_video_task", {"task_id": task_id})  # its first poll: still queued
+        view = await show({"prompt": "a fox"}, created, "button")
+        assert task_id in await view.locator("h1").inner_text()
+        assert "queued" in await view.locator("h1").inner_text()
+        await page.locator("#view").screenshot(path=shots / "viewer-running.png")
+        await view.locator("button").click()  # Check again: the host forwards tools/call to the server
+        await view.locator("h1", has_text="running").wait_for()
+        assert await page.evaluate("window.calls") == [{"name": "query_video_task", "arguments": {"task_id": task_id}}]
+
+        await view.locator("button").click()
+        await view.locator("video").wait_for()
+        video = view.locator("video")
+        assert await video.get_attribute("src") == f"{fake_ark.root}/files/{task_id}.mp4?sig=x"
+        assert await video.get_attribute("poster") == f"{fake_ark.root}/files/{task_id}-last.png"
+        await page.locator("#view").screenshot(path=shots / "viewer-video.png")
+        await browser.close()
