@@ -33,6 +33,8 @@ import difflib
 import email.utils
 import errno
 import functools
+import hashlib
+import heapq
 import io
 import ipaddress
 import itertools
@@ -47,6 +49,7 @@ import re
 import reprlib
 import signal
 import socket
+import sqlite3
 import stat
 import sys
 import threading
@@ -274,7 +277,8 @@ class Limits:
     do; their sum bounds the threads, and so the requests in flight upstream."""
 
     quick_threads: int = 8  # task queries, lists and cancels, folder checks
-    slow_threads: int = 32  # image generations, task creation (uploads), downloads, reading input files
+    slow_threads: int = 31  # image generations, task creation (uploads), downloads, reading input files
+    # and one more: the watcher, which saves videos on its own
     slot_wait: float = 20.0  # longest wait for a free thread before a call is told the server is busy
     task_deadline: float = 30.0  # a task call, retries included
     download_deadline: float = DOWNLOAD_DEADLINE
@@ -291,7 +295,7 @@ class Limits:
 
     @property
     def threads(self) -> int:
-        return self.quick_threads + self.slow_threads
+        return self.quick_threads + self.slow_threads + 1
 
 
 KEY_CHARACTERS = re.compile(r"[\x20-\x7e\xa0-\xff]+")  # what an HTTP header value can carry
@@ -325,6 +329,7 @@ class Config:
     limits: Limits = Limits()
     working_dir: Path = field(default_factory=Path.cwd)  # the client's folder, where it started the server
     previews: bool = True  # image previews in results; DOUBAO_PREVIEWS=0 for clients that pay per image token
+    state_dir: Path | None = None  # the task record's folder; None: no record (DOUBAO_STATE_DIR=off)
     media_domains: tuple[str, ...] = MEDIA_DOMAINS  # hosts the viewer may load images and videos from
 
     @classmethod
@@ -359,7 +364,10 @@ class Config:
             if not re.fullmatch(r"https?://(\*\.)?[\w.-]+(:\d+)?", domain):
                 raise ValueError(f"DOUBAO_MEDIA_DOMAINS entries are origins such as https://media.example.com or "
                                  f"https://*.example.com, got {domain!r}")
+        state = first(("DOUBAO_STATE_DIR",))
         return cls(
+            state_dir=None if (state or "").lower() == "off" else  # a relative one is under home, as DOUBAO_OUTPUT_DIR
+            Path.home() / Path(state).expanduser() if state else default_state_dir(env),
             previews=env.get("DOUBAO_PREVIEWS", "1").strip().lower() not in ("0", "false", "no", "off"),
             media_domains=MEDIA_DOMAINS + extra_domains,
             api_key=api_key,
@@ -718,6 +726,13 @@ def output_dir(save_dir: str | None, config: Config) -> Folder | None:
     return open_folder(config.local_path(save_dir, argument), config.allowed_dir, argument) if save_dir else None
 
 
+def _with(task: Mapping[str, Any], **fields: Any) -> Any:
+    """The task with these fields set, next_step kept last: it is what to read after the rest."""
+    rest = {key: value for key, value in task.items() if key not in fields and key != "next_step"}
+    step = {"next_step": task["next_step"]} if "next_step" in task and "next_step" not in fields else {}
+    return {**rest, **fields, **step}
+
+
 def _compact(mapping: dict[str, Any]) -> dict[str, Any]:
     """Ark treats an absent field as "use the model's default"; a null would be a 400."""
     return {k: v for k, v in mapping.items() if v is not None}
@@ -789,6 +804,8 @@ OPEN = ConfigDict(json_schema_extra={"additionalProperties": True})
 class SavedFile(TypedDict):
     path: str
     bytes: int
+    missing: NotRequired[bool]  # the record knew this file, and it is no longer there
+    sha256: NotRequired[Unlisted[str]]
 
 
 class SaveError(TypedDict):
@@ -1181,7 +1198,7 @@ def write_file(folder: Folder, stem: str, chunks: Iterable[bytes], kind: str, ma
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", stem).lstrip(".")[:100] or "doubao"
     part = f".{stem}.{uuid.uuid4().hex[:8]}.part"
     live = str(folder.path / part)
-    size, head, found = 0, b"", None
+    size, head, found, digest = 0, b"", None, hashlib.sha256()
     _LIVE_PARTS.add(live)
     try:
         with os.fdopen(folder.create(part), "wb") as out:
@@ -1192,6 +1209,7 @@ def write_file(folder: Folder, stem: str, chunks: Iterable[bytes], kind: str, ma
                 head += chunk[: 16 - len(head)]
                 if found is None and len(head) == 16:
                     found = _expect(head, kind)
+                digest.update(chunk)
                 out.write(chunk)
         ext = (found or _expect(head, kind))[1]
         for n in range(1000):
@@ -1205,7 +1223,7 @@ def write_file(folder: Folder, stem: str, chunks: Iterable[bytes], kind: str, ma
             except OSError:
                 folder.unlink(final)
                 raise
-            return SavedFile(path=str(folder.path / final), bytes=size)
+            return SavedFile(path=str(folder.path / final), bytes=size, sha256=digest.hexdigest())
         raise DoubaoError(f"{folder.path} already has 1000 files named {stem}*{ext}")
     finally:
         folder.unlink(part)
@@ -1232,7 +1250,7 @@ def save_task_files(client: ArkClient, task: VideoTask, folder: Folder, max_byte
     """Download a succeeded task's video and last frame; a failed download is reported, not raised."""
     wanted = [(task.get("video_url"), task["task_id"], "video"),
               (task.get("last_frame_url"), f"{task['task_id']}-last-frame", "image")]
-    return VideoTask(**task, **_save_each(
+    return _with(task, **_save_each(
         (url, partial(client.download, url, folder, stem, kind, max_bytes)) for url, stem, kind in wanted if url))
 
 
@@ -1732,6 +1750,301 @@ class ArkClient:
         return self._request("DELETE", f"{TASKS_PATH}/{quote(task_id, safe='')}", api_key)
 
 
+# --- The task record, and saving that finishes on its own --------------------------------------------
+# A video takes minutes and its links last 24 h: a closed conversation, a client timeout or a restart must not
+# lose it. Every task this server creates gets a row in a local SQLite file; a watcher thread saves the video
+# of a task created with save_dir when it finishes, whoever still listens, and a restarted server resumes it.
+
+RECORD_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id TEXT PRIMARY KEY,
+    base_url TEXT NOT NULL,                 -- the Ark it lives at
+    owner TEXT,                             -- fingerprint of the server key that made it; NULL: a caller's key
+    model TEXT, prompt TEXT, parameters TEXT,  -- the first 200 characters of the prompt; the main parameters
+    save_dir TEXT, last_frame INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL, video_url TEXT, last_frame_url TEXT, error TEXT,
+    created REAL NOT NULL, updated REAL NOT NULL, finished REAL,
+    files TEXT, save_error TEXT,            -- JSON [{"path", "bytes", "sha256"}]; why saving failed
+    watcher TEXT, watched REAL,             -- pid@host of the process watching it, and when it last polled
+    saver TEXT, saving REAL                 -- who is saving it, since when: each video is saved once
+);
+PRAGMA user_version = 1;
+"""
+WATCH_BEAT_SECONDS = 30.0  # how often a watching process stamps its tasks as watched
+WATCH_STALE_SECONDS = 120.0  # a watcher that has not stamped them for this long is gone (a download may hold it up:
+# then a second process may watch too, and the claim still saves each video once)
+SAVE_STALE_SECONDS = 2 * DOWNLOAD_DEADLINE + 60  # a video and its last frame, each within its deadline
+LINK_LIFETIME_SECONDS = 24 * 3600.0
+RECORD_CACHE_TASKS = 10_000
+
+
+def default_state_dir(env: Mapping[str, str]) -> Path:
+    """The platform's folder for an application's data: XDG_DATA_HOME, ~/Library/Application Support, LOCALAPPDATA."""
+    if sys.platform == "win32":
+        base = env.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = str(Path.home() / "Library" / "Application Support")
+    else:
+        base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "doubao-mcp"
+
+
+def key_fingerprint(api_key: str | None) -> str | None:
+    """Which key made a task, without keeping the key: a server resumes only the tasks its own key can see."""
+    return hashlib.sha256(f"doubao-mcp:{api_key}".encode()).hexdigest()[:16] if api_key else None
+
+
+class Record:
+    """The local record of video tasks. Safe for several server processes at once (WAL, a busy timeout, and
+    claims made in one UPDATE); a task's row is written when it is created and when what Ark says of it
+    changes, so a query of an unchanged task writes nothing. It never holds a key."""
+
+    def __init__(self, folder: Path, base_url: str):
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path, self.base_url = folder / "tasks.sqlite3", base_url
+        # pid@host, and a token: a container restarts its server with the same pid, and that is another process.
+        self.me = f"{os.getpid()}@{socket.gethostname()}#{os.urandom(4).hex()}"
+        self.lock = threading.Lock()  # one connection, used from the lanes' threads and the watcher's
+        self.db = sqlite3.connect(self.path, timeout=10, check_same_thread=False, isolation_level=None)
+        with contextlib.suppress(OSError):
+            os.chmod(self.path, 0o600)  # prompts and paths are private
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL stays consistent; no fsync on every change
+        self.db.executescript(RECORD_SCHEMA)
+        self.known: dict[str, tuple[Any, ...]] = {}  # what this process last wrote of each task (a cache: see observed)
+
+    def _run(self, sql: str, *values: Any) -> sqlite3.Cursor:
+        with self.lock:
+            return self.db.execute(sql, values)
+
+    def created(self, task: VideoTask, body: Mapping[str, Any], save_dir: Path | None, owner: str | None,
+                watched: bool = False) -> None:
+        """A new task; `watched`: this process's watcher will save it."""
+        prompt = next((item["text"] for item in body["content"] if item.get("type") == "text"), "")
+        parameters = {k: v for k, v in body.items()  # not callback_url: its query string may hold a token
+                      if k not in ("model", "content", "callback_url") and isinstance(v, (int, float, str))}
+        now = time.time()
+        self._run("INSERT OR IGNORE INTO tasks (task_id, base_url, owner, model, prompt, parameters, save_dir, "
+                  "last_frame, status, created, updated, watcher, watched) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                  task["task_id"], self.base_url, owner, body["model"], prompt[:200], json.dumps(parameters),
+                  str(save_dir) if save_dir else None, bool(body.get("return_last_frame")), task["status"], now, now,
+                  self.me if watched else None, now if watched else None)
+        self.known[task["task_id"]] = self._state(task)
+
+    @staticmethod
+    def _state(task: Mapping[str, Any]) -> tuple[Any, ...]:
+        return (task["status"], task.get("video_url"), task.get("last_frame_url"),
+                task.get("error_code") and f"{task['error_code']}: {task.get('error_message', '')}")
+
+    def observed(self, tasks: Iterable[Mapping[str, Any]]) -> None:
+        """What Ark said of these tasks, written only where it changed."""
+        for task in tasks:
+            state = self._state(task)
+            if self.known.get(task["task_id"]) == state:
+                continue
+            if len(self.known) >= RECORD_CACHE_TASKS:  # a server listing thousands of tasks: forgetting costs a write
+                self.known.clear()
+            now = time.time()
+            self._run("UPDATE tasks SET status = ?, video_url = ?, last_frame_url = ?, error = ?, updated = ?, "
+                      "finished = COALESCE(finished, ?) WHERE task_id = ?", *state, now,
+                      now if state[0] in FINAL_STATUSES else None, task["task_id"])
+            self.known[task["task_id"]] = state
+
+    def files_of(self, task_ids: Iterable[str]) -> dict[str, list[SavedFile]]:
+        """The files saved for these tasks, each marked missing if it is no longer there."""
+        ids = list(task_ids)
+        rows = self._run(f"SELECT task_id, files FROM tasks WHERE files IS NOT NULL AND task_id IN "
+                         f"({', '.join('?' * len(ids))})", *ids).fetchall() if ids else []
+        found: dict[str, list[SavedFile]] = {}
+        for task_id, files in rows:
+            found[task_id] = [SavedFile(path=f["path"], bytes=f["bytes"], sha256=f["sha256"]) for f in json.loads(files)]
+            for saved in found[task_id]:
+                if not os.path.isfile(saved["path"]):
+                    saved["missing"] = True
+        return found
+
+    def save(self, task: Mapping[str, Any], folder: Path, save: Callable[[], Mapping[str, Any]],
+             again: bool = False) -> Mapping[str, Any] | None:
+        """`save()` the task's files into `folder` and record them, unless they are saved already (`again`: they went
+        missing) or another live process, or this one, is saving them: None then. Each video is saved once. A task
+        made elsewhere is recorded now, so that it is not saved twice either."""
+        task_id = task["task_id"]
+        now = time.time()
+        self._run("INSERT OR IGNORE INTO tasks (task_id, base_url, model, save_dir, status, created, updated) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?)", task_id, self.base_url, task.get("model"), str(folder),
+                  task["status"], now, now)
+        self.observed([task])
+        if not self._claim(task_id, again):
+            return None
+        result: Mapping[str, Any] = {}
+        try:
+            result = save()
+        finally:
+            files = [{"path": f["path"], "bytes": f["bytes"], "sha256": f.get("sha256")}
+                     for f in result.get("saved_files", [])]
+            self._run("UPDATE tasks SET files = ?, save_error = ?, saver = NULL WHERE task_id = ?",
+                      json.dumps(files) if files else None,
+                      "; ".join(e["error"] for e in result.get("save_errors", [])) or None, task_id)
+        return result
+
+    def _claim(self, task_id: str, again: bool) -> bool:
+        files, saver, saving = self._run("SELECT files, saver, saving FROM tasks WHERE task_id = ?", task_id).fetchone()
+        if (files is not None and not again) or self._alive(saver, saving, SAVE_STALE_SECONDS):
+            return False
+        # Taken only if the row is still as read: of two processes that read it, one wins, and one that read it
+        # before another's whole save (claim, files, release) finds the files and the claim's time changed.
+        return self._run("UPDATE tasks SET saver = ?, saving = ? WHERE task_id = ? AND files IS ? AND saver IS ? "
+                         "AND saving IS ?", self.me, time.time(), task_id, files, saver, saving).rowcount == 1
+
+    def watching(self, task_id: str) -> None:
+        self._run("UPDATE tasks SET watcher = ?, watched = ? WHERE task_id = ?", self.me, time.time(), task_id)
+
+    def heartbeat(self) -> None:
+        """This process still watches its tasks: one write for all of them, every WATCH_BEAT_SECONDS."""
+        self._run("UPDATE tasks SET watched = ? WHERE watcher = ? AND files IS NULL AND save_dir IS NOT NULL AND "
+                  "status IN ('queued', 'running', 'succeeded')", time.time(), self.me)
+
+    def gave_up(self, task_id: str, error: str) -> None:
+        """Nothing more to save for this task (cancelled, deleted, or Ark refuses it): no start-up resumes it."""
+        self._run("UPDATE tasks SET save_dir = NULL, save_error = ?, saver = NULL WHERE task_id = ?", error, task_id)
+
+    def orphans(self, owner: str) -> list[tuple[str, str]]:
+        """(task id, save folder) of this key's tasks that nobody alive watches and whose video is not saved yet:
+        unfinished, or succeeded with links still valid."""
+        rows = self._run("SELECT task_id, save_dir, status, finished, watcher, watched FROM tasks "
+                         "WHERE owner = ? AND base_url = ? AND save_dir IS NOT NULL AND files IS NULL",
+                         owner, self.base_url).fetchall()
+        now = time.time()
+        return [(task_id, save_dir) for task_id, save_dir, status, finished, watcher, watched in rows
+                if not self._alive(watcher, watched, WATCH_STALE_SECONDS) and (status in ("queued", "running") or (
+                    status == "succeeded" and (finished or 0) > now - LINK_LIFETIME_SECONDS))]
+
+    def _alive(self, worker: str | None, since: float | None, stale_after: float) -> bool:
+        """Whether the process `worker` (pid@host#token) still does what it stamped at `since`: on this host, while
+        its pid lives; anywhere, until the stamp is stale (a reused pid, a process on another host that died)."""
+        if not worker or time.time() - (since or 0) > stale_after:
+            return False
+        if worker == self.me:
+            return True
+        pid, _, host = worker.partition("#")[0].partition("@")
+        if host == socket.gethostname() and os.name == "posix":
+            if pid == str(os.getpid()):  # an earlier process with this pid: this one has replaced it
+                return False
+            with contextlib.suppress(PermissionError, ValueError):
+                try:
+                    os.kill(int(pid), 0)
+                except ProcessLookupError:
+                    return False
+        return True
+
+
+class Watcher:
+    """One daemon thread that keeps watching the tasks made with a save folder, whoever still listens: it polls
+    each with the same backoff as a wait, saves the video (and its last frame) when it succeeds, records a
+    failure, and stops at a final state. It uses the server's own key, and one connection at a time."""
+
+    def __init__(self, client: ArkClient, record: Record, api_key: str, config: Config):
+        self.client, self.record, self.api_key, self.config = client, record, api_key, config
+        self.owner = key_fingerprint(api_key) or ""
+        self.due: list[tuple[float, str]] = []  # a heap of (when to poll next, task id)
+        self.tasks: dict[str, tuple[Path, float]] = {}  # task id: save folder, the interval after the next poll
+        self.new: set[str] = set()  # tasks not polled yet
+        self.condition = threading.Condition()
+        self.stopped = False
+        self.thread: threading.Thread | None = None
+        self.beat = 0.0
+
+    def watch(self, task_id: str, folder: Path) -> Path:
+        """Save this task's video (and its last frame, when it was asked for) into `folder` when it succeeds; the
+        folder it is saved into (an earlier one, when the task is watched already). Quick enough for the event
+        loop: the record learns who watches it at its first poll."""
+        with self.condition:
+            if task_id in self.tasks:
+                return self.tasks[task_id][0]
+            if self.stopped:
+                return folder
+            first, _ = self.config.poll_intervals
+            self.tasks[task_id] = (folder, first * 1.5)
+            self.new.add(task_id)
+            heapq.heappush(self.due, (time.monotonic() + first, task_id))
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="doubao-watcher", daemon=True)
+                self.thread.start()
+            self.condition.notify()
+        return folder
+
+    def resume(self) -> None:
+        """At start-up: this key's tasks that a stopped or killed server left unsaved."""
+        for task_id, save_dir in self.record.orphans(self.owner):
+            log.info("Resuming %s: it is saved into %s when it finishes.", task_id, save_dir)
+            self.record.watching(task_id)
+            self.watch(task_id, Path(save_dir))
+
+    def stop(self) -> None:
+        with self.condition:
+            self.stopped = True
+            self.condition.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self.condition:
+                while not self.stopped and (not self.due or self.due[0][0] > time.monotonic()):
+                    self.condition.wait(self.due[0][0] - time.monotonic() if self.due else None)
+                if self.stopped:
+                    return
+                _, task_id = heapq.heappop(self.due)
+                folder, interval = self.tasks[task_id]
+                first = task_id in self.new
+                self.new.discard(task_id)
+            try:
+                if first:  # stamped here, off the caller's path
+                    self.record.watching(task_id)
+                again = self._poll(task_id, folder)
+            except Exception:  # a bug must not end the watching of every other task
+                log.exception("Watching %s failed", task_id)
+                again = False
+            with self.condition:
+                if again and not self.stopped:
+                    self.tasks[task_id] = (folder, min(interval * 1.5, self.config.poll_intervals[1]))
+                    heapq.heappush(self.due, (time.monotonic() + interval, task_id))
+                else:
+                    del self.tasks[task_id]
+            if time.monotonic() - self.beat > WATCH_BEAT_SECONDS:
+                self.beat = time.monotonic()
+                self.record.heartbeat()
+
+    def _poll(self, task_id: str, folder: Path) -> bool:
+        """Poll once, and save the files if it succeeded; True to poll again."""
+        try:
+            task = shape_task(self.client.get_task(task_id, self.api_key, retry=False), task_id)
+        except DoubaoError as error:
+            # Ark's refusal (not found, a revoked key) is final; anything else may pass, and is polled again.
+            if isinstance(error, ArkAPIError) and not _transient_status(error.status) and not self.stopped:
+                log.warning("Stopped watching %s: %s", task_id, error)
+                self.record.gave_up(task_id, str(error))
+                return False
+            return True
+        self.record.observed([task])
+        if task["status"] not in FINAL_STATUSES:
+            return True
+        if task["status"] != "succeeded":
+            log.warning("%s is %s, so there is nothing to save: %s", task_id, task["status"],
+                        task.get("error_message") or task["next_step"])
+        else:
+            def save() -> Mapping[str, Any]:
+                try:
+                    return save_task_files(self.client, task, open_folder(folder, self.config.allowed_dir),
+                                           self.config.max_download_bytes)
+                except DoubaoError as error:  # the folder went away or became unwritable; retried at start-up
+                    return {"save_errors": [SaveError(source=str(folder), error=str(error))]}
+            saved = self.record.save(task, folder, save)
+            if saved and saved.get("saved_files"):
+                log.info("Saved %s: %s", task_id, ", ".join(f["path"] for f in saved["saved_files"]))
+            if saved and saved.get("save_errors"):
+                log.warning("Saving %s failed: %s", task_id, "; ".join(e["error"] for e in saved["save_errors"]))
+        return False
+
+
 # --- The MCP tools ---------------------------------------------------------------------------
 
 
@@ -1861,8 +2174,8 @@ async def wait_for_task(poll: Callable[[], Awaitable[VideoTask]], task: VideoTas
         await report(elapsed, f"{task['task_id']}: {task['status']}, {elapsed:.0f} s elapsed")
         await sleep(min(interval, wait_seconds - elapsed))
         if stopped():
-            return VideoTask(**{**task, "next_step": "This server is stopping, so it stopped waiting; the task goes "
-                                f"on at Ark. Call query_video_task with task_id {task['task_id']!r} later."})
+            return _with(task, next_step="This server is stopping, so it stopped waiting; the task goes on at "
+                         f"Ark. Call query_video_task with task_id {task['task_id']!r} later.")
         interval = min(interval * 1.5, longest)
         try:
             task, failure = await poll(), None
@@ -1872,8 +2185,8 @@ async def wait_for_task(poll: Callable[[], Awaitable[VideoTask]], task: VideoTas
                 break
     if failure:
         reason = str(failure) if isinstance(failure, DoubaoError) else f"unexpected {type(failure).__name__}"
-        return VideoTask(**{**task, "next_step": f"Checking the task failed ({reason}); it may still be running. "
-                            f"Call query_video_task with task_id {task['task_id']!r} and wait_seconds=50 later."})
+        return _with(task, next_step=f"Checking the task failed ({reason}); it may still be running. Call "
+                     f"query_video_task with task_id {task['task_id']!r} and wait_seconds=50 later.")
     return task
 
 
@@ -2021,8 +2334,10 @@ StartWait = Annotated[float, Field(ge=0, le=START_WAIT_SECONDS, description="Sec
 Extra = Annotated[dict[str, Any] | None, Field(description="Other Ark fields, sent as is, e.g. {examples}.")]
 
 
-def build_server(config: Config, client: ArkClient | None = None, stopping: Stopping | None = None) -> MCPServer:
-    """The MCP server with its five tools, bound to one configuration and one Ark client."""
+def build_server(config: Config, client: ArkClient | None = None, stopping: Stopping | None = None,
+                 record: Record | None = None, watcher: Watcher | None = None) -> MCPServer:
+    """The MCP server with its five tools, bound to one configuration and one Ark client; with a task record, and
+    a watcher that saves videos on its own, when they are given."""
     client = client or ArkClient(config.base_url, config.image_timeout, secrets=[config.api_key or ""],
                                  limits=config.limits)
     stopping = stopping or Stopping()
@@ -2117,22 +2432,60 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
         returns at once; its job ends on its own, within its deadline, and only then frees its thread."""
         return await lanes[lane].run(partial(function, *args))
 
+    def remembered(tasks: list[Any]) -> list[Any]:
+        """Tasks as Ark described them, written to the record where that changed, with the files saved for them."""
+        if record is None:
+            return tasks
+        record.observed(tasks)
+        files = record.files_of(task["task_id"] for task in tasks)
+        return [_with(task, saved_files=files[task["task_id"]]) if task["task_id"] in files else task for task in tasks]
+
+    def look(task_id: str, api_key: str, retry: bool = True) -> VideoTask:
+        return remembered([shape_task(client.get_task(task_id, api_key, retry=retry), task_id)])[0]
+
+    def save_once(task: VideoTask, folder: Folder) -> VideoTask:
+        """Save a succeeded task's files, once: files the record holds are reported, not fetched again (one that
+        went missing is), and the record keeps the watcher or another server process from saving them twice."""
+        known = task.get("saved_files", [])
+        present = [f for f in known if not f.get("missing")]
+        if known and len(present) == len(known):
+            return task
+        have = {"last_frame_url" if "-last-frame" in Path(f["path"]).name else "video_url" for f in present}
+
+        def save() -> Mapping[str, Any]:
+            bare = {k: v for k, v in task.items() if k != "saved_files"}
+            fetched = save_task_files(client, {k: v for k, v in bare.items() if k not in have},  # type: ignore
+                                      folder, config.max_download_bytes)
+            files = present + fetched.get("saved_files", [])
+            return _with(bare, **({"saved_files": files} if files else {}),
+                         **{k: fetched[k] for k in ("save_errors",) if k in fetched})
+        saved = record.save(task, folder.path, save, again=bool(known)) if record else save()
+        if saved is None:
+            return _with(task, next_step="It is being saved right now, by this server's watcher or another server "
+                         "process: ask again in a moment to see its saved_files.")
+        return saved  # type: ignore[return-value]
+
     async def finish_task(task: VideoTask | None, task_id: str, wait_seconds: float, save_to: Folder | None,
                           api_key: str, ctx: Context) -> VideoTask:
-        """Shared by generate_video and query_video_task: wait if asked, then save if it succeeded."""
+        """Shared by generate_video and query_video_task: wait if asked, then save if it succeeded, or have the
+        watcher save it when it does."""
         async def poll() -> VideoTask:
-            return shape_task(await call("quick", partial(client.get_task, retry=False), task_id, api_key), task_id)
+            return await call("quick", look, task_id, api_key, False)
 
         async def report(elapsed: float, message: str) -> None:
             await ctx.report_progress(round(min(elapsed, wait_seconds), 1), wait_seconds, message)
 
-        task = task or shape_task(await call("quick", client.get_task, task_id, api_key), task_id)
+        task = task or await call("quick", look, task_id, api_key)
         task = await wait_for_task(poll, task, wait_seconds, report, config.poll_intervals, sleep=stopping.sleep,
                                    stopped=lambda: stopping.is_set)
         if save_to and task["status"] == "succeeded":
-            return await call("slow", save_task_files, client, task, save_to, config.max_download_bytes)
+            return await call("slow", save_once, task, save_to)
         if save_to and task["status"] in ("queued", "running"):
-            task = VideoTask(**{**task, "next_step": task["next_step"] + " Pass save_dir again to save it."})
+            if watcher and api_key == config.api_key:  # the watcher polls with the server's own key only
+                folder = watcher.watch(task_id, save_to.path)
+                return _with(task, next_step=task["next_step"] + f" It is saved into {folder} when it "
+                             "finishes, even if nobody asks again (at the next start, if this server stops first).")
+            return _with(task, next_step=task["next_step"] + " Pass save_dir again to save it.")
         return task
 
     async def with_heartbeat(ctx: Context, what: str, work: Awaitable[Any]) -> Any:
@@ -2252,10 +2605,18 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
             web_search, extra, resolution=resolution, ratio=ratio, duration=duration, frames=frames, seed=seed,
             camera_fixed=camera_fixed, watermark=watermark, generate_audio=generate_audio,
             return_last_frame=return_last_frame, draft=draft, service_tier=service_tier, callback_url=callback_url)
-        answer = await call("slow", client.create_task, body, api_key)
-        if not _task_id_of(answer):
-            raise _unreadable("a new task without a usable task id (the task may exist: see list_video_tasks)", answer)
-        created = shape_task({"status": "queued", "model": body["model"], **answer})
+        def create() -> VideoTask:
+            answer = client.create_task(body, api_key)
+            if not _task_id_of(answer):
+                raise _unreadable("a new task without a usable task id (the task may exist: see list_video_tasks)",
+                                  answer)
+            created = shape_task({"status": "queued", "model": body["model"], **answer})
+            if record:  # on the same thread: the record costs the call no extra hop
+                own = api_key == config.api_key
+                record.created(created, body, save_to and save_to.path, key_fingerprint(api_key) if own else None,
+                               watched=bool(watcher and own and save_to))
+            return created
+        created = await call("slow", create)
         return await finish_task(created, created["task_id"], wait_seconds, save_to, api_key, ctx)
 
     @tool(viewer=True, title="Check a video task", read_only_hint=True, idempotent_hint=True)
@@ -2280,15 +2641,18 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
     ) -> TaskList:
         """List video tasks from the last 7 days, newest first, optionally filtered."""
         params = list_query(status, model, service_tier, task_ids or [], page_num, page_size)
-        return shape_task_list(await call("quick", client.list_tasks, params, config.api_key_for(ctx.headers)),
-                               task_ids or [])
+
+        def listing(api_key: str) -> TaskList:
+            listed = shape_task_list(client.list_tasks(params, api_key), task_ids or [])
+            return TaskList(total=listed["total"], tasks=remembered(listed["tasks"]))
+        return await call("quick", listing, config.api_key_for(ctx.headers))
 
     @tool(title="Cancel or delete a video task")  # the defaults: destructive, not idempotent
     async def cancel_video_task(task_id: TaskId, ctx: Context) -> CancelResult:
         """Cancel a queued video task, or delete the record of a finished one. A running task cannot be
         cancelled."""
         api_key = config.api_key_for(ctx.headers)
-        status = shape_task(await call("quick", client.get_task, task_id, api_key), task_id)["status"]
+        status = (await call("quick", look, task_id, api_key))["status"]
         try:
             await call("quick", client.delete_task, task_id, api_key)
         except ArkAPIError as error:
@@ -2298,6 +2662,8 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
                                  if status == "running" else "Ark keeps cancelled tasks for 7 days."))
             raise
         outcome: Literal["cancelled", "deleted"] = "cancelled" if status == "queued" else "deleted"
+        if record:  # nothing left to save: no watcher, now or after a restart, waits for it
+            await call("quick", record.gave_up, task_id, f"{outcome} with cancel_video_task")
         message = ("The task was cancelled before it started." if outcome == "cancelled"
                    else f"The {status} task's record was deleted; its URLs stop working.")
         return CancelResult(task_id=task_id, previous_status=status, outcome=outcome, message=message)
@@ -2634,13 +3000,30 @@ def _exit_at_once(signum: int, frame: Any) -> None:
     os._exit(0)
 
 
+def open_record(config: Config, explicit: bool) -> Record | None:
+    """The task record, when there is to be one. Over HTTP (many callers, maybe many replicas) it is off unless
+    DOUBAO_STATE_DIR is set. One the operator asked for must work; the default one is worth a warning only."""
+    if config.state_dir is None or (config.serving_http and not explicit):
+        return None
+    try:
+        return Record(config.state_dir, config.base_url)
+    except (OSError, sqlite3.Error) as error:
+        message = (f"the task record cannot be kept in {config.state_dir} ({error}). Set DOUBAO_STATE_DIR to a "
+                   "writable folder, or to off")
+        if explicit:
+            sys.exit(f"doubao-mcp: {message}.")
+        log.warning("No task record, so videos are saved only when a call asks: %s.", message)
+        return None
+
+
 def main(argv: list[str] | None = None) -> None:
     env = os.environ
     parser = argparse.ArgumentParser(
         prog="doubao-image-video-mcp",
         description="MCP server for Doubao Seedream images and Seedance videos (Volcengine Ark). Configure "
         "it with ARK_API_KEY, ARK_BASE_URL, DOUBAO_IMAGE_MODEL, DOUBAO_VIDEO_MODEL, ARK_TIMEOUT, "
-        "DOUBAO_OUTPUT_DIR and DOUBAO_ALLOWED_DIR. Each option below also reads the variable named in it.",
+        "DOUBAO_OUTPUT_DIR, DOUBAO_ALLOWED_DIR and DOUBAO_STATE_DIR (the task record's folder, or off). Each "
+        "option below also reads the variable named in it.",
     )
     parser.add_argument("--transport", choices=TRANSPORTS,
                         default=env.get("DOUBAO_MCP_TRANSPORT", "stdio"),
@@ -2674,9 +3057,13 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, DoubaoError) as error:
         sys.exit(f"doubao-mcp: {error}")  # SystemExit with a message writes it to stderr
     client = ArkClient(config.base_url, config.image_timeout, secrets=[config.api_key or ""], limits=config.limits)
+    record = open_record(config, explicit=bool(env.get("DOUBAO_STATE_DIR", "").strip()))
+    watcher = Watcher(client, record, config.api_key, config) if record and config.api_key else None
     stopping = Stopping()
-    server = build_server(config, client, stopping)
+    server = build_server(config, client, stopping, record, watcher)
     try:
+        if watcher:
+            watcher.resume()
         if not serving_http:
             if not config.api_key:
                 log.warning("ARK_API_KEY is not set: tools are listed, but calls will ask for a key.")
@@ -2700,7 +3087,9 @@ def main(argv: list[str] | None = None) -> None:
         http_server(server, args.host, args.port, args.allowed_hosts.split(","), args.allowed_origins.split(","),
                     args.log_level.lower(), config.limits, stopping).run()
     finally:
-        client.close()  # ends every exchange still in flight
+        if watcher:
+            watcher.stop()
+        client.close()  # ends every exchange still in flight, the watcher's too
         remove_live_parts()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -14,9 +15,11 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from dataclasses import replace
@@ -50,6 +53,12 @@ IMAGES = f"{BASE}/images/generations"
 SCRIPT = Path(sys.executable).with_name("doubao-image-video-mcp")
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(64)
 JPEG = b"\xff\xd8\xff\xe0" + bytes(64)
+# A started server keeps no task record unless a test gives it one: none lands in the developer's home.
+SCRIPT_ENV = {"PATH": os.environ["PATH"], "DOUBAO_STATE_DIR": "off"}
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def picture(width: int = 1024, height: int = 768, kind: str = "PNG") -> bytes:
@@ -92,6 +101,7 @@ def ark_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ARK_API_KEY", KEY)
     monkeypatch.setenv("ARK_BASE_URL", BASE)
     monkeypatch.setenv("DOUBAO_PREVIEWS", "0")  # a test of previews turns them on
+    monkeypatch.setenv("DOUBAO_STATE_DIR", "off")  # a test of the record gives it a folder
 
 
 @pytest.fixture
@@ -154,6 +164,17 @@ def test_config_defaults_are_current_models_on_the_china_host() -> None:
 def test_on_a_byteplus_host_the_defaults_are_the_byteplus_ids_of_the_same_models(host: str) -> None:
     config = Config.from_env({"ARK_BASE_URL": f"https://{host}/api/v3"})
     assert (config.image_model, config.video_model) == ("seedream-5-0-260128", "dreamina-seedance-2-0-260128")
+
+
+@pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="the XDG folders are Linux's")
+def test_the_task_record_lives_in_the_users_data_folder_unless_moved_or_turned_off(tmp_path: Path) -> None:
+    home = Path.home()
+    assert Config.from_env({}).state_dir == home / ".local" / "share" / "doubao-mcp"
+    assert Config.from_env({"XDG_DATA_HOME": str(tmp_path)}).state_dir == tmp_path / "doubao-mcp"
+    assert Config.from_env({"DOUBAO_STATE_DIR": str(tmp_path / "s")}).state_dir == tmp_path / "s"
+    assert Config.from_env({"DOUBAO_STATE_DIR": "tasks"}).state_dir == home / "tasks"
+    assert Config.from_env({"DOUBAO_STATE_DIR": "~/t"}).state_dir == home / "t"
+    assert Config.from_env({"DOUBAO_STATE_DIR": "OFF"}).state_dir is None
 
 
 @pytest.mark.parametrize("env, named", [
@@ -1211,8 +1232,9 @@ async def test_a_succeeded_video_and_its_last_frame_are_saved(ark: Any, tmp_path
     finished_task_and_files(ark)
     task = (await call("query_video_task", {"task_id": TASK_ID, "save_dir": str(tmp_path)})).structured_content
     folder = tmp_path.resolve()
-    assert task["saved_files"] == [{"path": str(folder / f"{TASK_ID}.mp4"), "bytes": len(VIDEO_BYTES)},
-                                   {"path": str(folder / f"{TASK_ID}-last-frame.png"), "bytes": len(PNG)}]
+    assert task["saved_files"] == [
+        {"path": str(folder / f"{TASK_ID}.mp4"), "bytes": len(VIDEO_BYTES), "sha256": sha256(VIDEO_BYTES)},
+        {"path": str(folder / f"{TASK_ID}-last-frame.png"), "bytes": len(PNG), "sha256": sha256(PNG)}]
     assert (folder / f"{TASK_ID}.mp4").read_bytes() == VIDEO_BYTES
     assert sorted(p.name for p in folder.iterdir()) == [f"{TASK_ID}-last-frame.png", f"{TASK_ID}.mp4"]
     assert task["video_url"] == VIDEO_URL
@@ -1268,7 +1290,7 @@ def test_files_stream_into_a_hidden_part_file_and_appear_only_when_complete(tmp_
             during.append([p.name for p in tmp_path.iterdir()])
 
     saved = doubao_mcp.write_file(doubao_mcp.open_folder(tmp_path, None), "cgt-1", chunks(), "video", 10**6)
-    assert saved == {"path": str(tmp_path / "cgt-1.mp4"), "bytes": len(VIDEO_BYTES)}
+    assert saved == {"path": str(tmp_path / "cgt-1.mp4"), "bytes": len(VIDEO_BYTES), "sha256": sha256(VIDEO_BYTES)}
     assert all(len(names) == 1 and names[0].startswith(".cgt-1.") and names[0].endswith(".part") for names in during)
     assert [p.name for p in tmp_path.iterdir()] == ["cgt-1.mp4"]
 
@@ -1666,7 +1688,8 @@ def fake_ark() -> Any:
 def stdio_server(fake: FakeArk, **env: str) -> StdioServerParameters:
     if not SCRIPT.exists():
         pytest.fail(f"{SCRIPT} is missing: install the project first (see README: pip install -e '.[test]')")
-    return StdioServerParameters(command=str(SCRIPT), env={"ARK_API_KEY": KEY, "ARK_BASE_URL": fake.url, **env})
+    return StdioServerParameters(command=str(SCRIPT), env={"ARK_API_KEY": KEY, "ARK_BASE_URL": fake.url,
+                                                           "DOUBAO_STATE_DIR": "off", **env})
 
 
 async def test_console_script_runs_the_whole_video_task_lifecycle_over_stdio(fake_ark: FakeArk) -> None:
@@ -1751,7 +1774,7 @@ async def test_console_script_waits_with_progress_and_saves_a_video_made_from_a_
     assert fake.requests[0]["body"]["content"][1] == {
         "type": "image_url", "image_url": {"url": data_url("image/png", PNG)}, "role": "first_frame"}
     video = out.resolve() / f"{task['task_id']}.mp4"
-    assert task["saved_files"] == [{"path": str(video), "bytes": len(VIDEO_BYTES)}]
+    assert task["saved_files"] == [{"path": str(video), "bytes": len(VIDEO_BYTES), "sha256": sha256(VIDEO_BYTES)}]
     assert video.read_bytes() == VIDEO_BYTES and [p.name for p in out.iterdir()] == [video.name]
     assert updates and updates[0] == f"{task['task_id']}: queued, 0 s elapsed"
     download = [r for r in fake.requests if r["path"].startswith("/files/")]
@@ -1959,7 +1982,7 @@ class HttpServer:
         self.url = f"http://127.0.0.1:{self.port}/mcp"
         self.process = subprocess.Popen(
             [str(SCRIPT), "--transport", "streamable-http", "--port", str(self.port), *args],
-            env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/"), "ARK_BASE_URL": fake.url, **env},
+            env={**SCRIPT_ENV, "HOME": os.environ.get("HOME", "/"), "ARK_BASE_URL": fake.url, **env},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.stdout = self.stderr = ""
 
@@ -2070,7 +2093,7 @@ async def test_over_http_local_files_need_an_allowed_folder_and_stay_in_it(fake_
 
 def test_stdio_carries_only_protocol_messages_and_ends_cleanly_on_ctrl_c(fake_ark: FakeArk) -> None:
     process = subprocess.Popen([str(SCRIPT), "--log-level", "debug"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env={"PATH": os.environ["PATH"], "ARK_BASE_URL": fake_ark.url})
+                               stderr=subprocess.PIPE, env={**SCRIPT_ENV, "ARK_BASE_URL": fake_ark.url})
     messages = [
         {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
             "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}},
@@ -2098,7 +2121,7 @@ def test_started_by_hand_it_says_it_waits_for_a_client_and_ctrl_c_stops_it() -> 
 
     terminal, keyboard = pty.openpty()
     process = subprocess.Popen([str(SCRIPT)], stdin=keyboard, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               env={"PATH": os.environ["PATH"], "ARK_API_KEY": KEY})
+                               env={**SCRIPT_ENV, "ARK_API_KEY": KEY})
     assert process.stderr
     first_line = process.stderr.readline()
     process.send_signal(signal.SIGINT)
@@ -2143,7 +2166,7 @@ def test_ctrl_c_that_lands_inside_a_stderr_write_still_exits_with_status_0() -> 
 
 def test_closing_stdin_ends_the_server_cleanly() -> None:
     run = subprocess.run([str(SCRIPT)], input=b"", capture_output=True, timeout=30,
-                         env={"PATH": os.environ["PATH"], "ARK_API_KEY": KEY})
+                         env={**SCRIPT_ENV, "ARK_API_KEY": KEY})
     assert (run.returncode, run.stdout) == (0, b"") and b"Traceback" not in run.stderr
 
 
@@ -2158,7 +2181,7 @@ def test_closing_stdin_ends_the_server_cleanly() -> None:
 def test_bad_options_stop_start_up_with_a_message_on_stderr_only(argv: list[str], env: dict[str, str],
                                                                  message: str) -> None:
     run = subprocess.run([str(SCRIPT), *argv], input=b"", capture_output=True, timeout=30,
-                         env={"PATH": os.environ["PATH"], **env})
+                         env={**SCRIPT_ENV, **env})
     assert run.returncode != 0 and run.stdout == b""
     assert message in run.stderr.decode() and b"Traceback" not in run.stderr
 
@@ -2175,7 +2198,8 @@ def test_help_needs_no_key_and_names_every_setting() -> None:
     helped = subprocess.run([str(SCRIPT), "--help"], capture_output=True, text=True, timeout=30,
                             env={"PATH": "/usr/bin:/bin", "ARK_BASE_URL": "http://127.0.0.1:9/unreachable"})
     assert helped.returncode == 0
-    for name in ("ARK_API_KEY", "ARK_BASE_URL", "DOUBAO_OUTPUT_DIR", "DOUBAO_ALLOWED_DIR", "--transport",
+    for name in ("ARK_API_KEY", "ARK_BASE_URL", "DOUBAO_OUTPUT_DIR", "DOUBAO_ALLOWED_DIR", "DOUBAO_STATE_DIR",
+                 "--transport",
                  "DOUBAO_MCP_HOST", "DOUBAO_MCP_PORT", "DOUBAO_MCP_ALLOWED_HOSTS", "DOUBAO_MCP_LOG_LEVEL"):
         assert name in " ".join(helped.stdout.split()), name
 
@@ -2247,9 +2271,11 @@ async def test_quick_calls_stay_quick_while_one_caller_floods_slow_generations()
                 await anyio.to_thread.run_sync(hold.arrived, doubao_mcp.Limits().slow_threads)
                 with anyio.fail_after(10):
                     listing = await client.call_tool("list_video_tasks", {})
+                held = hold.count
                 hold.release()
     assert not listing.is_error and listing.structured_content == {"total": 0, "tasks": []}
-    assert hold.count <= doubao_mcp.Limits().slow_threads + 13  # the rest ran only after the first ones ended
+    assert held == doubao_mcp.Limits().slow_threads  # the rest ran only after the first ones ended
+    assert hold.count == 45
 
 
 TRICKLED_TASK = raw_response(200, json.dumps({"id": "cgt-done", "status": "running"}).encode())
@@ -2391,7 +2417,7 @@ async def test_the_key_never_leaves_through_an_answer_that_echoes_it(route: Any,
 @pytest.mark.parametrize("key", ["ark-key-with-a-newline\nX-Evil: 1", "ark-key-\u00e9\u4e2d-non-latin-1"])
 def test_an_unusable_key_is_refused_at_start_up_by_name(key: str) -> None:
     run = subprocess.run([str(SCRIPT)], input=b"", capture_output=True, timeout=30,
-                         env={"PATH": os.environ["PATH"], "ARK_API_KEY": key})
+                         env={**SCRIPT_ENV, "ARK_API_KEY": key})
     assert run.returncode != 0 and run.stdout == b""
     assert b"ARK_API_KEY contains a control character or a character outside Latin-1" in run.stderr
     assert b"Traceback" not in run.stderr and key.split("\n")[0].encode() not in run.stderr
@@ -2609,7 +2635,7 @@ def test_closing_stdin_mid_download_ends_the_server_at_once_and_leaves_no_part_f
             "Content-Type", "video/mp4"), handler.end_headers(), handler.wfile.write(VIDEO_BYTES[:64]),
             handler.wfile.flush(), hold(handler))
         process = subprocess.Popen([str(SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, env={"PATH": os.environ["PATH"], "ARK_API_KEY": KEY,
+                                   stderr=subprocess.PIPE, env={**SCRIPT_ENV, "ARK_API_KEY": KEY,
                                                                 "ARK_BASE_URL": fake.url})
         assert process.stdin
         process.stdin.write(b"".join(json.dumps(m).encode() + b"\n" for m in [
@@ -2774,7 +2800,7 @@ async def test_an_error_the_doubao_output_dir_setting_causes_names_it(ark: Any, 
 ])
 def test_unusable_settings_are_reported_at_start_up(env: dict[str, str], message: str) -> None:
     run = subprocess.run([str(SCRIPT)], input=b"", capture_output=True, timeout=30,
-                         env={"PATH": os.environ["PATH"], "ARK_API_KEY": KEY, **env})
+                         env={**SCRIPT_ENV, "ARK_API_KEY": KEY, **env})
     assert run.returncode != 0 and message in run.stderr.decode() and b"Traceback" not in run.stderr
 
 
@@ -2924,7 +2950,7 @@ async def test_three_tools_carry_the_viewer_and_the_viewer_is_served_with_its_cs
 
 def test_a_bad_media_domain_stops_start_up() -> None:
     run = subprocess.run([str(SCRIPT)], input=b"", capture_output=True, timeout=30,
-                         env={"PATH": os.environ["PATH"], "DOUBAO_MEDIA_DOMAINS": "media.example.com/x"})
+                         env={**SCRIPT_ENV, "DOUBAO_MEDIA_DOMAINS": "media.example.com/x"})
     assert run.returncode != 0 and b"DOUBAO_MEDIA_DOMAINS entries are origins" in run.stderr
 
 
@@ -3026,3 +3052,342 @@ async def test_the_viewer_in_a_real_browser_shows_images_a_running_task_and_a_fi
         assert await video.get_attribute("poster") == f"{fake_ark.root}/files/{task_id}-last.png"
         await page.locator("#view").screenshot(path=shots / "viewer-video.png")
         await browser.close()
+
+
+# --- The task record, and saving that finishes on its own ---------------------------------------------------
+
+
+class Stderr:
+    """A started server's stderr, read line by line as it comes: `seen(text)` waits (on a worker thread: call it
+    through anyio.to_thread) until a line holds `text`."""
+
+    def __init__(self) -> None:
+        read, write = os.pipe()
+        self.file = os.fdopen(write, "w")  # the errlog given to stdio_client; the server's copy stays open
+        self.lines: list[str] = []
+        self.condition = threading.Condition()
+        threading.Thread(target=self._read, args=(os.fdopen(read),), daemon=True).start()
+
+    def _read(self, pipe: Any) -> None:
+        for line in pipe:
+            with self.condition:
+                self.lines.append(line)
+                self.condition.notify_all()
+
+    def seen(self, text: str, count: int = 1) -> None:
+        def found() -> int:
+            return sum(text in line for line in self.lines)
+        with self.condition:
+            assert self.condition.wait_for(lambda: found() >= count, timeout=30), "".join(self.lines)
+
+
+@contextlib.asynccontextmanager
+async def started(fake: FakeArk, state: Path, **env: str) -> Any:
+    """The console script over stdio with a task record in `state`, logging at INFO to a `Stderr`."""
+    errors = Stderr()
+    params = stdio_server(fake, DOUBAO_STATE_DIR=str(state), DOUBAO_MCP_LOG_LEVEL="INFO", **env)
+    async with stdio_client(params, errlog=errors.file) as streams, ClientSession(*streams) as session:
+        await session.initialize()
+        yield session, errors
+
+
+def rows(state: Path) -> dict[str, dict[str, Any]]:
+    with contextlib.closing(sqlite3.connect(state / "tasks.sqlite3")) as db:
+        db.row_factory = sqlite3.Row
+        return {row["task_id"]: dict(row) for row in db.execute("SELECT * FROM tasks")}
+
+
+def downloads(fake: FakeArk) -> list[str]:
+    return sorted(r["path"] for r in fake.requests if r["path"].startswith("/files/"))
+
+
+async def test_a_video_started_with_save_dir_is_saved_with_no_further_call(fake_ark: FakeArk, tmp_path: Path) -> None:
+    fake_ark.polls_to_finish = 1  # done at the watcher's first poll
+    default = tmp_path / "default"
+    async with started(fake_ark, tmp_path / "state", DOUBAO_OUTPUT_DIR=str(default)) as (session, errors):
+        created = await session.call_tool("generate_video", {"prompt": "a fox on a hill " * 20, "duration": 5,
+                                                             "return_last_frame": True, "save_dir": str(tmp_path)})
+        task_id = created.structured_content["task_id"]
+        other = (await session.call_tool("generate_video", {"prompt": "a hare"})).structured_content["task_id"]
+        await anyio.to_thread.run_sync(errors.seen, f"Saved {task_id}")
+        await anyio.to_thread.run_sync(errors.seen, f"Saved {other}")
+    assert f"It is saved into {tmp_path} when it finishes" in created.structured_content["next_step"]
+    assert [p.name for p in default.iterdir()] == [f"{other}.mp4"]  # DOUBAO_OUTPUT_DIR: saved there the same way
+    video, frame = tmp_path / f"{task_id}.mp4", tmp_path / f"{task_id}-last-frame.png"
+    assert video.read_bytes() == VIDEO_BYTES and frame.read_bytes() == PICTURE
+    row = rows(tmp_path / "state")[task_id]
+    assert (row["status"], row["model"], row["save_dir"], row["owner"]) == (
+        "succeeded", "doubao-seedance-2-0-260128", str(tmp_path), doubao_mcp.key_fingerprint(KEY))
+    assert row["prompt"] == ("a fox on a hill " * 20)[:200] and json.loads(row["parameters"]) == {
+        "duration": 5, "return_last_frame": True}
+    assert row["video_url"] == f"{fake_ark.root}/files/{task_id}.mp4?sig=x" and row["finished"] >= row["created"]
+    assert json.loads(row["files"]) == [
+        {"path": str(video), "bytes": len(VIDEO_BYTES), "sha256": sha256(VIDEO_BYTES)},
+        {"path": str(frame), "bytes": len(PICTURE), "sha256": sha256(PICTURE)}]
+    assert downloads(fake_ark) == sorted([f"/files/{task_id}-last.png", f"/files/{task_id}.mp4", f"/files/{other}.mp4"])
+
+
+async def test_after_a_kill_9_before_the_video_finished_the_next_start_saves_it(
+        fake_ark: FakeArk, tmp_path: Path) -> None:
+    fake_ark.polls_to_finish = 10**6  # not while the first server lives
+    state, out = tmp_path / "state", tmp_path / "out"
+    with contextlib.suppress(Exception):  # the client sees its server die mid-session
+        async with started(fake_ark, state) as (session, _):
+            created = await session.call_tool("generate_video", {"prompt": "a fox", "save_dir": str(out)})
+            task_id = created.structured_content["task_id"]
+            pid = int(rows(state)[task_id]["watcher"].partition("@")[0])
+            os.kill(pid, signal.SIGKILL)
+    assert rows(state)[task_id]["status"] in ("queued", "running") and list(out.iterdir()) == []
+    fake_ark.polls_to_finish = 1  # it finishes while no server runs
+    fake_ark.tasks[task_id]["polls"] = 0
+    async with started(fake_ark, state) as (_, errors):  # no tool call at all
+        await anyio.to_thread.run_sync(errors.seen, f"Saved {task_id}")
+    assert (out / f"{task_id}.mp4").read_bytes() == VIDEO_BYTES
+    assert any(f"Resuming {task_id}" in line for line in errors.lines)
+    assert downloads(fake_ark) == [f"/files/{task_id}.mp4"]
+
+
+async def test_two_servers_sharing_the_record_each_save_their_own_videos_exactly_once(
+        fake_ark: FakeArk, tmp_path: Path) -> None:
+    fake_ark.polls_to_finish = 1  # done at the watcher's first poll
+    state = tmp_path / "state"
+    async with started(fake_ark, state) as (first, first_log), started(fake_ark, state) as (second, second_log):
+        ids = {}
+        for name, session in (("first", first), ("second", second)):
+            created = await session.call_tool("generate_video", {"prompt": name, "save_dir": str(tmp_path / name)})
+            ids[name] = created.structured_content["task_id"]
+        await anyio.to_thread.run_sync(first_log.seen, f"Saved {ids['first']}")
+        await anyio.to_thread.run_sync(second_log.seen, f"Saved {ids['second']}")
+        # Asked to save the other's video, each is told of the file the record holds: nothing is fetched again.
+        crossed = await first.call_tool("query_video_task", {"task_id": ids["second"], "save_dir": str(tmp_path)})
+        listed = await second.call_tool("list_video_tasks", {})
+    assert downloads(fake_ark) == sorted(f"/files/{task_id}.mp4" for task_id in ids.values())
+    for name, task_id in ids.items():
+        assert (tmp_path / name / f"{task_id}.mp4").read_bytes() == VIDEO_BYTES
+        assert rows(state)[task_id]["watcher"] != rows(state)[ids["first" if name == "second" else "second"]]["watcher"]
+    saved = {"path": str(tmp_path / "second" / f"{ids['second']}.mp4"), "bytes": len(VIDEO_BYTES),
+             "sha256": sha256(VIDEO_BYTES)}
+    assert crossed.structured_content["saved_files"] == [saved]
+    assert {t["task_id"]: t["saved_files"][0]["path"] for t in listed.structured_content["tasks"]} == {
+        task_id: str(tmp_path / name / f"{task_id}.mp4") for name, task_id in ids.items()}
+    assert not any("Saved" in line for line in first_log.lines if ids["second"] in line)
+
+
+def record_server(tmp_path: Path, **changes: Any) -> tuple[Any, doubao_mcp.Record]:
+    """The server in-process with a task record in tmp_path/state (and no watcher)."""
+    config = replace(Config.from_env(), **changes)
+    record = doubao_mcp.Record(tmp_path / "state", config.base_url)
+    client = ArkClient(config.base_url, config.image_timeout, secrets=[KEY], sleep=lambda seconds: None)
+    return build_server(config, client, record=record), record
+
+
+def test_the_record_is_one_private_table_in_wal_mode(tmp_path: Path) -> None:
+    record = doubao_mcp.Record(tmp_path / "state", BASE)
+    with contextlib.closing(sqlite3.connect(record.path)) as db:
+        columns = [row[1] for row in db.execute("PRAGMA table_info(tasks)")]
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert db.execute("PRAGMA user_version").fetchone() == (1,)
+        assert [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")] == ["tasks"]
+    assert columns == ["task_id", "base_url", "owner", "model", "prompt", "parameters", "save_dir", "last_frame",
+                       "status", "video_url", "last_frame_url", "error", "created", "updated", "finished", "files",
+                       "save_error", "watcher", "watched", "saver", "saving"]
+    if os.name == "posix":
+        assert (record.path.stat().st_mode & 0o777, (tmp_path / "state").stat().st_mode & 0o777) == (0o600, 0o700)
+    doubao_mcp.Record(tmp_path / "state", BASE)  # opening it again changes nothing
+
+
+async def test_the_record_never_holds_a_key(ark: Any, tmp_path: Path) -> None:
+    ark.post(TASKS, json={"id": "cgt-1"})
+    ark.get(f"{TASKS}/cgt-1", json={"id": "cgt-1", "status": "failed", "error": {
+        "code": "OutputVideoSensitiveContentDetected", "message": f"echoing Bearer {KEY}"}})
+    server, record = record_server(tmp_path)
+    async with Client(server) as client:
+        await client.call_tool("generate_video", {"prompt": "a fox", "callback_url": f"https://hook.test/?token={KEY}",
+                                                  "save_dir": str(tmp_path)})
+        failed = await client.call_tool("query_video_task", {"task_id": "cgt-1"})
+    assert failed.structured_content["status"] == "failed"
+    row = rows(tmp_path / "state")["cgt-1"]
+    assert row["status"] == "failed" and row["error"].startswith("OutputVideoSensitiveContentDetected")
+    stored = b"".join(path.read_bytes() for path in (tmp_path / "state").iterdir())
+    assert b"cgt-1" in stored and KEY.encode() not in stored and KEY[4:20].encode() not in stored
+
+
+def test_concurrent_writers_in_separate_processes_each_claim_a_video_once(tmp_path: Path) -> None:
+    """Four processes create 50 tasks each in one record, then all race to save all 200: each is saved once."""
+    script = tmp_path / "writer.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        from doubao_mcp import Record
+        record, me = Record(Path({str(tmp_path / "state")!r}), "https://ark.test"), sys.argv[1]
+        body = {{"model": "m", "content": [{{"type": "text", "text": "p"}}]}}
+        for n in range(50):
+            record.created({{"task_id": f"cgt-{{me}}-{{n}}", "status": "queued"}}, body, None, None)
+        sys.stdout.write("ready\\n"); sys.stdout.flush(); sys.stdin.readline()  # all start the race together
+        for task_id in [f"cgt-{{w}}-{{n}}" for n in range(50) for w in range(4)]:
+            task = {{"task_id": task_id, "status": "succeeded"}}
+            if record.save(task, Path("."), lambda: {{"saved_files": [{{"path": me, "bytes": 1}}]}}) is not None:
+                print(task_id, flush=True)
+    """))
+    writers = [subprocess.Popen([sys.executable, str(script), str(w)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                text=True) for w in range(4)]
+    for writer in writers:
+        assert writer.stdout and writer.stdout.readline() == "ready\n"
+    for writer in writers:
+        assert writer.stdin
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+    claimed = []
+    for writer in writers:
+        out, _ = writer.communicate(timeout=60)
+        assert writer.returncode == 0
+        claimed += out.split()
+    assert len(claimed) == 200 and len(set(claimed)) == 200
+    saved_by = {task_id: json.loads(row["files"])[0]["path"] for task_id, row in rows(tmp_path / "state").items()}
+    assert len(saved_by) == 200 and all(row["saver"] is None for row in rows(tmp_path / "state").values())
+
+
+async def test_a_saved_file_that_went_missing_is_reported_and_saved_again_when_asked(
+        ark: Any, tmp_path: Path) -> None:
+    ark.get(f"{TASKS}/{TASK_ID}", json=SUCCEEDED_TASK)
+    ark.get("https://cdn.test/v.mp4?sig=1", body=VIDEO_BYTES)
+    ark.get("https://cdn.test/last.png", body=PNG)
+    server, record = record_server(tmp_path)
+    async with Client(server) as client:
+        first = await client.call_tool("query_video_task", {"task_id": TASK_ID, "save_dir": str(tmp_path)})
+        again = await client.call_tool("query_video_task", {"task_id": TASK_ID, "save_dir": str(tmp_path)})
+        video = Path(first.structured_content["saved_files"][0]["path"])
+        video.unlink()
+        changes = record.db.total_changes
+        missing = await client.call_tool("query_video_task", {"task_id": TASK_ID})
+        unchanged = record.db.total_changes
+        resaved = await client.call_tool("query_video_task", {"task_id": TASK_ID, "save_dir": str(tmp_path)})
+    assert again.structured_content["saved_files"] == first.structured_content["saved_files"]  # not fetched twice
+    assert [f.get("missing") for f in missing.structured_content["saved_files"]] == [True, None]
+    assert unchanged == changes  # a query of a task whose state has not changed writes nothing
+    assert resaved.structured_content["saved_files"] == [
+        {k: v for k, v in f.items() if k != "missing"} for f in missing.structured_content["saved_files"]][::-1]
+    assert video.read_bytes() == VIDEO_BYTES and sorted(p.name for p in tmp_path.iterdir()) == [
+        f"{TASK_ID}-last-frame.png", f"{TASK_ID}.mp4", "state"]  # the frame that was still there: not fetched again
+    assert [c.request.url for c in ark.calls].count("https://cdn.test/v.mp4?sig=1") == 2
+
+
+async def test_the_record_is_off_over_http_unless_the_operator_sets_it(fake_ark: FakeArk, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with HttpServer(fake_ark, HOME=str(home), XDG_DATA_HOME=str(home / "data"), DOUBAO_STATE_DIR="",
+                    ARK_API_KEY=KEY, DOUBAO_ALLOWED_DIR=str(tmp_path)) as hosted:
+        async with hosted.client() as client:
+            unrecorded = await client.call_tool("generate_video", {"prompt": "a fox", "save_dir": str(tmp_path)})
+    with HttpServer(fake_ark, DOUBAO_STATE_DIR=str(tmp_path / "state"), DOUBAO_ALLOWED_DIR=str(tmp_path)) as hosted:
+        async with hosted.client(Authorization=f"Bearer {KEY}-caller") as client:
+            recorded = await client.call_tool("generate_video", {"prompt": "a fox", "save_dir": str(tmp_path)})
+    assert not home.exists()
+    assert not recorded.is_error and not unrecorded.is_error, (recorded.content, unrecorded.content)
+    assert "Pass save_dir again to save it" in unrecorded.structured_content["next_step"]
+    task_id = recorded.structured_content["task_id"]
+    assert "Pass save_dir again to save it" in recorded.structured_content["next_step"]  # a caller's key: not watched
+    assert rows(tmp_path / "state")[task_id]["owner"] is None
+    stored = b"".join(path.read_bytes() for path in (tmp_path / "state").iterdir())
+    assert task_id.encode() in stored and KEY.encode() not in stored
+
+
+async def test_a_cancelled_task_is_not_watched_after_a_restart(fake_ark: FakeArk, tmp_path: Path) -> None:
+    fake_ark.polls_to_finish = 10**6
+    state = tmp_path / "state"
+    async with started(fake_ark, state) as (session, _):
+        task_id = (await session.call_tool("generate_video", {"prompt": "a fox", "save_dir": str(tmp_path)})
+                   ).structured_content["task_id"]
+        cancelled = await session.call_tool("cancel_video_task", {"task_id": task_id})
+    assert cancelled.structured_content["outcome"] == "cancelled"
+    row = rows(state)[task_id]
+    assert (row["save_dir"], row["save_error"]) == (None, "cancelled with cancel_video_task")
+    assert doubao_mcp.Record(state, fake_ark.url).orphans(doubao_mcp.key_fingerprint(KEY) or "") == []
+
+
+def test_an_unusable_record_folder_stops_start_up_only_when_it_was_asked_for(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    asked = subprocess.run([str(SCRIPT)], input=b"", capture_output=True, timeout=30,
+                           env={**SCRIPT_ENV, "ARK_API_KEY": KEY, "DOUBAO_STATE_DIR": str(blocker / "state")})
+    default = subprocess.run([str(SCRIPT)], input=b"", capture_output=True, timeout=30,
+                             env={**SCRIPT_ENV, "ARK_API_KEY": KEY, "DOUBAO_STATE_DIR": "",
+                                  "XDG_DATA_HOME": str(blocker), "HOME": str(blocker)})
+    assert asked.returncode == 1 and asked.stdout == b""
+    assert "the task record cannot be kept in" in asked.stderr.decode()
+    assert "Set DOUBAO_STATE_DIR to a writable folder, or to off" in asked.stderr.decode()
+    assert default.returncode == 0 and default.stdout == b"" and b"Traceback" not in default.stderr
+    assert "No task record, so videos are saved only when a call asks" in default.stderr.decode()
+
+
+async def test_the_watcher_records_failures_retries_blips_never_blocks_a_call_and_stops_at_once(
+        fake_ark: FakeArk, tmp_path: Path) -> None:
+    config = replace(Config.from_env(), base_url=fake_ark.url, poll_intervals=(0.01, 0.05))
+    record = doubao_mcp.Record(tmp_path / "state", config.base_url)
+    client = ArkClient(config.base_url, secrets=[KEY])
+    watcher = doubao_mcp.Watcher(client, record, KEY, config)
+    body = {"model": "m", "content": [{"type": "text", "text": "a fox"}]}
+    fake_ark.add_task("cgt-failed", status="failed", error={"code": "InputTextSensitiveContentDetected",
+                                                             "message": "no"})
+    fake_ark.add_task("cgt-blip", status="succeeded")
+    fake_ark.add_task("cgt-held", status="succeeded")
+    for task_id in ("cgt-failed", "cgt-gone", "cgt-blip", "cgt-held"):
+        record.created({"task_id": task_id, "status": "queued"}, body, tmp_path, doubao_mcp.key_fingerprint(KEY))
+
+    def blip(handler: BaseHTTPRequestHandler) -> None:
+        del fake_ark.faults[("GET", "/api/v3/contents/generations/tasks/cgt-blip")]
+        answer(502, "<html>bad gateway</html>", "text/html")(handler)
+
+    hold = Hold(then=answer(200, VIDEO_BYTES, "video/mp4"))
+    fake_ark.faults[("GET", "/api/v3/contents/generations/tasks/cgt-blip")] = blip
+    fake_ark.faults[("GET", "/files/cgt-held")] = hold
+    for task_id in ("cgt-failed", "cgt-gone", "cgt-blip"):
+        watcher.watch(task_id, tmp_path)
+    await anyio.to_thread.run_sync(fake_ark.requested, "GET", "/files/cgt-blip")
+    watcher.watch("cgt-held", tmp_path)  # polled after the blip's video is saved: one thing at a time
+    await anyio.to_thread.run_sync(hold.arrived, 1)  # the watcher's one thread is stuck in a download
+    async with Client(build_server(config, client, record=record)) as session:
+        with anyio.fail_after(10):
+            listed = await session.call_tool("list_video_tasks", {"task_ids": ["cgt-blip"]})
+    assert listed.structured_content["tasks"][0]["status"] == "succeeded"
+    watcher.stop()
+    client.close()  # what main() does at a stop: the held download ends at once
+    assert watcher.thread
+    await anyio.to_thread.run_sync(watcher.thread.join, 10)
+    hold.release()
+    assert not watcher.thread.is_alive()
+    found = rows(tmp_path / "state")
+    assert (found["cgt-failed"]["status"], found["cgt-failed"]["error"]) == (
+        "failed", "InputTextSensitiveContentDetected: no")
+    assert found["cgt-gone"]["save_dir"] is None and "404 ResourceNotFound" in found["cgt-gone"]["save_error"]
+    assert json.loads(found["cgt-blip"]["files"])[0]["path"] == str(tmp_path / "cgt-blip.mp4")
+    assert found["cgt-held"]["files"] is None and found["cgt-held"]["saver"] is None  # left for the next start
+    assert "stopping" in found["cgt-held"]["save_error"]
+    assert (found["cgt-held"]["status"], found["cgt-held"]["save_dir"]) == ("succeeded", str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cgt-blip.mp4", "state"]
+
+
+def test_start_up_resumes_the_tasks_nobody_alive_watches_and_whose_links_still_work(tmp_path: Path) -> None:
+    record = doubao_mcp.Record(tmp_path / "state", BASE)
+    owner, host, now = doubao_mcp.key_fingerprint(KEY), socket.gethostname(), time.time()
+    dead = subprocess.Popen([sys.executable, "-c", ""])
+    dead.wait()
+    body = {"model": "m", "content": [{"type": "text", "text": "p"}]}
+    cases = {  # task id: (status, finished, watcher, watched)
+        "cgt-dead-watcher": ("running", None, f"{dead.pid}@{host}#1", now),
+        "cgt-live-watcher": ("running", None, f"{os.getppid()}@{host}#1", now),
+        "cgt-live-but-silent": ("running", None, f"{os.getppid()}@{host}#1", now - 600),
+        "cgt-same-pid-earlier-process": ("queued", None, f"{os.getpid()}@{host}#earlier", now),
+        "cgt-other-host-recent": ("running", None, "7@elsewhere#1", now),
+        "cgt-done-today": ("succeeded", now - 3600, None, None),
+        "cgt-done-two-days-ago": ("succeeded", now - 48 * 3600, None, None),
+        "cgt-failed": ("failed", now, None, None),
+    }
+    for task_id, (status, finished, watcher, watched) in cases.items():
+        record.created({"task_id": task_id, "status": "queued"}, body, tmp_path, owner)
+        record._run("UPDATE tasks SET status = ?, finished = ?, watcher = ?, watched = ? WHERE task_id = ?",
+                    status, finished, watcher, watched, task_id)
+    record.created({"task_id": "cgt-other-key", "status": "queued"}, body, tmp_path, "another")
+    record.created({"task_id": "cgt-no-folder", "status": "queued"}, body, None, owner)
+    assert sorted(task_id for task_id, _ in doubao_mcp.Record(tmp_path / "state", BASE).orphans(owner or "")) == [
+        "cgt-dead-watcher", "cgt-done-today", "cgt-live-but-silent", "cgt-same-pid-earlier-process"]
+    assert doubao_mcp.Record(tmp_path / "state", "https://other.test/api/v3").orphans(owner or "") == []
