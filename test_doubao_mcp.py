@@ -472,9 +472,15 @@ def video_limit_cases() -> list[Any]:
 @pytest.mark.parametrize("model, arguments, expected", video_limit_cases())
 async def test_each_video_model_at_and_past_its_limits(ark: Any, model: str, arguments: dict[str, Any],
                                                         expected: Any) -> None:
+    await at_the_limit(ark, "generate_video", TASKS, {"id": "cgt-1"}, {"model": model, **arguments}, expected)
+
+
+async def at_the_limit(ark: Any, tool: str, route: str, reply: Any, arguments: dict[str, Any], expected: Any) -> None:
+    """A call at a limit sends `expected` (a request body) upstream; one past it gets `expected` (a text) as its
+    error, and nothing is sent."""
     if isinstance(expected, dict):
-        ark.post(TASKS, json={"id": "cgt-1"})
-    result = await call("generate_video", {"prompt": "a fox", "model": model, **arguments})
+        ark.post(route, json=reply)
+    result = await call(tool, {"prompt": "a fox", **arguments})
     if isinstance(expected, dict):
         assert not result.is_error, result.content[0].text
         assert sent_json(ark) == expected
@@ -608,15 +614,7 @@ def image_limit_cases() -> list[Any]:
 @pytest.mark.parametrize("model, arguments, expected", image_limit_cases())
 async def test_each_image_model_at_and_past_its_limits(ark: Any, model: str, arguments: dict[str, Any],
                                                         expected: Any) -> None:
-    if isinstance(expected, dict):
-        ark.post(IMAGES, json={"data": []})
-    result = await call("generate_image", {"prompt": "a fox", "model": model, **arguments})
-    if isinstance(expected, dict):
-        assert not result.is_error, result.content[0].text
-        assert sent_json(ark) == expected
-    else:
-        assert expected in error_text(result)
-        assert len(ark.calls) == 0
+    await at_the_limit(ark, "generate_image", IMAGES, {"data": []}, {"model": model, **arguments}, expected)
 
 
 async def test_seedream_5_takes_png_web_search_and_extra_fields(ark: Any) -> None:
