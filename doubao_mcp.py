@@ -1857,10 +1857,14 @@ class Record:
                          f"({', '.join('?' * len(ids))})", *ids).fetchall() if ids else []
         found: dict[str, list[SavedFile]] = {}
         for task_id, files in rows:
-            found[task_id] = [SavedFile(path=f["path"], bytes=f["bytes"], sha256=f["sha256"]) for f in json.loads(files)]
-            for saved in found[task_id]:
+            found[task_id] = []
+            for stored in json.loads(files):
+                saved = SavedFile(path=stored["path"], bytes=stored["bytes"])
+                if stored.get("sha256"):
+                    saved["sha256"] = stored["sha256"]
                 if not os.path.isfile(saved["path"]):
                     saved["missing"] = True
+                found[task_id].append(saved)
         return found
 
     def save(self, task: Mapping[str, Any], folder: Path, save: Callable[[], Mapping[str, Any]],
@@ -2653,17 +2657,20 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
         cancelled."""
         api_key = config.api_key_for(ctx.headers)
         status = (await call("quick", look, task_id, api_key))["status"]
+        outcome: Literal["cancelled", "deleted"] = "cancelled" if status == "queued" else "deleted"
+
+        def cancel() -> None:
+            client.delete_task(task_id, api_key)
+            if record:  # nothing left to save: no watcher, now or after a restart, waits for it
+                record.gave_up(task_id, f"{outcome} with cancel_video_task")
         try:
-            await call("quick", client.delete_task, task_id, api_key)
+            await call("quick", cancel)
         except ArkAPIError as error:
             if status in ("running", "cancelled") and 400 <= error.status < 500:
                 error.hint = (f"The task is {status}: Ark cannot cancel or delete it now. "
                               + ("Wait until it finishes, then call cancel_video_task again to delete its record."
                                  if status == "running" else "Ark keeps cancelled tasks for 7 days."))
             raise
-        outcome: Literal["cancelled", "deleted"] = "cancelled" if status == "queued" else "deleted"
-        if record:  # nothing left to save: no watcher, now or after a restart, waits for it
-            await call("quick", record.gave_up, task_id, f"{outcome} with cancel_video_task")
         message = ("The task was cancelled before it started." if outcome == "cancelled"
                    else f"The {status} task's record was deleted; its URLs stop working.")
         return CancelResult(task_id=task_id, previous_status=status, outcome=outcome, message=message)
