@@ -1516,6 +1516,14 @@ def raw_response(status: int, body: bytes, content_type: str = "application/json
             f"{len(body) if length is None else length}\r\n\r\n").encode() + body
 
 
+class LoopbackServer(ThreadingHTTPServer):
+    """Python's default listen backlog is 5: when 31 connections arrive at once, Linux resets some of them, which
+    no real Ark does (its backlog is in the thousands) and which made a test fail one run in five."""
+
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 class FakeArk:
     """A small Ark look-alike on 127.0.0.1: image generation, the video-task lifecycle, and the
     result files under /files/, over HTTP/1.1 keep-alive like the real thing.
@@ -1535,8 +1543,7 @@ class FakeArk:
         self.tasks: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
         self.arrival = threading.Condition()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
+        self.server = LoopbackServer(("127.0.0.1", 0), self._handler())
         self.server.handle_error = lambda request, address: None  # a client that hung up is not news here
         self.root = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.url = f"{self.root}/api/v3"
@@ -2258,14 +2265,22 @@ async def test_past_its_threads_the_server_says_it_is_busy() -> None:
 
 
 async def test_quick_calls_stay_quick_while_one_caller_floods_slow_generations() -> None:
-    """45 image generations hang at Ark (more than all 40 worker threads): a task listing still answers."""
+    """45 image generations hang at Ark (more than all 40 worker threads): a task listing still answers, and
+    the 14 calls past the slow lane run once threads are free (however long a loaded machine takes to get there:
+    being told "busy" is another test's subject)."""
     hold = Hold()
+    flooded: list[Any] = []
+
+    async def generate() -> None:
+        flooded.append(await client.call_tool("generate_image", {"prompt": "a fox"}))
+
     with FakeArk() as fake:
         fake.faults[("POST", IMAGES_ROUTE)] = hold
-        async with Client(server(Config(api_key=KEY, base_url=fake.url))) as client:
+        limits = doubao_mcp.Limits(slot_wait=3600)
+        async with Client(server(Config(api_key=KEY, base_url=fake.url, limits=limits))) as client:
             async with anyio.create_task_group() as flood:
                 for _ in range(45):
-                    flood.start_soon(client.call_tool, "generate_image", {"prompt": "a fox"})
+                    flood.start_soon(generate)
                 await anyio.to_thread.run_sync(hold.arrived, doubao_mcp.Limits().slow_threads)
                 with anyio.fail_after(10):
                     listing = await client.call_tool("list_video_tasks", {})
@@ -2273,7 +2288,7 @@ async def test_quick_calls_stay_quick_while_one_caller_floods_slow_generations()
                 hold.release()
     assert not listing.is_error and listing.structured_content == {"total": 0, "tasks": []}
     assert held == doubao_mcp.Limits().slow_threads  # the rest ran only after the first ones ended
-    assert hold.count == 45
+    assert hold.count == 45 and [error_text(result) for result in flooded if result.is_error] == []
 
 
 TRICKLED_TASK = raw_response(200, json.dumps({"id": "cgt-done", "status": "running"}).encode())
