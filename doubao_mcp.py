@@ -109,6 +109,7 @@ DOWNLOAD_READ_TIMEOUT = 60.0  # longest silence tolerated mid-download
 DOWNLOAD_DEADLINE = 600.0
 STALE_PART_SECONDS = DOWNLOAD_DEADLINE + 60  # a .part file this old belongs to no live download
 DOWNLOAD_CHUNK_BYTES = 64 * 2**10
+LAST_FRAME_NAME = "-last-frame"  # a video's last frame is saved as <task id>-last-frame.png, and known by it
 NAME_LIMIT, MESSAGE_LIMIT, URL_LIMIT = 200, 1000, 4096  # longest ids and codes, messages, URLs put in a result
 PREVIEW_SIDE, PREVIEW_MAX_BYTES = 512, 100 * 2**10  # an image preview in a result: its longest side, its size
 PREVIEW_SOURCE_MAX_BYTES = 40 * 2**20  # the most of an image or frame read to make a preview
@@ -419,16 +420,17 @@ class Config:
             return self.allowed_dir or Path.home()
         return self.working_dir
 
-    def key_from_caller(self, headers: Mapping[str, str] | None) -> bool:
-        headers = headers or {}
-        return bool(headers.get("x-api-key", "").strip() or headers.get("authorization", "")[:7].lower() == "bearer ")
-
-    def api_key_for(self, headers: Mapping[str, str] | None) -> str:
-        """The caller's own Ark key from its HTTP request headers, else the server's. X-API-Key wins over
-        Authorization: a gateway in front of the server may use Authorization for its own token."""
+    @staticmethod
+    def caller_key(headers: Mapping[str, str] | None) -> str:
+        """The Ark key a caller sent with its HTTP request, or "". X-API-Key wins over Authorization: a gateway in
+        front of the server may use Authorization for its own token."""
         headers = headers or {}
         bearer = headers.get("authorization", "")
-        key = headers.get("x-api-key", "").strip() or (bearer[7:].strip() if bearer[:7].lower() == "bearer " else "")
+        return headers.get("x-api-key", "").strip() or (bearer[7:].strip() if bearer[:7].lower() == "bearer " else "")
+
+    def api_key_for(self, headers: Mapping[str, str] | None) -> str:
+        """The caller's own Ark key from its HTTP request headers, else the server's."""
+        key = self.caller_key(headers)
         if key or self.api_key:
             return usable_key(key, "Your API key header") or self.api_key
         raise DoubaoError(
@@ -1249,7 +1251,7 @@ def remove_live_parts() -> None:
 def save_task_files(client: ArkClient, task: VideoTask, folder: Folder, max_bytes: int) -> VideoTask:
     """Download a succeeded task's video and last frame; a failed download is reported, not raised."""
     wanted = [(task.get("video_url"), task["task_id"], "video"),
-              (task.get("last_frame_url"), f"{task['task_id']}-last-frame", "image")]
+              (task.get("last_frame_url"), f"{task['task_id']}{LAST_FRAME_NAME}", "image")]
     return _with(task, **_save_each(
         (url, partial(client.download, url, folder, stem, kind, max_bytes)) for url, stem, kind in wanted if url))
 
@@ -1678,12 +1680,30 @@ class ArkClient:
         return parse_answer(answer, path, secrets, request_id, self.base_url)
 
     def download(self, url: str, folder: Folder, stem: str, kind: str, max_bytes: int) -> SavedFile:
-        """Stream a result file to disk without the API key (result URLs are pre-signed), within the download
-        deadline and above the minimum rate; only a file of the expected `kind` is kept."""
+        """Stream a result file to disk; only a file of the expected `kind` is kept."""
+        return self._get_file(url, self.limits.download_deadline, max_bytes,
+                              lambda chunks: write_file(folder, stem, chunks, kind, max_bytes))
+
+    def fetch(self, url: str, kind: str, seconds: float, max_bytes: int = PREVIEW_SOURCE_MAX_BYTES) -> bytes:
+        """A result file read into memory, as a download is written to disk, and only when its bytes are the
+        expected `kind` of file."""
+        def read(chunks: Iterator[bytes]) -> bytes:
+            data = bytearray()
+            for chunk in chunks:
+                data += chunk
+                if len(data) > max_bytes:
+                    raise DoubaoError(f"the file is over {_size(max_bytes)}")
+            _expect(bytes(data[:16]), kind)
+            return bytes(data)
+        return self._get_file(url, seconds, max_bytes, read)
+
+    def _get_file(self, url: str, seconds: float, max_bytes: int, keep: Callable[[Iterator[bytes]], T]) -> T:
+        """A result file from its pre-signed URL, without the API key: within `seconds`, above the minimum rate, and
+        refused unread when it declares more than `max_bytes`. `keep` consumes its body, chunk by chunk."""
         if urlsplit(url).scheme not in ("http", "https"):
             raise DoubaoError(f"not an http(s) URL: {url[:100]!r}")
 
-        def save(response: requests.Response, exchange: Exchange) -> SavedFile:
+        def read(response: requests.Response, exchange: Exchange) -> T:
             if response.status_code != 200:
                 raise DoubaoError(f"the download answered HTTP {response.status_code} {_text(response.reason, 80)}")
             declared = response.headers.get("Content-Length", "")
@@ -1696,31 +1716,7 @@ class ArkClient:
                     yield chunk
                 if exchange.failure:  # a shut socket ends a body without a length like a complete one: keep nothing
                     raise DeadlineExceeded(exchange.failure)
-            return write_file(folder, stem, counted(), kind, max_bytes)
-
-        try:
-            return self._send("GET", url, self.limits.download_deadline, save, read_timeout=DOWNLOAD_READ_TIMEOUT,
-                              min_rate=self.limits.download_min_rate)
-        except requests.RequestException as error:
-            raise DoubaoError(_failure_reason(error, DOWNLOAD_READ_TIMEOUT)) from error
-
-    def fetch(self, url: str, kind: str, seconds: float, max_bytes: int = PREVIEW_SOURCE_MAX_BYTES) -> bytes:
-        """A result file read into memory, as a download is written to disk: within `seconds`, above the minimum
-        rate, at most `max_bytes`, and only when its bytes are the expected `kind` of file."""
-        if urlsplit(url).scheme not in ("http", "https"):
-            raise DoubaoError(f"not an http(s) URL: {url[:100]!r}")
-
-        def read(response: requests.Response, exchange: Exchange) -> bytes:
-            if response.status_code != 200:
-                raise DoubaoError(f"the download answered HTTP {response.status_code} {_text(response.reason, 80)}")
-            data = bytearray()
-            for chunk in response.iter_content(DOWNLOAD_CHUNK_BYTES):
-                data += chunk
-                exchange.received = len(data)
-                if len(data) > max_bytes:
-                    raise DoubaoError(f"the file is over {_size(max_bytes)}")
-            _expect(bytes(data[:16]), kind)
-            return bytes(data)
+            return keep(counted())
 
         try:
             return self._send("GET", url, seconds, read, read_timeout=DOWNLOAD_READ_TIMEOUT,
@@ -2371,7 +2367,7 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
                     return CallToolResult(content=[TextContent(type="text", text=text), *shown],
                                           structured_content=result)
                 except ArkAPIError as error:
-                    error.hint = advice(error, kwargs.get("model"), config.key_from_caller(kwargs["ctx"].headers)
+                    error.hint = advice(error, kwargs.get("model"), bool(config.caller_key(kwargs["ctx"].headers))
                                         ) or error.hint
                     raise
                 except DoubaoError:
@@ -2404,7 +2400,7 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
             sources = [(image.get("url"), next((path for path in saved if re.search(
                 rf"-{image['index']}(-\d+)?\.\w+$", path)), None)) for image in result["images"]]
         elif result.get("status") == "succeeded" and result.get("last_frame_url"):
-            sources = [(result["last_frame_url"], next((p for p in saved if "-last-frame" in Path(p).name), None))]
+            sources = [(result["last_frame_url"], next((p for p in saved if LAST_FRAME_NAME in Path(p).name), None))]
         else:
             return []
         made: dict[int, bytes] = {}
@@ -2454,7 +2450,7 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
         present = [f for f in known if not f.get("missing")]
         if known and len(present) == len(known):
             return task
-        have = {"last_frame_url" if "-last-frame" in Path(f["path"]).name else "video_url" for f in present}
+        have = {"last_frame_url" if LAST_FRAME_NAME in Path(f["path"]).name else "video_url" for f in present}
 
         def save() -> Mapping[str, Any]:
             bare = {k: v for k, v in task.items() if k != "saved_files"}
