@@ -60,7 +60,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 from urllib.parse import quote, unquote, urlsplit
 from urllib.request import url2pathname
 
@@ -120,15 +120,54 @@ MEDIA_DOMAINS = ("https://*.volces.com", "https://*.bytepluses.com")
 # Control characters, zero-width characters and bidi overrides: never passed from upstream into a result.
 UNSAFE_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
 
-# --- Models: what each family accepts ---------------------------------------------------------
-# The one place that knows a model's limits (sources: the Ark docs and SDKs; see the README's model
-# table). A family is an id without its `doubao-` / `dreamina-` prefix and `-YYMMDD` date stamp, so
-# the China and BytePlus ids of one model share a row. An id the table does not know (an `ep-...`
-# endpoint, a model newer than this release) goes to Ark with only the universal checks, and Ark decides.
+# --- Models: what each family accepts, and where it stands -------------------------------------
+# The one place that knows a model's limits and lifecycle (sources: ../shared/ARK_API.md, the Ark docs and SDKs;
+# see the README's model table). A family is an id without its `doubao-` / `dreamina-` / `dola-` prefix and
+# `-YYMMDD` date stamp, so the China and BytePlus ids of one model share a row. An id the table does not know (an
+# `ep-...` endpoint, a model newer than this release) goes to Ark with only the universal checks, and Ark decides.
+# A capability marked None is unclear: an explicit model is never refused for it, and a default never relies on it.
 
-# (China id, BytePlus id): Seedream 5.0 lite and Seedance 2.0 are served in every region, BytePlus EU included.
-DEFAULT_IMAGE_MODELS = ("doubao-seedream-5-0-260128", "seedream-5-0-260128")
-DEFAULT_VIDEO_MODELS = ("doubao-seedance-2-0-260128", "dreamina-seedance-2-0-260128")
+CHINA, BYTEPLUS = 0, 1  # regions: ids differ between Volcengine Ark and BytePlus ModelArk
+
+# The defaults, best first, per region. A call that names no model (and no DOUBAO_*_MODEL is set) goes to the first
+# that is known to take it, and on to the next while Ark answers that the account cannot use one. Current, widely
+# served models first; a retired one last, since our dates can be wrong and trying it costs nothing.
+DEFAULT_MODELS = {
+    "image": (
+        ("doubao-seedream-4-5-251128", "doubao-seedream-5-0-pro-260628", "doubao-seedream-5-0-flash-260915",
+         "doubao-seedream-5-5-261028", "doubao-seedream-4-0-250828", "doubao-seedream-5-0-260128"),
+        ("seedream-5-0-260128", "seedream-4-5-251128", "dola-seedream-5-0-pro-260628", "dola-seedream-5-5-261028",
+         "seedream-4-0-250828"),
+    ),
+    "video": (
+        ("doubao-seedance-2-0-260128", "doubao-seedance-2-5-260628", "doubao-seedance-2-0-fast-260128",
+         "doubao-seedance-2-0-mini-260615", "doubao-seedance-1-5-pro-251215"),
+        ("dreamina-seedance-2-0-260128", "dreamina-seedance-2-5-260628", "dreamina-seedance-2-0-fast-260128",
+         "dreamina-seedance-2-5-premium-260915", "seedance-1-5-pro-251215"),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """A family Ark has retired or is retiring. Never a reason to refuse a call (BytePlus may still serve an id
+    China retired, and these dates come from notes that can be wrong): it explains Ark's refusal, names the
+    successor, and adds a note to a result the model still made."""
+
+    name: str
+    status: str  # "being retired", "retired in China since 2026-11-24"
+    successor: tuple[str, str]  # (China id, BytePlus id)
+    caveat: str  # what the successor cannot do, or does otherwise
+    retired: bool = True  # False: deprecated, still served
+    regions: tuple[int, ...] = (CHINA, BYTEPLUS)  # where it holds
+
+    def advice(self, region: int) -> str:
+        return f"{self.name} is {self.status}: use {self.successor[region]} ({self.caveat})."
+
+
+SEEDREAM_4_5 = ("doubao-seedream-4-5-251128", "seedream-4-5-251128")
+SEEDANCE_2_0 = ("doubao-seedance-2-0-260128", "dreamina-seedance-2-0-260128")
+SEEDANCE_2_5 = ("doubao-seedance-2-5-260628", "dreamina-seedance-2-5-260628")
 
 
 @dataclass(frozen=True)
@@ -144,9 +183,11 @@ class VideoFamily:
     last_frame: bool = True
     prompt_optional: bool = False  # the prompt may be left out when images, videos or audios are given
     frames: bool = False
-    draft: bool = False  # draft previews and draft_task_id
+    drafts: tuple[str, ...] = ()  # the resolutions a draft may have; (): no drafts, and no draft_task_id
     audio: bool = False  # generate_audio
     web_search: Literal["no", "text-to-video", "yes"] = "no"
+    omni: bool = False  # Seedance 2.5: frames at ratio adaptive, extra.omni_reference_task_type, mov output
+    lifecycle: Lifecycle | None = None
 
 
 @dataclass(frozen=True)
@@ -154,34 +195,51 @@ class ImageFamily:
     sizes: tuple[str, ...]  # named sizes
     pixels: tuple[int, int] | None  # WIDTHxHEIGHT with this many pixels; None: named sizes only
     refs: tuple[int, int] = (0, 10)  # fewest and most reference images
-    sets: bool = True  # max_images above 1
-    web_search: bool = False
+    sets: bool | None = True  # max_images above 1
+    web_search: bool | None = False
+    background: bool | None = False  # background: transparent or opaque (Seedream 5.5)
+    lifecycle: Lifecycle | None = None
 
 
 _SEEDANCE_2 = {"prompt_optional": True, "audio": True, "web_search": "yes"}
 _SEEDANCE_2_0 = {**_SEEDANCE_2, "web_search": "text-to-video", "total_refs": 12, "audio_alone": False}
+_SEEDANCE_2_5 = {**_SEEDANCE_2, "drafts": ("480p",), "omni": True}
 _480_1080 = ("480p", "720p", "1080p")
+_RETIRED_1_0 = Lifecycle("Seedance 1.0", "retired since 2026-07-17", SEEDANCE_2_0, "or 2.0 fast; 4-15 s")
 VIDEO_MODELS: dict[str, VideoFamily] = {
     # family: VideoFamily(seconds, -1 allowed, resolutions, most reference images/videos/audios, what else differs)
-    "seedance-2-5": VideoFamily((4, 30), True, _480_1080, (30, 10, 10), **_SEEDANCE_2),
+    "seedance-2-5": VideoFamily((4, 30), True, _480_1080, (30, 10, 10), **_SEEDANCE_2_5),
+    "seedance-2-5-premium": VideoFamily((4, 30), True, (*_480_1080, "4k"), (30, 10, 10), **_SEEDANCE_2_5),
     "seedance-2-0": VideoFamily((4, 15), True, (*_480_1080, "4k"), (9, 3, 3), **_SEEDANCE_2_0),
     "seedance-2-0-fast": VideoFamily((4, 15), True, ("480p", "720p"), (9, 3, 3), **_SEEDANCE_2_0),
     "seedance-2-0-mini": VideoFamily((4, 15), True, ("480p", "720p"), (9, 3, 3), **_SEEDANCE_2_0),
-    "seedance-1-5-pro": VideoFamily((4, 12), True, _480_1080, draft=True, audio=True),
-    "seedance-1-0-pro": VideoFamily((2, 12), False, _480_1080, frames=True),
+    "seedance-1-5-pro": VideoFamily((4, 12), True, _480_1080, drafts=_480_1080, audio=True, lifecycle=Lifecycle(
+        "Seedance 1.5 pro", "being retired", SEEDANCE_2_5, "it makes drafts too, at 480p", retired=False)),
+    "seedance-1-0-pro": VideoFamily((2, 12), False, _480_1080, frames=True, lifecycle=_RETIRED_1_0),
     "seedance-1-0-pro-fast": VideoFamily((2, 12), False, _480_1080, frames=True, last_frame=False),
-    "seedance-1-0-lite-i2v": VideoFamily((2, 12), False, _480_1080, (4, 0, 0), frames=True, text_only=False),
-    "seedance-1-0-lite-t2v": VideoFamily((2, 12), False, _480_1080, frames=True, first_frame=False, last_frame=False),
+    "seedance-1-0-lite-i2v": VideoFamily((2, 12), False, _480_1080, (4, 0, 0), frames=True, text_only=False,
+                                         lifecycle=replace(_RETIRED_1_0, name="Seedance 1.0 lite",
+                                                           status="retired since 2026-05-13")),
+    "seedance-1-0-lite-t2v": VideoFamily((2, 12), False, _480_1080, frames=True, first_frame=False, last_frame=False,
+                                         lifecycle=replace(_RETIRED_1_0, name="Seedance 1.0 lite",
+                                                           status="retired since 2026-05-13")),
 }
 ANY_PIXELS = (0, 2**31)  # the docs give no range: the universal side limits apply
+_SEEDREAM_5_LITE = ImageFamily(("2K", "3K", "4K"), ANY_PIXELS, (0, 14), web_search=True, background=None, lifecycle=
+                               Lifecycle("Seedream 5.0 lite", "retired in China since 2026-11-24", (
+                                   "doubao-seedream-5-0-pro-260628", "dola-seedream-5-0-pro-260628"),
+                                   "it makes no sets, no web search and no 3K or 4K", regions=(CHINA,)))
 IMAGE_MODELS: dict[str, ImageFamily] = {
-    # family: ImageFamily(named sizes, WIDTHxHEIGHT pixel range, fewest/most reference images, sets, web search)
-    "seedream-5-0": ImageFamily(("2K", "3K", "4K"), ANY_PIXELS, (0, 14), web_search=True),
-    "seedream-5-0-pro": ImageFamily(("1K", "1.5K", "2K", "auto"), (921_600, 4_194_304), sets=False, web_search=True),
-    "seedream-5-0-flash": ImageFamily(("1K", "1.5K", "2K"), ANY_PIXELS, web_search=True),
+    # family: ImageFamily(named sizes, WIDTHxHEIGHT pixel range, fewest/most reference images, sets, ...)
+    "seedream-5-5": ImageFamily(("1K", "1.5K", "2K"), ANY_PIXELS, sets=False, web_search=None, background=True),
+    "seedream-5-0": _SEEDREAM_5_LITE,
+    "seedream-5-0-lite": _SEEDREAM_5_LITE,
+    "seedream-5-0-pro": ImageFamily(("1K", "1.5K", "2K", "auto"), (921_600, 4_194_304), sets=False, background=None),
+    "seedream-5-0-flash": ImageFamily(("1K", "1.5K", "2K"), ANY_PIXELS, sets=None, web_search=True, background=None),
     "seedream-4-5": ImageFamily(("2K", "4K"), (3_686_400, 16_777_216), (0, 14)),
     "seedream-4-0": ImageFamily(("1K", "2K", "4K"), (921_600, 16_777_216)),
-    "seedream-3-0-t2i": ImageFamily((), (262_144, 4_194_304), (0, 0), sets=False),
+    "seedream-3-0-t2i": ImageFamily((), (262_144, 4_194_304), (0, 0), sets=False, lifecycle=Lifecycle(
+        "Seedream 3.0", "retired since 2026-05-13", SEEDREAM_4_5, "sizes 2K, 4K or 3.69 MP and up")),
     "seededit-3-0-i2i": ImageFamily(("adaptive",), None, (1, 1), sets=False),
 }
 
@@ -257,6 +315,15 @@ HINTS_BY_STATUS = {
     429: "Ark is rate limiting this account: wait a minute before retrying.",
     500: "Ark failed on its side: retry in a minute.",
 }
+
+
+def code_hint(code: str | None, model_env: str = "DOUBAO_VIDEO_MODEL", param: str | None = None) -> str | None:
+    """What to do about an Ark error code, in an error answer or a failed task alike."""
+    hint = next((h for key, h in HINTS_BY_CODE.items() if code and key in code), None)
+    return hint and hint.format(model_env=model_env, param=param or "one of the parameters given (Ark's message "
+                                "names it)")
+
+
 TASK_NOT_FOUND_HINT = "No task with this id: use the task_id generate_video returned (Ark keeps tasks 7 days)."
 NOT_FINISHED = ("Not finished yet. Videos take 30 s to several minutes: call query_video_task with task_id "
                 "{task_id!r} and wait_seconds=50 (again while it runs) rather than polling rapidly.")
@@ -319,8 +386,8 @@ class Config:
 
     api_key: str | None = field(default=None, repr=False)
     base_url: str = DEFAULT_BASE_URL
-    image_model: str = DEFAULT_IMAGE_MODELS[0]
-    video_model: str = DEFAULT_VIDEO_MODELS[0]
+    image_model: str | None = None  # DOUBAO_IMAGE_MODEL; None: the region's DEFAULT_MODELS
+    video_model: str | None = None
     image_timeout: float = DEFAULT_IMAGE_TIMEOUT
     output_dir: str | None = None
     allowed_dir: Path | None = None
@@ -351,11 +418,10 @@ class Config:
         allowed_dir = first(("DOUBAO_ALLOWED_DIR",))
         if allowed_dir and not Path(allowed_dir).expanduser().is_dir():
             raise ValueError(f"DOUBAO_ALLOWED_DIR must be an existing folder, got {allowed_dir!r}")
-        byteplus = (urlsplit(base_url).hostname or "").endswith(".bytepluses.com")  # same models, other ids
         for names in (IMAGE_MODEL_ENV, VIDEO_MODEL_ENV):
             if (model := first(names)) and not re.fullmatch(ID_PATTERN, model):
                 raise ValueError(f"{next(n for n in names if env.get(n, '').strip())} must be a model id such as "
-                                 f"{DEFAULT_VIDEO_MODELS[0]} or an endpoint id (ep-...), got {model[:100]!r}")
+                                 f"{SEEDANCE_2_0[0]} or an endpoint id (ep-...), got {model[:100]!r}")
         try:
             api_key = usable_key(first(API_KEY_ENV), "ARK_API_KEY")
         except DoubaoError as error:
@@ -373,12 +439,23 @@ class Config:
             media_domains=MEDIA_DOMAINS + extra_domains,
             api_key=api_key,
             base_url=base_url,
-            image_model=first(IMAGE_MODEL_ENV) or DEFAULT_IMAGE_MODELS[byteplus],
-            video_model=first(VIDEO_MODEL_ENV) or DEFAULT_VIDEO_MODELS[byteplus],
+            image_model=first(IMAGE_MODEL_ENV),
+            video_model=first(VIDEO_MODEL_ENV),
             image_timeout=image_timeout,
             output_dir=first(("DOUBAO_OUTPUT_DIR",)),
             allowed_dir=allowed_dir and Path(allowed_dir).expanduser().resolve(),
         )
+
+    @property
+    def region(self) -> int:
+        """BYTEPLUS on a BytePlus ModelArk host (the same models under other ids), else CHINA."""
+        return BYTEPLUS if (urlsplit(self.base_url).hostname or "").endswith(".bytepluses.com") else CHINA
+
+    def models(self, kind: Literal["image", "video"]) -> tuple[str, ...]:
+        """The models a call that names none may go to, in order: the DOUBAO_*_MODEL setting alone (never replaced),
+        else the region's defaults."""
+        setting = self.image_model if kind == "image" else self.video_model
+        return (setting,) if setting else DEFAULT_MODELS[kind][self.region]
 
     def local_path(self, value: str, argument: str) -> Path:
         """A path a tool may read or write, as a person typed or pasted it (quotes and shell escapes removed).
@@ -554,97 +631,300 @@ def family_of(model: str, table: Mapping[str, T]) -> tuple[str, T | None]:
     """The model's name for messages (its id without the date stamp) and its row, or None for an id the
     table does not know: an endpoint id, or a model newer than this release."""
     shown = re.sub(r"-\d{6}$", "", model)
-    return shown, table.get(re.sub(r"^(doubao|dreamina)-", "", shown.lower()))
+    return shown, table.get(re.sub(r"^(doubao|dreamina|dola)-", "", shown.lower()))
 
 
-def _over(argument: str, count: int, most: int, what: str, shown: str) -> tuple[bool, str]:
-    return count > most, (f"{argument}: {shown} takes no {what}." if most == 0 else
-                          f"{argument}: {count} {what} is over {shown}'s {most}.")
+@dataclass(frozen=True)
+class VideoAsk:
+    """What a generate_video call asks of a model, as the table's rules read it."""
+
+    media: Mapping[str, int]  # how many items each media argument (first_frame, reference_images, ...) has
+    prompt: bool = True
+    draft_task_id: bool = False
+    duration: int | None = None
+    frames: int | None = None
+    resolution: str | None = None
+    ratio: str | None = None
+    draft: bool = False
+    generate_audio: bool = False
+    web_search: bool = False
+    task_type: str = ""  # extra.omni_reference_task_type
+    output_format: str = ""  # extra.output_format
 
 
-def _refuse(rules: Iterable[tuple[Any, str]]) -> None:
-    """Raise one error naming every broken rule of (broken, message) pairs."""
-    problems = [message for broken, message in rules if broken]
-    if problems:
-        raise DoubaoError(" ".join(problems))
+@dataclass(frozen=True)
+class ImageAsk:
+    """What a generate_image call asks of a model, as the table's rules read it."""
+
+    images: int = 0
+    size: str | None = None
+    max_images: int | None = None
+    web_search: bool = False
+    background: str | None = None
 
 
-def check_video(model: str, prompt: str | None, media: Mapping[str, int], draft_task_id: str | None,
-                duration: int | None, frames: int | None, resolution: str | None, draft: bool | None,
-                generate_audio: bool | None, web_search: bool | None) -> None:
-    """Refuse what Ark would refuse, before any request: first the rules every model shares, then the
-    model's row of VIDEO_MODELS when the table knows it. `media` counts each image, video and audio argument."""
+# A rule of a family: (what another model would have to take for the call to work there, or None where no other
+# model is the answer; whether this call breaks it; what to say).
+Rule = tuple[str | None, Any, str]
+
+
+def _over(argument: str, count: int, most: int, what: str, shown: str) -> Rule:
+    return (f"{count} {argument}", count > most, f"{argument}: {shown} takes no {what}." if most == 0 else
+            f"{argument}: {count} {what} is over {shown}'s {most}.")
+
+
+def video_rules(ask: VideoAsk, family: VideoFamily, shown: str, sure: bool = False) -> list[Rule]:
+    """Every rule of a VIDEO_MODELS row, for this call. (`sure` is for symmetry with `image_rules`: no video
+    capability is unclear.)"""
+    media = ask.media
     frames_given = media["first_frame"] + media["last_frame"]
     images, videos, audios = media["reference_images"], media["reference_videos"], media["reference_audios"]
     references = images + videos + audios
-    if media["last_frame"] and not media["first_frame"]:
-        raise DoubaoError("last_frame needs first_frame: Seedance animates from a first frame to a last one.")
-    if frames_given and references:
-        raise DoubaoError("Use either first_frame/last_frame or reference images, videos and audios, not both.")
-    if duration is not None and frames is not None:
-        raise DoubaoError("Give duration or frames, not both (frames overrides duration at Ark).")
-    if draft_task_id and (frames_given or references or draft):
-        raise DoubaoError("draft_task_id renders an existing draft: give no images, videos, audios or draft with it.")
-    if not prompt and not (draft_task_id or frames_given or references):
-        raise DoubaoError("prompt is required: describe the video, or give images, videos or a draft_task_id to "
-                          "work from.")
-    shown, family = family_of(model, VIDEO_MODELS)
-    if family is None:
-        return
-    (low, high), seconds = family.durations, duration if duration not in (None, -1) else None
-    _refuse([
-        (duration == -1 and not family.auto_duration,
+    (low, high), seconds = family.durations, ask.duration if ask.duration not in (None, -1) else None
+    editing = ask.task_type.lower().startswith(("edit", "extend")) and family.omni
+    not_adaptive = ask.ratio not in (None, "adaptive")
+    draft = "draft" + (f" at {ask.resolution}" if ask.resolution else "")  # one label: "takes" means takes it all
+    web_search = "web_search" + (" with references" if frames_given or references else "")
+    return [
+        ("duration -1", ask.duration == -1 and not family.auto_duration,
          f"duration -1 (the model chooses) is not something {shown} takes: give {low}-{high} s."),
-        (seconds is not None and not low <= seconds <= high,
+        (f"duration {seconds}", seconds is not None and not low <= seconds <= high,
          f"duration {seconds} is {'over' if (seconds or 0) > high else 'under'} {shown}'s {low}-{high} s."),
-        (resolution and resolution not in family.resolutions,
-         f"resolution {resolution} is not one {shown} makes: {', '.join(family.resolutions)}."),
-        (frames is not None and not family.frames, f"frames: {shown} takes duration, not frames."),
-        ((draft or draft_task_id) and not family.draft,
-         f"{'draft' if draft else 'draft_task_id'}: {shown} makes no drafts (Seedance 1.5 pro does)."),
-        (generate_audio and not family.audio, f"generate_audio: {shown} makes silent videos."),
-        (web_search and family.web_search == "no", f"web_search: {shown} cannot search the web."),
-        (web_search and family.web_search == "text-to-video" and (frames_given or references),
+        (f"resolution {ask.resolution}", ask.resolution and ask.resolution not in family.resolutions,
+         f"resolution {ask.resolution} is not one {shown} makes: {', '.join(family.resolutions)}."),
+        ("frames", ask.frames is not None and not family.frames, f"frames: {shown} takes duration, not frames."),
+        (draft, ask.draft and not family.drafts, f"draft: {shown} makes no drafts."),
+        ("draft_task_id", ask.draft_task_id and not family.drafts, f"draft_task_id: {shown} makes no drafts."),
+        (draft, ask.draft and family.drafts and ask.resolution and
+         ask.resolution not in family.drafts,
+         f"draft: {shown} makes drafts at {', '.join(family.drafts)} only, not {ask.resolution}."),
+        ("generate_audio", ask.generate_audio and not family.audio, f"generate_audio: {shown} makes silent videos."),
+        (web_search, ask.web_search and family.web_search == "no", f"web_search: {shown} cannot search the web."),
+        (web_search, ask.web_search and family.web_search == "text-to-video" and
+         (frames_given or references),
          f"web_search: {shown} searches the web only for text-to-video, with no images, videos or audios."),
-        (frames_given and not family.first_frame, f"first_frame: {shown} makes videos from text only."),
-        (media["last_frame"] and family.first_frame and not family.last_frame,
+        ("first_frame", frames_given and not family.first_frame, f"first_frame: {shown} makes videos from text only."),
+        ("last_frame", media["last_frame"] and family.first_frame and not family.last_frame,
          f"last_frame: {shown} takes a first frame but no last frame."),
-        (not (frames_given or references or draft_task_id or family.text_only),
+        (None, not (frames_given or references or ask.draft_task_id or family.text_only),
          f"{shown} needs an image: give first_frame or reference_images."),
         _over("reference_images", images, family.refs[0], "images", shown),
         _over("reference_videos", videos, family.refs[1], "videos", shown),
         _over("reference_audios", audios, family.refs[2], "audios", shown),
-        (family.total_refs and references > family.total_refs,
+        (f"{references} references", family.total_refs and references > family.total_refs,
          f"{references} references in all is over {shown}'s {family.total_refs}."),
-        (audios and not (images or videos) and not family.audio_alone,
+        ("reference_audios alone", audios and not (images or videos) and not family.audio_alone,
          f"reference_audios: {shown} needs a reference image or video beside them."),
-        (not prompt and not draft_task_id and not family.prompt_optional, f"prompt is required for {shown}."),
-    ])
+        (None, not ask.prompt and not ask.draft_task_id and not family.prompt_optional,
+         f"prompt is required for {shown}."),
+        (None, family.omni and frames_given and not_adaptive,
+         f"ratio: {shown} animates first and last frames at ratio adaptive only: pass adaptive or leave ratio out."),
+        (None, editing and not videos,
+         f"extra.omni_reference_task_type {ask.task_type}: {shown} needs the video in reference_videos."),
+        (None, editing and not_adaptive,
+         f"ratio: {shown} edits and extends videos at ratio adaptive only: pass adaptive or leave ratio out."),
+        (None, editing and ask.task_type.lower().startswith("edit") and seconds is not None,
+         f"duration: an edit keeps its video's length on {shown}: give -1 or leave duration out."),
+        ("output_format mov", ask.output_format.lower() == "mov" and not family.omni,
+         f"output_format mov: {shown} makes mp4 only."),
+    ]
 
 
-def check_image(model: str, images: int, size: str | None, max_images: int | None, web_search: bool | None) -> None:
-    """The image-side twin of `check_video`: shared rules, then the model's row of IMAGE_MODELS."""
-    if max_images and max_images > 1 and images + max_images > MAX_SET:
-        raise DoubaoError(f"images plus max_images may total {MAX_SET} at most, got {images} + {max_images}.")
-    shown, family = family_of(model, IMAGE_MODELS)
-    if family is None:
-        return
+def image_rules(ask: ImageAsk, family: ImageFamily, shown: str, sure: bool = False) -> list[Rule]:
+    """Every rule of an IMAGE_MODELS row, for this call. `sure`: an unclear capability counts as missing (a default
+    is chosen only where the table is sure; an explicit model is refused only where it is sure)."""
+    size = ask.size
     named = size is not None and "x" not in size
     pixels = 0 if size is None or named else math.prod(map(int, size.split("x")))
     low, high = family.pixels or (0, 0)
     least, most = family.refs
-    _refuse([
-        (size and (size not in family.sizes if named else family.pixels is None),
-         f"size {size} is not one {shown} makes: {', '.join(family.sizes)}"
-         f"{' or WIDTHxHEIGHT' if family.pixels else ''}."),
-        (pixels and family.pixels and not low <= pixels <= high,
+    lacks = (lambda capability: capability is not True) if sure else (lambda capability: capability is False)
+    return [
+        (f"size {size}", size and (size not in family.sizes if named else family.pixels is None),
+         f"size {size} is not one {shown} makes: {', '.join(family.sizes)}{' or WIDTHxHEIGHT' if family.pixels else ''}."),
+        (f"size {size}", pixels and family.pixels and not low <= pixels <= high,
          f"size {size} has {pixels / 1e6:.2f} MP; {shown} makes {low / 1e6:.2f}-{high / 1e6:.2f} MP (e.g. 2048x2048)."),
-        (images < least, f"images: {shown} needs {'exactly' if least == most else 'at least'} {least} reference "
-                         f"image{'s' if least > 1 else ''}."),
-        _over("images", images, most, "reference images", shown),
-        (max_images and max_images > 1 and not family.sets, f"max_images: {shown} makes single images, not sets."),
-        (web_search and not family.web_search, f"web_search: {shown} cannot search the web."),
-    ])
+        (None, ask.images < least, f"images: {shown} needs {'exactly' if least == most else 'at least'} {least} "
+                                   f"reference image{'s' if least > 1 else ''}."),
+        _over("images", ask.images, most, "reference images", shown),
+        (f"max_images {ask.max_images}", ask.max_images and ask.max_images > 1 and lacks(family.sets),
+         f"max_images: {shown} makes single images, not sets."),
+        ("web_search", ask.web_search and lacks(family.web_search), f"web_search: {shown} cannot search the web."),
+        (f"background {ask.background}", ask.background and lacks(family.background),
+         f"background: {shown} takes no background setting."),
+    ]
+
+
+RULES = {"image": (IMAGE_MODELS, image_rules), "video": (VIDEO_MODELS, video_rules)}
+
+
+def family_row(kind: Literal["image", "video"], model: str) -> Any:
+    """The model's VideoFamily or ImageFamily, or None for an id the table does not know."""
+    return family_of(model, RULES[kind][0])[1]
+
+
+def lifecycle_of(kind: Literal["image", "video"], model: str, region: int) -> Lifecycle | None:
+    lifecycle = getattr(family_row(kind, model), "lifecycle", None)
+    return lifecycle if lifecycle and region in lifecycle.regions else None
+
+
+def problems(kind: Literal["image", "video"], model: str, ask: Any, sure: bool = False) -> list[tuple[str | None, str]]:
+    """The (label, message) of each table rule this call breaks on `model`; none for a model the table does not know."""
+    table, rules = RULES[kind]
+    shown, family = family_of(model, table)
+    return [] if family is None else [(label, text) for label, broken, text in rules(ask, family, shown, sure) if broken]
+
+
+def check_model(kind: Literal["image", "video"], model: str, ask: Any, region: int = CHINA) -> None:
+    """Refuse a call its model's row rules out, naming for each broken rule a current model that takes it."""
+    broken = problems(kind, model, ask)
+    current = DEFAULT_MODELS[kind][region]
+    if broken:
+        raise DoubaoError(" ".join(_elsewhere(kind, model, ask, label, text, current, region) for label, text in broken))
+
+
+def _elsewhere(kind: Literal["image", "video"], model: str, ask: Any, label: str | None, text: str,
+               current: Iterable[str], region: int) -> str:
+    """A refusal, with a known current model of another family that takes what this one does not: where a model
+    looks when it has to change something."""
+    own = family_row(kind, model)
+    other = label and next((candidate for candidate in current if family_row(kind, candidate) not in (None, own)
+                            and not lifecycle_of(kind, candidate, region)
+                            and label not in {seen for seen, _ in problems(kind, candidate, ask, sure=True)}), None)
+    return f"{text.rstrip('.')}; {other} takes {label}." if other else text
+
+
+def check_any_video(ask: VideoAsk) -> None:
+    """The rules every video model shares, known to the table or not."""
+    media = ask.media
+    frames_given = media["first_frame"] + media["last_frame"]
+    references = media["reference_images"] + media["reference_videos"] + media["reference_audios"]
+    if media["last_frame"] and not media["first_frame"]:
+        raise DoubaoError("last_frame needs first_frame: Seedance animates from a first frame to a last one.")
+    if frames_given and references:
+        raise DoubaoError("Use either first_frame/last_frame or reference images, videos and audios, not both.")
+    if ask.duration is not None and ask.frames is not None:
+        raise DoubaoError("Give duration or frames, not both (frames overrides duration at Ark).")
+    if ask.draft_task_id and (frames_given or references or ask.draft):
+        raise DoubaoError("draft_task_id renders an existing draft: give no images, videos, audios or draft with it.")
+    if not ask.prompt and not (ask.draft_task_id or frames_given or references):
+        raise DoubaoError("prompt is required: describe the video, or give images, videos or a draft_task_id to "
+                          "work from.")
+
+
+def check_any_image(ask: ImageAsk) -> None:
+    """The rules every image model shares, known to the table or not."""
+    if ask.max_images and ask.max_images > 1 and ask.images + ask.max_images > MAX_SET:
+        raise DoubaoError(f"images plus max_images may total {MAX_SET} at most, got {ask.images} + {ask.max_images}.")
+
+
+class Choice(NamedTuple):
+    """The models a call may go to, in order, and where they come from."""
+
+    models: tuple[str, ...]
+    source: Literal["argument", "setting", "default"]  # only defaults are ever replaced by the next one
+
+
+def candidates(kind: Literal["image", "video"], ask: Any, config: Config, model: str | None) -> Choice:
+    """The models this call may go to, after refusing what none of them could take. An explicit model or a
+    DOUBAO_*_MODEL setting is the only one; else the region's defaults known to take the call, best first."""
+    (check_any_image if kind == "image" else check_any_video)(ask)
+    allowed = (model,) if model else config.models(kind)
+    if len(allowed) == 1:
+        check_model(kind, allowed[0], ask, config.region)
+        return Choice(allowed, "argument" if model else "setting")
+    fitting = tuple(m for m in allowed if not problems(kind, m, ask, sure=True))
+    if not fitting:  # what the first default would say, with where to go instead
+        check_model(kind, allowed[0], ask, config.region)
+        raise DoubaoError(f"No default {kind} model is known to take this call: pass model, or set "
+                          f"DOUBAO_{kind.upper()}_MODEL, to one that does.")
+    return Choice(fitting, "default")
+
+
+def model_unavailable(error: ArkAPIError) -> bool:
+    """Ark's answer that this account cannot use the model: retired, or never activated. It bills nothing, so the next
+    default may be tried. Any other answer, a timeout or a dropped connection may mean the work was done."""
+    code = error.code or ""
+    return 400 <= error.status < 500 and error.status != 429 and (
+        "ModelNotOpen" in code or code.startswith("InvalidEndpointOrModel"))
+
+
+class ModelMemory:
+    """The default models Ark said each key cannot use, kept for the rest of the process, so that the next call goes
+    straight to the one that worked. Only an order, never a refusal: when nothing else takes a call they are tried
+    again, since the account may have activated them since. Bounded: over HTTP every caller brings a key."""
+
+    def __init__(self, keys: int = 1024):
+        self.keys = keys
+        self.unusable: collections.OrderedDict[bytes, set[str]] = collections.OrderedDict()
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def _slot(api_key: str) -> bytes:
+        return hashlib.sha256(api_key.encode()).digest()  # no key is kept here
+
+    def order(self, api_key: str, models: Iterable[str]) -> list[str]:
+        with self.lock:
+            unusable = set(self.unusable.get(self._slot(api_key), ()))
+        return sorted(models, key=lambda model: model in unusable)  # stable: the table's order otherwise
+
+    def learn(self, api_key: str, model: str, usable: bool) -> None:
+        slot = self._slot(api_key)
+        with self.lock:
+            unusable = self.unusable.setdefault(slot, set())
+            self.unusable.move_to_end(slot)
+            (unusable.discard if usable else unusable.add)(model)
+            while len(self.unusable) > self.keys:
+                self.unusable.popitem(last=False)
+
+
+def unavailable(skipped: list[tuple[str, str]]) -> str:
+    """"a and b are not available to this account (why)", one clause per reason, in the order tried."""
+    reasons = dict.fromkeys(why for _, why in skipped)
+    clauses = []
+    for why in reasons:
+        names = [model for model, reason in skipped if reason == why]
+        listed = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+        clauses.append(f"{listed} {'are' if len(names) > 1 else 'is'} not available to this account ({why})")
+    return "; ".join(clauses)
+
+
+def first_usable(kind: Literal["image", "video"], choice: Choice, send: Callable[[str], T], memory: ModelMemory,
+                 api_key: str, region: int) -> tuple[T, str, list[tuple[str, str]]]:
+    """Send to the first model this account can use: (Ark's answer, the model, each (model, why) skipped before it).
+    Falls through only among defaults, and only on Ark's "cannot use this model" answer, which bills nothing.
+    Runs on a worker thread."""
+    skipped: list[tuple[str, str]] = []
+    for model in memory.order(api_key, choice.models) if choice.source == "default" else choice.models:
+        try:
+            answer = send(model)
+        except ArkAPIError as error:
+            lifecycle = lifecycle_of(kind, model, region)
+            if choice.source != "default" or not model_unavailable(error):
+                if choice.source != "default" and model_unavailable(error):
+                    instead = "pass" if choice.source == "argument" else f"set DOUBAO_{kind.upper()}_MODEL to"
+                    error.hint = (f"Activate {model} in the Ark console (Model activation), or {instead} a model or "
+                                  "endpoint id your account has.")
+                if lifecycle and 400 <= error.status < 500 and error.status not in (401, 429):
+                    error.hint = " ".join(filter(None, [lifecycle.advice(region), error.hint]))
+                raise
+            memory.learn(api_key, model, usable=False)
+            skipped.append((model, lifecycle.status if lifecycle and lifecycle.retired else f"Ark says {error.code}"))
+            continue
+        memory.learn(api_key, model, usable=True)
+        return answer, model, skipped
+    raise DoubaoError(f"No default {kind} model that takes this call is available: {unavailable(skipped)}. Activate "
+                      f"one in the Ark console (Model activation), or pass model (or set DOUBAO_{kind.upper()}_MODEL) "
+                      "to a model or endpoint id your account has.")
+
+
+
+def model_note(kind: Literal["image", "video"], model: str, skipped: list[tuple[str, str]], region: int) -> str | None:
+    """What a result says of its model: the defaults skipped on the way to it, and its lifecycle when Ark is
+    retiring it."""
+    lifecycle = lifecycle_of(kind, model, region)
+    parts = [f"{unavailable(skipped)}: used {model}." if skipped else "", lifecycle.advice(region) if lifecycle else ""]
+    return " ".join(filter(None, parts)) or None
 
 
 # generate_video's media arguments: (argument, MEDIA kind, content item type, Ark role).
@@ -875,6 +1155,7 @@ class ListedTask(TypedDict):
 
 @with_config(OPEN)
 class VideoTask(ListedTask):
+    note: NotRequired[Unlisted[str]]  # the model: defaults skipped on the way to it, or its retirement
     next_step: str  # what to do now; a listing leaves it out, as it would say the same for every task
 
 
@@ -981,6 +1262,12 @@ def shape_images(body: dict[str, Any]) -> ImageResult:
         "images": images, "errors": errors, "usage": _numbers(body.get("usage")), "note": URL_LIFETIME_NOTE}))
 
 
+def _failed_step(code: Any) -> str | None:
+    """A failed task's advice reads Ark's error code as an error answer's does."""
+    hint = code_hint(_text(code))
+    return hint and f"Generation failed: {hint}"
+
+
 def shape_task(item: Any, asked_for: str | None = None) -> VideoTask:
     """Ark's task record, flattened to what a caller acts on, every field cleaned and bounded. Accepts both
     documented error field names. A record for another task than the one `asked_for` is never passed on."""
@@ -1015,7 +1302,9 @@ def shape_task(item: Any, asked_for: str | None = None) -> VideoTask:
         "output_format": _text(item.get("output_format")),
         "execution_expires_after": _int(item.get("execution_expires_after")),
         "usage": _numbers(item.get("usage")),
-    }), next_step=NEXT_STEP.get(status, "Call query_video_task again later.").format(task_id=task_id))
+    }), next_step=(status == "failed" and _failed_step(error.get("code"))
+                   or NEXT_STEP.get(status, "Call query_video_task again later.").format(task_id=task_id)))
+
 
 
 def shape_task_list(body: dict[str, Any], asked_for: Iterable[str] = ()) -> TaskList:
@@ -1481,16 +1770,15 @@ def _excerpt(text: str, headers: Mapping[str, str]) -> str:
 
 def _hint(status: int, code: str | None, param: str | None, path: str, base_url: str) -> str | None:
     model_env = "DOUBAO_IMAGE_MODEL" if path.startswith(IMAGES_PATH) else "DOUBAO_VIDEO_MODEL"
-    if status == 404 and not code:  # Ark's own 404s say why in its JSON; a bare one means the address is wrong
+    # Ark's own 404s say why in its JSON, and its API lives under /v3: a bare 404, or any 404 from a root that does
+    # not end in /v3 (the host alone, say), means the address is wrong, whatever the model.
+    if status == 404 and (not code or not urlsplit(base_url).path.rstrip("/").endswith("/v3")):
         return (f"Nothing at this address is Ark's API: check ARK_BASE_URL ({base_url}), which ends in /api/v3 "
                 f"as in {DEFAULT_BASE_URL}.")
-    hint = next((h for key, h in HINTS_BY_CODE.items() if code and key in code), None)
+    hint = code_hint(code, model_env, param)
     if hint is None and status == 404 and path.startswith(TASKS_PATH + "/"):
         hint = TASK_NOT_FOUND_HINT
-    if hint is None:
-        hint = HINTS_BY_STATUS.get(500 if status >= 500 else status)
-    return hint and hint.format(model_env=model_env, param=param or "one of the parameters given (Ark's message "
-                                "names it)")
+    return hint or HINTS_BY_STATUS.get(500 if status >= 500 else status, "").format(model_env=model_env) or None
 
 
 def _failure_reason(error: requests.RequestException, timeout: float) -> str:
@@ -2048,15 +2336,12 @@ class Watcher:
 # --- The MCP tools ---------------------------------------------------------------------------
 
 
-def advice(error: ArkAPIError, model: str | None, caller_key: bool) -> str | None:
-    """What to do about an Ark error, where the call says more than the error: a key the caller sent (not
-    ARK_API_KEY), or a model the caller named (no DOUBAO_*_MODEL setting replaces an explicit model)."""
+def advice(error: ArkAPIError, caller_key: bool) -> str | None:
+    """What to do about an Ark error, where the call says more than the error: a key the caller sent, not
+    ARK_API_KEY. (Advice about the model is `first_usable`'s.)"""
     if error.status == 401 and caller_key:
         return ("Ark refused the key this request sent (X-API-Key or Authorization: Bearer): check it in the Ark "
                 "console (API Key management), for the region this server uses.")
-    if model and error.code and ("ModelNotOpen" in error.code or "InvalidEndpointOrModel" in error.code):
-        return (f"Activate {model} in the Ark console (Model activation), or pass a model or endpoint id your "
-                "account has.")
     return None
 
 
@@ -2348,6 +2633,7 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
         "slow": Lane("slow", limits.slow_threads, limits.slot_wait, "The server is busy: {threads} generations, "
                      "uploads and downloads are already running. Try again in a minute."),
     }
+    memory = ModelMemory()  # the default models each key cannot use
     tools: list[Tool] = []
     arguments: dict[str, frozenset[str]] = {}  # each tool's argument names, which `extra` may not override
 
@@ -2367,8 +2653,7 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
                     return CallToolResult(content=[TextContent(type="text", text=text), *shown],
                                           structured_content=result)
                 except ArkAPIError as error:
-                    error.hint = advice(error, kwargs.get("model"), bool(config.caller_key(kwargs["ctx"].headers))
-                                        ) or error.hint
+                    error.hint = advice(error, bool(config.caller_key(kwargs["ctx"].headers))) or error.hint
                     raise
                 except DoubaoError:
                     raise
@@ -2378,9 +2663,9 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
                                       "has the details. A video task may have been created: see list_video_tasks."
                                       ) from error
 
-            # Annotations left out take the spec's defaults: not read-only, destructive, open-world.
+            # All four hints, always: some clients read a missing one as unknown, not as the spec's default.
             registered = LenientTool.from_function(guarded, description=" ".join(fn.__doc__.split()),
-                                                   annotations=ToolAnnotations(**hints),
+                                                   annotations=ToolAnnotations(open_world_hint=True, **hints),
                                                    meta={"ui": {"resourceUri": VIEWER_URI}} if viewer else None)
             registered.parameters = _lean_schema(registered.parameters)
             registered.fn_metadata.output_schema = _lean_schema(registered.fn_metadata.output_schema)
@@ -2510,22 +2795,24 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
             raise failure
         return result
 
-    @tool(viewer=True, title="Generate images", destructive_hint=False)
+    @tool(viewer=True, title="Generate images", read_only_hint=False, destructive_hint=False, idempotent_hint=False)
     async def generate_image(
         ctx: Context,
         prompt: Annotated[Prompt, Field(description="What to draw, or how to edit the reference images.")],
-        model: Annotated[ModelId, Field(description="Model or endpoint id (default DOUBAO_IMAGE_MODEL).")] = None,
+        model: Annotated[ModelId, Field(description="Model or endpoint id (default DOUBAO_IMAGE_MODEL, or best fit)."
+                         )] = None,
         images: Annotated[MediaList, Field(description=f"Images to edit or combine: {MEDIA_FORMS}.")] = None,
         size: Annotated[str | None, _optional(_image_size),
                         Field(description="Per model: 1K, 1.5K, 2K, 3K, 4K, auto, adaptive or WIDTHxHEIGHT.")] = None,
         max_images: Annotated[int | None, Field(ge=1, le=MAX_SET, description="Above 1: a set of up to this many "
                               "related images.")] = None,
         seed: Annotated[int | None, Field(ge=-1, le=2147483647)] = None,
-        guidance_scale: Annotated[float | None, Field(ge=1, le=10, description="Prompt adherence (Seedream 3.0, "
-                                  "SeedEdit).")] = None,
-        watermark: Annotated[bool | None, Field(description="Ark's default is true.")] = None,
+        guidance_scale: Annotated[float | None, Field(ge=1, le=10, description="Seedream 3.0, SeedEdit.")] = None,
+        watermark: bool | None = None,
         output_format: Literal["jpeg", "png"] | None = None,
         web_search: Annotated[bool | None, Field(description="Let the model search the web (Seedream 5.0).")] = None,
+        background: Annotated[Literal["auto", "transparent", "opaque"] | None, Field(description="Seedream 5.5."
+                              )] = None,
         extra: Annotated[Extra, Field(description=Extra.__metadata__[0].description.format(
             examples="optimize_prompt_options, layer_decomposition"))] = None,
         save_dir: SaveDir = None,
@@ -2533,26 +2820,32 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
         """Generate images with Doubao Seedream from a prompt, optionally editing or combining reference images.
         Returns image URLs (valid 24 h), per-image errors, and saved file paths with save_dir. Relative paths start
         in the server's folder."""
-        model = model or config.image_model
-        check_image(model, len(images or []), size, max_images, web_search)
+        choice = candidates("image", ImageAsk(len(images or []), size, max_images, bool(web_search), background),
+                            config, model)
         extra = check_extra(extra, arguments["generate_image"])
         api_key = config.api_key_for(ctx.headers)
         save_to = await call("quick", output_dir, save_dir, config)
         refs = await call("slow", load_inputs, [("images", "image", ref) for ref in images or []], config)
-        body = image_request(prompt, model, refs, size, max_images, web_search, extra, seed=seed,
-                             guidance_scale=guidance_scale, watermark=watermark, output_format=output_format)
-        data = await with_heartbeat(ctx, "generating images", call("slow", client.generate_images, body, api_key))
+        body = image_request(prompt, choice.models[0], refs, size, max_images, web_search, extra, seed=seed,
+                             guidance_scale=guidance_scale, watermark=watermark, output_format=output_format,
+                             background=background)
+        data, used, skipped = await with_heartbeat(ctx, "generating images", call(
+            "slow", first_usable, "image", choice,
+            lambda model: client.generate_images({**body, "model": model}, api_key), memory, api_key, config.region))
         result = shape_images(data)
+        if note := model_note("image", used, skipped, config.region):
+            result = ImageResult(**{**result, "note": f"{note} {result['note']}"})  # type: ignore[typeddict-item]
         if save_to:
             result = await call("slow", save_images, client, data["data"], result, save_to, config.max_download_bytes)
         return result
 
-    @tool(viewer=True, title="Generate a video", destructive_hint=False)
+    @tool(viewer=True, title="Generate a video", read_only_hint=False, destructive_hint=False, idempotent_hint=False)
     async def generate_video(
         ctx: Context,
         prompt: Annotated[Prompt | None, Field(description="Scene and motion, best under 500 chars; cite "
                           "references as @Image1, @Video1, @Audio1.")] = None,
-        model: Annotated[ModelId, Field(description="Model or endpoint id (default DOUBAO_VIDEO_MODEL).")] = None,
+        model: Annotated[ModelId, Field(description="Model or endpoint id (default DOUBAO_VIDEO_MODEL, or best fit)."
+                         )] = None,
         first_frame: MediaArg = None,
         last_frame: Annotated[MediaArg, Field(description="Image to end on; needs first_frame.")] = None,
         reference_images: Annotated[MediaList, Field(description="Images to draw on; not with first/last "
@@ -2572,9 +2865,9 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
         camera_fixed: bool | None = None,
         watermark: bool | None = None,
         generate_audio: bool | None = None,
-        return_last_frame: Annotated[bool | None, Field(description="Also return the last frame (PNG).")] = None,
-        draft: Annotated[bool | None, Field(description="Cheap preview; render it later with draft_task_id "
-                         "(1.5 pro).")] = None,
+        return_last_frame: bool | None = None,
+        draft: Annotated[bool | None, Field(description="480p preview to render later with draft_task_id (2.5)."
+                         )] = None,
         web_search: Annotated[bool | None, Field(description="Let the model search the web.")] = None,
         service_tier: Annotated[ServiceTier | None, Field(description="flex: cheaper, slower.")] = None,
         callback_url: Annotated[str | None, _optional(_callback_url),
@@ -2585,15 +2878,17 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
         save_dir: SaveDir = None,
     ) -> VideoTask:
         """Start a Doubao Seedance video task from text, a first (and last) frame, reference images, videos and
-        audios, or a draft. Returns a task_id; with wait_seconds, waits for the video. If the call times out, the
-        task still exists: find it with list_video_tasks. Relative paths start in the server's folder."""
-        model = model or config.video_model
+        audios, or a draft. Returns a task_id; with wait_seconds, waits for the video. If the call times out, find
+        the task with list_video_tasks. Relative paths start in the server's folder."""
         given = {"first_frame": [first_frame] if first_frame else [], "last_frame": [last_frame] if last_frame else [],
                  "reference_images": reference_images or [], "reference_videos": reference_videos or [],
                  "reference_audios": reference_audios or []}
-        check_video(model, prompt, {argument: len(values) for argument, values in given.items()}, draft_task_id,
-                    duration, frames, resolution, draft, generate_audio, web_search)
         extra = check_extra(extra, arguments["generate_video"])
+        text = lambda value: value if isinstance(value, str) else ""  # noqa: E731
+        choice = candidates("video", VideoAsk(
+            {argument: len(values) for argument, values in given.items()}, bool(prompt), bool(draft_task_id), duration,
+            frames, resolution, ratio, bool(draft), bool(generate_audio), bool(web_search),
+            text(extra.get("omni_reference_task_type")), text(extra.get("output_format"))), config, model)
         api_key = config.api_key_for(ctx.headers)
         save_to = await call("quick", output_dir, save_dir, config)
         inputs = [(argument, kind, item, role, ref) for argument, kind, item, role in VIDEO_INPUTS
@@ -2601,25 +2896,27 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
         loaded = await call("slow", load_inputs, [(argument, kind, ref) for argument, kind, _, _, ref in inputs],
                             config)
         body = video_request(
-            model, prompt, [(item, role, url) for (_, _, item, role, _), url in zip(inputs, loaded)], draft_task_id,
+            choice.models[0], prompt, [(item, role, url) for (_, _, item, role, _), url in zip(inputs, loaded)], draft_task_id,
             web_search, extra, resolution=resolution, ratio=ratio, duration=duration, frames=frames, seed=seed,
             camera_fixed=camera_fixed, watermark=watermark, generate_audio=generate_audio,
             return_last_frame=return_last_frame, draft=draft, service_tier=service_tier, callback_url=callback_url)
-        def create() -> VideoTask:
-            answer = client.create_task(body, api_key)
+        def create() -> tuple[VideoTask, str | None]:
+            answer, used, skipped = first_usable("video", choice, lambda model: client.create_task(
+                {**body, "model": model}, api_key), memory, api_key, config.region)
             if not _task_id_of(answer):
                 raise _unreadable("a new task without a usable task id (the task may exist: see list_video_tasks)",
                                   answer)
-            created = shape_task({"status": "queued", "model": body["model"], **answer})
+            created = shape_task({"status": "queued", "model": used, **answer})
             if record:  # on the same thread: the record costs the call no extra hop
                 own = api_key == config.api_key
-                record.created(created, body, save_to and save_to.path, key_fingerprint(api_key) if own else None,
-                               watched=bool(watcher and own and save_to))
-            return created
-        created = await call("slow", create)
-        return await finish_task(created, created["task_id"], wait_seconds, save_to, api_key, ctx)
+                record.created(created, {**body, "model": used}, save_to and save_to.path,
+                               key_fingerprint(api_key) if own else None, watched=bool(watcher and own and save_to))
+            return created, model_note("video", used, skipped, config.region)
+        created, note = await call("slow", create)
+        task = await finish_task(created, created["task_id"], wait_seconds, save_to, api_key, ctx)
+        return _with(task, note=note) if note else task
 
-    @tool(viewer=True, title="Check a video task", read_only_hint=True, idempotent_hint=True)
+    @tool(viewer=True, title="Check a video task", read_only_hint=True, destructive_hint=False, idempotent_hint=True)
     async def query_video_task(task_id: TaskId, ctx: Context, wait_seconds: WaitSeconds = 0,
                                save_dir: SaveDir = None) -> VideoTask:
         """Get a video task's status and, once succeeded, its video URL (valid 24 h). With wait_seconds, waits
@@ -2628,7 +2925,7 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
         save_to = await call("quick", output_dir, save_dir, config)
         return await finish_task(None, task_id, wait_seconds, save_to, api_key, ctx)
 
-    @tool(title="List video tasks", read_only_hint=True, idempotent_hint=True)
+    @tool(title="List video tasks", read_only_hint=True, destructive_hint=False, idempotent_hint=True)
     async def list_video_tasks(
         ctx: Context,
         status: TaskStatus | None = None,
@@ -2647,7 +2944,7 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
             return TaskList(total=listed["total"], tasks=remembered(listed["tasks"]))
         return await call("quick", listing, config.api_key_for(ctx.headers))
 
-    @tool(title="Cancel or delete a video task")  # the defaults: destructive, not idempotent
+    @tool(title="Cancel or delete a video task", read_only_hint=False, destructive_hint=True, idempotent_hint=False)
     async def cancel_video_task(task_id: TaskId, ctx: Context) -> CancelResult:
         """Cancel a queued video task, or delete the record of a finished one. A running task cannot be
         cancelled."""

@@ -152,18 +152,27 @@ def test_config_accepts_the_typescript_servers_names() -> None:
     assert (config.api_key, config.image_model, config.video_model) == ("legacy", "ep-img", "ep-vid")
 
 
-def test_config_defaults_are_current_models_on_the_china_host() -> None:
-    config = Config.from_env({})
-    assert config.api_key is None
-    assert config.base_url == "https://ark.cn-beijing.volces.com/api/v3"
-    assert config.image_model == "doubao-seedream-5-0-260128"
-    assert config.video_model == "doubao-seedance-2-0-260128"
-
-
-@pytest.mark.parametrize("host", ["ark.ap-southeast.bytepluses.com", "ark.eu-west.bytepluses.com"])
-def test_on_a_byteplus_host_the_defaults_are_the_byteplus_ids_of_the_same_models(host: str) -> None:
+@pytest.mark.parametrize("host, region", [("ark.cn-beijing.volces.com", "china"),
+                                          ("ark.ap-southeast.bytepluses.com", "byteplus"),
+                                          ("ark.eu-west.bytepluses.com", "byteplus")])
+def test_defaults_are_lists_of_current_models_in_the_hosts_own_ids(host: str, region: str) -> None:
+    """China ids start with doubao-; BytePlus ids never do. Each list starts with a model the table knows and does
+    not mark retired, and keeps any it marks retired for last."""
     config = Config.from_env({"ARK_BASE_URL": f"https://{host}/api/v3"})
-    assert (config.image_model, config.video_model) == ("seedream-5-0-260128", "dreamina-seedance-2-0-260128")
+    assert (config.image_model, config.video_model) == (None, None)
+    for kind in ("image", "video"):
+        models = config.models(kind)
+        assert len(models) >= 3 and all(m.startswith("doubao-") == (region == "china") for m in models), models
+        assert None not in [doubao_mcp.family_row(kind, m) for m in models], models
+        lifecycles = [doubao_mcp.lifecycle_of(kind, m, config.region) for m in models]
+        assert lifecycles[0] is None, models
+        retired = [bool(lifecycle and lifecycle.retired) for lifecycle in lifecycles]
+        assert retired == sorted(retired), models  # the retired ones last
+
+
+def test_a_model_setting_is_the_only_model_never_a_list() -> None:
+    config = Config.from_env({"DOUBAO_IMAGE_MODEL": "ep-img", "DOUBAO_VIDEO_ENDPOINT_ID": "ep-vid"})
+    assert (config.models("image"), config.models("video")) == (("ep-img",), ("ep-vid",))
 
 
 @pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="the XDG folders are Linux's")
@@ -307,7 +316,7 @@ async def test_an_explicit_model_argument_wins_over_the_environment(
     ({"prompt": "a", "watermark": "maybe"}, "watermark"),
     ({"prompt": "a", "model": "two words"}, "must be an Ark model id"),
     ({"prompt": "a", "images": ["ftp://host/a.png"]}, "images: 'ftp://host/a.png' is not an https URL"),
-    ({"prompt": "a", "images": ["https://img.test/a.png"] * 15}, "images: 15 reference images is over doubao-seedream-5-0's 14."),
+    ({"prompt": "a", "images": ["https://img.test/a.png"] * 15}, "images: 15 reference images is over doubao-seedream-4-5's 14."),
     ({"prompt": "a", "images": ["https://img.test/a.png"] * 51, "model": "ep-x"}, "images"),
     ({"prompt": "a", "images": ["https://img.test/a.png"] * 5, "max_images": 11}, "total 15 at most, got 5 + 11"),
 ])
@@ -367,16 +376,22 @@ async def test_generate_video_text_only_and_reference_images(ark: Any) -> None:
     ({"first_frame": "https://img.test/f.png", "reference_images": ["https://img.test/r.png"]},
      "either first_frame/last_frame or reference images, videos and audios, not both"),
     ({"first_frame": "https://img.test/f.png", "reference_audios": ["https://img.test/r.mp3"]}, "not both"),
-    ({"reference_images": ["https://img.test/r.png"] * 10}, "reference_images: 10 images is over doubao-seedance-2-0's 9."),
+    ({"reference_images": ["https://img.test/r.png"] * 10, "model": "doubao-seedance-2-0-260128"},
+     "reference_images: 10 images is over doubao-seedance-2-0's 9; doubao-seedance-2-5-260628 takes 10 reference_images."),
+    ({"reference_images": ["https://img.test/r.png"] * 31},
+     "reference_images: 31 images is over doubao-seedance-2-0's 9."),
     ({"duration": 5, "frames": 121}, "duration or frames, not both"),
     ({"duration": 0}, "must be seconds (1-600; each model takes its own range), or -1"),
     ({"duration": -2}, "must be seconds"),
-    ({"duration": 16}, "duration 16 is over doubao-seedance-2-0's 4-15 s."),
+    ({"duration": 16, "model": "doubao-seedance-2-0-260128"},
+     "duration 16 is over doubao-seedance-2-0's 4-15 s; doubao-seedance-2-5-260628 takes duration 16."),
+    ({"duration": 31}, "duration 31 is over doubao-seedance-2-0's 4-15 s."),
     ({"frames": 30}, "25 + 4n"),
     ({"frames": 121}, "frames: doubao-seedance-2-0 takes duration, not frames."),
     ({"resolution": "8k"}, "resolution"),
     ({"resolution": "4k", "model": "doubao-seedance-2-0-fast-260128"},
-     "resolution 4k is not one doubao-seedance-2-0-fast makes: 480p, 720p."),
+     "resolution 4k is not one doubao-seedance-2-0-fast makes: 480p, 720p; doubao-seedance-2-0-260128 takes "
+     "resolution 4k."),
     ({"ratio": "2:1"}, "ratio"),
     ({"service_tier": "cheap"}, "service_tier"),
     ({"seed": 2**32}, "seed"),
@@ -484,35 +499,48 @@ async def at_the_limit(ark: Any, tool: str, route: str, reply: Any, arguments: d
     if isinstance(expected, dict):
         assert not result.is_error, result.content[0].text
         assert sent_json(ark) == expected
-    else:
-        assert expected in error_text(result)
+    else:  # the refusal, and maybe where to go instead: "...; <model> takes <it>."
+        assert expected.rstrip(".") in error_text(result)
         assert len(ark.calls) == 0
 
 
 VIDEO_RULES = [
     # (model, arguments, the body's differences from a plain request, or the refusal)
     ("doubao-seedance-1-5-pro-251215", {"draft": True, "duration": -1}, {"draft": True, "duration": -1}),
-    ("doubao-seedance-2-0-260128", {"draft": True}, "draft: doubao-seedance-2-0 makes no drafts (Seedance 1.5 pro does)."),
-    ("doubao-seedance-2-5-260628", {"draft_task_id": "cgt-draft"}, "draft_task_id: doubao-seedance-2-5 makes no drafts"),
+    ("doubao-seedance-2-0-260128", {"draft": True},
+     "draft: doubao-seedance-2-0 makes no drafts; doubao-seedance-2-5-260628 takes draft."),
+    ("doubao-seedance-2-5-260628", {"draft": True, "resolution": "480p"}, {"draft": True, "resolution": "480p"}),
+    ("doubao-seedance-2-5-260628", {"draft": True, "resolution": "720p"},
+     "draft: doubao-seedance-2-5 makes drafts at 480p only, not 720p."),
+    ("doubao-seedance-2-5-260628", {"prompt": None, "draft_task_id": "cgt-draft-2", "resolution": "1080p"},
+     {"content": [{"type": "draft_task", "draft_task": {"id": "cgt-draft-2"}}], "resolution": "1080p"}),
+    ("doubao-seedance-2-0-fast-260128", {"draft_task_id": "cgt-draft"},
+     "draft_task_id: doubao-seedance-2-0-fast makes no drafts; doubao-seedance-2-5-260628 takes draft_task_id."),
     ("doubao-seedance-1-0-pro-250528", {"frames": 289}, {"frames": 289}),
     ("doubao-seedance-1-5-pro-251215", {"frames": 121}, "frames: doubao-seedance-1-5-pro takes duration, not frames."),
     ("doubao-seedance-1-0-pro-250528", {"duration": -1},
-     "duration -1 (the model chooses) is not something doubao-seedance-1-0-pro takes: give 2-12 s."),
-    ("doubao-seedance-1-0-pro-250528", {"generate_audio": True}, "generate_audio: doubao-seedance-1-0-pro makes silent videos."),
+     "duration -1 (the model chooses) is not something doubao-seedance-1-0-pro takes: give 2-12 s; "
+     "doubao-seedance-2-0-260128 takes duration -1."),
+    ("doubao-seedance-1-0-pro-250528", {"generate_audio": True},
+     "generate_audio: doubao-seedance-1-0-pro makes silent videos; doubao-seedance-2-0-260128 takes generate_audio."),
     ("doubao-seedance-2-0-260128", {"web_search": True}, {"tools": [{"type": "web_search"}]}),
     ("doubao-seedance-2-0-260128", {"web_search": True, "reference_images": [URL + "a"]},
      "web_search: doubao-seedance-2-0 searches the web only for text-to-video"),
-    ("doubao-seedance-1-5-pro-251215", {"web_search": True}, "web_search: doubao-seedance-1-5-pro cannot search the web."),
+    ("doubao-seedance-1-5-pro-251215", {"web_search": True},
+     "web_search: doubao-seedance-1-5-pro cannot search the web; doubao-seedance-2-0-260128 takes web_search."),
     ("doubao-seedance-2-0-260128", {"reference_audios": [URL + "a.mp3"]},
-     "reference_audios: doubao-seedance-2-0 needs a reference image or video beside them."),
+     "reference_audios: doubao-seedance-2-0 needs a reference image or video beside them; "
+     "doubao-seedance-2-5-260628 takes reference_audios alone."),
     ("doubao-seedance-2-5-260628", {"reference_audios": [URL + "a.mp3"]},
      {"content": [{"type": "text", "text": "a fox"}] + items("audio", "reference_audio", [URL + "a.mp3"])}),
     ("doubao-seedance-1-0-lite-t2v-250428", {"first_frame": URL + "f"},
-     "first_frame: doubao-seedance-1-0-lite-t2v makes videos from text only."),
+     "first_frame: doubao-seedance-1-0-lite-t2v makes videos from text only; doubao-seedance-2-0-260128 takes "
+     "first_frame."),
     ("doubao-seedance-1-0-lite-i2v-250428", {},
      "doubao-seedance-1-0-lite-i2v needs an image: give first_frame or reference_images."),
     ("doubao-seedance-1-0-pro-fast-251015", {"first_frame": URL + "f", "last_frame": URL + "l"},
-     "last_frame: doubao-seedance-1-0-pro-fast takes a first frame but no last frame."),
+     "last_frame: doubao-seedance-1-0-pro-fast takes a first frame but no last frame; doubao-seedance-2-0-260128 "
+     "takes last_frame."),
     ("doubao-seedance-1-5-pro-251215", {"prompt": None, "first_frame": URL + "f"},
      "prompt is required for doubao-seedance-1-5-pro."),
     ("doubao-seedance-2-0-260128", {"prompt": None, "reference_images": [URL + "a"]},
@@ -624,14 +652,15 @@ async def test_seedream_5_takes_png_web_search_and_extra_fields(ark: Any) -> Non
                                   "web_search": True, "size": "3k",
                                   "extra": {"optimize_prompt_options": {"mode": "fast"}}})
     await call("generate_image", {"prompt": "split into layers", "model": "doubao-seedream-5-0-pro-260628",
-                                  "size": "auto", "extra": {"layer_decomposition": {"enabled": True}}})
+                                  "size": "auto", "extra": {"layer_decomposition": True}})
     assert sent_json(ark, 0) == {"model": "doubao-seedream-5-0-260128", "prompt": "today's weather in Paris as a poster",
                                  "size": "3K", "output_format": "png", "tools": [{"type": "web_search"}],
                                  "optimize_prompt_options": {"mode": "fast"}}
     assert sent_json(ark, 1) == {"model": "doubao-seedream-5-0-pro-260628", "prompt": "split into layers",
-                                 "size": "auto", "layer_decomposition": {"enabled": True}}
+                                 "size": "auto", "layer_decomposition": True}
     refused = await call("generate_image", {"prompt": "a", "model": "doubao-seedream-4-5-251128", "web_search": True})
-    assert "web_search: doubao-seedream-4-5 cannot search the web." in error_text(refused)
+    assert ("web_search: doubao-seedream-4-5 cannot search the web; doubao-seedream-5-0-flash-260915 takes "
+            "web_search.") in error_text(refused)
 
 
 async def test_extra_fields_go_to_ark_as_given(ark: Any) -> None:
@@ -777,7 +806,9 @@ async def test_a_failed_task_is_a_result_not_an_error(ark: Any) -> None:
     assert result.structured_content["error_code"] == "OutputVideoSensitiveContentDetected"
     assert result.structured_content["error_message"] == "blocked"
     assert result.structured_content["frames"] == 121
-    assert "generate_video again" in result.structured_content["next_step"]
+    assert result.structured_content["next_step"] == (  # the same advice as Ark's error answer with this code
+        "Generation failed: Ark's moderation rejected the prompt, an input image or the result: rephrase the prompt "
+        "or use another image.")
 
 
 @pytest.mark.parametrize("task_id", ["", "   ", "cgt 1", "cgt/1", "../tasks", "cgt-1..2", "cgt-1%2F", "cgt\n1",
@@ -854,7 +885,8 @@ async def test_cancelling_an_unknown_task_says_so(ark: Any) -> None:
      "Ark API error 401 AuthenticationError: the API key is invalid (request id {sent}). Check ARK_API_KEY"),
     (404, {"error": {"code": "ModelNotOpen", "message": "Your account has not activated the model. Request id: 02174"}},
      {}, "Ark API error 404 ModelNotOpen: Your account has not activated the model (request id 02174). "
-         "Activate the model in the Ark console or set DOUBAO_VIDEO_MODEL."),
+         "Activate doubao-seedance-2-0-260128 in the Ark console (Model activation), or set DOUBAO_VIDEO_MODEL to a "
+         "model or endpoint id your account has."),
     (400, {"error": {"code": "InvalidParameter", "message": "bad duration", "param": "duration"}},
      {"X-Request-Id": "req-9"}, "Ark API error 400 InvalidParameter: bad duration (param duration, request id req-9)."),
     (400, {"error": {"code": "InputTextSensitiveContentDetected", "message": "flagged"}}, {},
@@ -872,7 +904,8 @@ async def test_cancelling_an_unknown_task_says_so(ark: Any) -> None:
     (302, "", {"Location": "https://elsewhere.test/"}, "Ark API error 302: redirect to https://elsewhere.test/"),
 ])
 async def test_non_2xx_answers_become_one_clear_error(ark: Any, status: int, body: Any, headers: dict[str, str],
-                                                      expected: str) -> None:
+                                                      expected: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOUBAO_VIDEO_MODEL", "doubao-seedance-2-0-260128")  # one model: no falling through
     kwargs = {"json": body} if isinstance(body, dict) else {"body": body}
     ark.post(TASKS, status=status, headers=headers, **kwargs)
     text = error_text(await call("generate_video", {"prompt": "a"}))
@@ -958,14 +991,12 @@ async def test_tools_declare_output_schemas_and_annotations() -> None:
     async with Client(server()) as client:
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
 
-    def effective(value: bool | None, default: bool) -> bool:  # what a client reads, with the spec's defaults
-        return default if value is None else value
-
-    hints = {name: (effective(t.annotations.read_only_hint, False), effective(t.annotations.destructive_hint, True),
-                    effective(t.annotations.open_world_hint, True)) for name, t in tools.items()}
-    assert hints == {"generate_image": (False, False, True), "generate_video": (False, False, True),
-                     "query_video_task": (True, True, True), "list_video_tasks": (True, True, True),
-                     "cancel_video_task": (False, True, True)}
+    # All four stated, none left to the spec's defaults: some clients read a missing hint as unknown.
+    hints = {name: (t.annotations.read_only_hint, t.annotations.destructive_hint, t.annotations.idempotent_hint,
+                    t.annotations.open_world_hint) for name, t in tools.items()}
+    assert hints == {"generate_image": (False, False, False, True), "generate_video": (False, False, False, True),
+                     "query_video_task": (True, False, True, True), "list_video_tasks": (True, False, True, True),
+                     "cancel_video_task": (False, True, False, True)}
     assert tools["query_video_task"].output_schema["required"] == ["task_id", "status", "next_step"]
     assert tools["generate_image"].input_schema["properties"]["max_images"] == {
         "description": "Above 1: a set of up to this many related images.",
@@ -1531,7 +1562,8 @@ class FakeArk:
     A task is queued when created and at its first GET, running after that, and succeeded from
     its `polls_to_finish`-th GET on, or, with `seconds_to_finish`, once that long has passed
     since it was created. Every request is recorded with the key it carried and the connection
-    it came on. `faults[(method, path prefix)] = answer(...)` replaces the answer to matching requests.
+    it came on. `faults[(method, path prefix)] = answer(...)` replaces the answer to matching requests;
+    `unavailable[model id] = code` answers creations for that model as Ark does for a retired or unactivated one.
     """
 
     def __init__(self, polls_to_finish: int = 3, seconds_to_finish: float | None = None):
@@ -1539,6 +1571,7 @@ class FakeArk:
         self.seconds_to_finish = seconds_to_finish
         self.video_size: int | None = None  # serve a video of this many bytes, streamed, instead of VIDEO_BYTES
         self.faults: dict[tuple[str, str], Any] = {}
+        self.unavailable: dict[str, str] = {}
         self.requests: list[dict[str, Any]] = []
         self.tasks: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
@@ -1571,6 +1604,9 @@ class FakeArk:
 
     def handle(self, method: str, path: str, query: list[tuple[str, str]], body: Any) -> tuple[int, Any]:
         with self.lock:
+            if method == "POST" and body.get("model") in self.unavailable:
+                return 404, {"error": {"code": self.unavailable[body["model"]], "message": "The model or endpoint "
+                                       f"{body['model']} does not exist or you do not have access to it."}}
             if method == "POST" and path == "/api/v3/images/generations":
                 count = (body.get("sequential_image_generation_options") or {}).get("max_images", 1)
                 return 200, {"model": body["model"], "created": 1757321139, "data": [
@@ -1808,7 +1844,7 @@ UPSTREAM_FAULTS = {
     "403": (("POST", IMAGES_ROUTE), ark_error(403, "AccessDenied", "no access"), IMAGE_CALL,
             "Ark API error 403 AccessDenied: no access"),
     "404": (("POST", TASKS_ROUTE), ark_error(404, "ModelNotOpen", "not activated"), VIDEO_CALL,
-            "Activate the model in the Ark console or set DOUBAO_VIDEO_MODEL"),
+            "are not available to this account (Ark says ModelNotOpen). Activate one in the Ark console"),
     "429 with Retry-After": (("GET", TASKS_ROUTE), ark_error(429, "RateLimitExceeded", "slow", Retry_After="2"),
                              QUERY_CALL, "Ark API error 429 RateLimitExceeded: slow"),
     "429 without Retry-After": (("POST", TASKS_ROUTE), ark_error(429, "ServerOverloaded", "busy"), VIDEO_CALL,
@@ -2734,7 +2770,7 @@ async def test_forgiving_where_the_meaning_is_unambiguous(ark: Any, tmp_path: Pa
                                  "duration": 5, "service_tier": "flex", "content": [
                                      {"type": "text", "text": "a fox"},
                                      *items("image", "reference_image", ["https://img.test/a.png"])]}
-    assert sent_json(ark, 1) == {"model": "doubao-seedream-5-0-260128", "prompt": "a fox", "size": "2K",
+    assert sent_json(ark, 1) == {"model": "doubao-seedream-4-5-251128", "prompt": "a fox", "size": "2K",
                                  "output_format": "png", "sequential_image_generation": "auto",
                                  "sequential_image_generation_options": {"max_images": 3}}
     assert parse_qsl(urlsplit(ark.calls[2].request.url).query) == [("filter.status", "running"),
@@ -2824,7 +2860,7 @@ async def test_generate_video_waits_at_most_55_s_so_its_task_id_beats_a_60_s_cli
     assert tools["generate_video"].input_schema["properties"]["wait_seconds"]["maximum"] == 55
     assert tools["query_video_task"].input_schema["properties"]["wait_seconds"]["maximum"] == 600
     assert "wait_seconds is 90; the most it takes is 55." in error_text(refused) and len(ark.calls) == 0
-    assert "If the call times out, the task still exists: find it with list_video_tasks" in \
+    assert "If the call times out, find the task with list_video_tasks" in \
         tools["generate_video"].description
 
 
@@ -3404,3 +3440,242 @@ def test_start_up_resumes_the_tasks_nobody_alive_watches_and_whose_links_still_w
     assert sorted(task_id for task_id, _ in doubao_mcp.Record(tmp_path / "state", BASE).orphans(owner or "")) == [
         "cgt-dead-watcher", "cgt-done-today", "cgt-live-but-silent", "cgt-same-pid-earlier-process"]
     assert doubao_mcp.Record(tmp_path / "state", "https://other.test/api/v3").orphans(owner or "") == []
+
+
+# --- Models as they are today: defaults that fall through, lifecycles, where to go ----------------------------
+# Against the fake Ark on 127.0.0.1, which answers 404 for any model in its `unavailable` (retired, or not
+# activated for this account). Its address is not a BytePlus host, so the China defaults apply.
+
+LITE, S45, PRO, FLASH, S55, S40 = ("doubao-seedream-5-0-260128", "doubao-seedream-4-5-251128",
+                                   "doubao-seedream-5-0-pro-260628", "doubao-seedream-5-0-flash-260915",
+                                   "doubao-seedream-5-5-261028", "doubao-seedream-4-0-250828")
+DANCE_20, DANCE_25, DANCE_15 = "doubao-seedance-2-0-260128", "doubao-seedance-2-5-260628", "doubao-seedance-1-5-pro-251215"
+NOT_FOUND = "InvalidEndpointOrModel.NotFound"
+
+
+def posted_models(fake: FakeArk) -> list[str]:
+    return [r["body"]["model"] for r in fake.requests if r["method"] == "POST"]
+
+
+async def session_calls(fake: FakeArk, *calls: tuple[str, dict[str, Any]], **settings: Any) -> list[Any]:
+    """Calls made one after another to one server, as a client's conversation makes them."""
+    async with Client(server(Config(api_key=KEY, base_url=fake.url, **settings))) as client:
+        return [await client.call_tool(tool, arguments) for tool, arguments in calls]
+
+
+async def test_a_default_ark_cannot_serve_falls_through_to_the_next_and_the_result_says_so(fake_ark: FakeArk) -> None:
+    fake_ark.unavailable = {S45: "ModelNotOpen"}
+    [result] = await session_calls(fake_ark, ("generate_image", {"prompt": "a fox"}))
+    assert not result.is_error, error_text(result)
+    assert posted_models(fake_ark) == [S45, PRO]
+    assert result.structured_content["model"] == PRO
+    assert result.structured_content["note"] == (
+        f"{S45} is not available to this account (Ark says ModelNotOpen): used {PRO}. {doubao_mcp.URL_LIFETIME_NOTE}")
+
+
+async def test_the_model_that_worked_is_remembered_so_the_next_call_sends_one_request(fake_ark: FakeArk) -> None:
+    fake_ark.unavailable = {DANCE_20: NOT_FOUND}
+    first, second = await session_calls(fake_ark, ("generate_video", {"prompt": "a fox"}),
+                                        ("generate_video", {"prompt": "a fox again"}))
+    assert posted_models(fake_ark) == [DANCE_20, DANCE_25, DANCE_25]
+    assert first.structured_content["note"] == f"{DANCE_20} is not available to this account (Ark says {NOT_FOUND}): " \
+                                               f"used {DANCE_25}."
+    assert second.structured_content["model"] == DANCE_25 and "note" not in second.structured_content
+    assert [r["body"]["content"][0]["text"] for r in fake_ark.requests if r["method"] == "POST"][-1] == "a fox again"
+
+
+async def test_a_set_goes_only_to_models_that_make_sets(fake_ark: FakeArk) -> None:
+    """5.0 pro and 5.5 make no sets and 5.0 flash may not: with 4.5 unavailable, a set of three goes to 4.0."""
+    fake_ark.unavailable = {S45: NOT_FOUND}
+    [result] = await session_calls(fake_ark, ("generate_image", {"prompt": "a comic strip", "max_images": 3}))
+    assert posted_models(fake_ark) == [S45, S40]
+    assert len(result.structured_content["images"]) == 3
+    assert result.structured_content["note"].startswith(f"{S45} is not available to this account (Ark says {NOT_FOUND}):"
+                                                        f" used {S40}.")
+
+
+@pytest.mark.parametrize("arguments, chosen", [
+    ({"web_search": True}, FLASH),  # 4.5 and 5.0 pro search no web
+    ({"background": "transparent"}, S55),  # only 5.5 is known to take it
+    ({"size": "1.5K"}, PRO),
+    ({"size": "3K", "max_images": 2}, LITE),  # only 5.0 lite, retired in China, makes 3K: tried all the same
+])
+async def test_a_default_image_model_is_the_first_known_to_take_the_call(
+        fake_ark: FakeArk, arguments: dict[str, Any], chosen: str) -> None:
+    [result] = await session_calls(fake_ark, ("generate_image", {"prompt": "a fox", **arguments}))
+    assert not result.is_error, error_text(result)
+    assert posted_models(fake_ark) == [chosen]
+
+
+@pytest.mark.parametrize("arguments, chosen", [
+    ({"draft": True}, DANCE_25), ({"duration": 20}, DANCE_25), ({"resolution": "4k"}, DANCE_20),
+    ({"reference_images": media("image", 12)}, DANCE_25), ({"reference_audios": media("audio", 1)}, DANCE_25),
+    ({"web_search": True}, DANCE_20),
+])
+async def test_a_default_video_model_is_the_first_that_takes_the_call(
+        fake_ark: FakeArk, arguments: dict[str, Any], chosen: str) -> None:
+    [result] = await session_calls(fake_ark, ("generate_video", {"prompt": "a fox", **arguments}))
+    assert not result.is_error, error_text(result)
+    assert posted_models(fake_ark) == [chosen]
+
+
+async def test_when_no_default_can_serve_the_call_the_error_lists_what_was_tried_and_what_to_set(
+        fake_ark: FakeArk) -> None:
+    fake_ark.unavailable = {LITE: NOT_FOUND}
+    [result] = await session_calls(fake_ark, ("generate_image", {"prompt": "a poster", "size": "3K"}))
+    assert posted_models(fake_ark) == [LITE]
+    assert error_text(result) == (
+        "Error executing tool generate_image: No default image model that takes this call is available: "
+        f"{LITE} is not available to this account (retired in China since 2026-11-24). Activate one in the Ark console "
+        "(Model activation), or pass model (or set DOUBAO_IMAGE_MODEL) to a model or endpoint id your account has.")
+
+
+async def test_all_unavailable_defaults_are_named_together_and_tried_again_on_the_next_call(fake_ark: FakeArk) -> None:
+    """Remembering is only an order: a model activated after a refusal is found on the next call."""
+    fake_ark.unavailable = dict.fromkeys(doubao_mcp.DEFAULT_MODELS["video"][doubao_mcp.CHINA], "ModelNotOpen")
+    first, = await session_calls(fake_ark, ("generate_video", {"prompt": "a fox", "draft": True}))
+    assert posted_models(fake_ark) == [DANCE_25, DANCE_15]  # the two that make drafts
+    assert f"{DANCE_25} and {DANCE_15} are not available to this account (Ark says ModelNotOpen)" in error_text(first)
+
+
+async def test_an_explicit_model_or_a_setting_is_never_replaced(fake_ark: FakeArk) -> None:
+    fake_ark.unavailable = {S45: "ModelNotOpen", DANCE_20: "ModelNotOpen"}
+    by_argument, = await session_calls(fake_ark, ("generate_image", {"prompt": "a fox", "model": S45}))
+    by_setting, = await session_calls(fake_ark, ("generate_video", {"prompt": "a fox"}), video_model=DANCE_20)
+    assert posted_models(fake_ark) == [S45, DANCE_20]
+    assert error_text(by_argument).endswith(f"Activate {S45} in the Ark console (Model activation), or pass a model "
+                                            "or endpoint id your account has.")
+    assert error_text(by_setting).endswith(f"Activate {DANCE_20} in the Ark console (Model activation), or set "
+                                           "DOUBAO_VIDEO_MODEL to a model or endpoint id your account has.")
+
+
+@pytest.mark.parametrize("fault, expected", [
+    (answer(400, json.dumps({"error": {"code": "InvalidParameter", "message": "bad prompt"}})), "bad prompt"),
+    (answer(500, json.dumps({"error": {"code": "InternalServiceError", "message": "oops"}})), "oops"),
+    (answer(200, '{"id": "cgt', length=500), "Ark may have created the task anyway"),  # dropped mid-answer
+])
+async def test_no_fall_through_after_any_other_answer_since_the_task_may_exist(
+        fake_ark: FakeArk, fault: Any, expected: str) -> None:
+    fake_ark.faults[("POST", TASKS_ROUTE)] = fault
+    [result] = await session_calls(fake_ark, ("generate_video", {"prompt": "a fox"}))
+    assert expected in error_text(result)
+    assert posted_models(fake_ark) == [DANCE_20]
+
+
+@pytest.mark.parametrize("model, arguments, advice", [
+    (DANCE_15, {"draft": True}, "Seedance 1.5 pro is being retired: use doubao-seedance-2-5-260628 (it makes drafts "
+                                "too, at 480p)."),
+    (LITE, {}, "Seedream 5.0 lite is retired in China since 2026-11-24: use doubao-seedream-5-0-pro-260628 (it makes "
+               "no sets, no web search and no 3K or 4K)."),
+])
+async def test_ark_refusing_a_retiring_model_names_its_successor_and_a_result_from_one_carries_a_note(
+        fake_ark: FakeArk, model: str, arguments: dict[str, Any], advice: str) -> None:
+    tool = "generate_video" if "seedance" in model else "generate_image"
+    fake_ark.unavailable = {model: NOT_FOUND}
+    refused, = await session_calls(fake_ark, (tool, {"prompt": "a fox", "model": model, **arguments}))
+    fake_ark.unavailable = {}
+    served, = await session_calls(fake_ark, (tool, {"prompt": "a fox", "model": model, **arguments}))
+    assert f"Ark API error 404 {NOT_FOUND}" in error_text(refused) and advice in error_text(refused)
+    assert served.structured_content["note"].startswith(advice)
+    assert posted_models(fake_ark) == [model, model]  # never refused here for being retired
+
+
+async def test_a_draft_on_seedance_2_5_then_its_final_video(fake_ark: FakeArk) -> None:
+    draft, = await session_calls(fake_ark, ("generate_video", {"prompt": "a paper boat", "draft": True,
+                                                               "resolution": "480p", "wait_seconds": 5}),
+                                 poll_intervals=(0.01, 0.01))
+    assert draft.structured_content["status"] == "succeeded", draft.structured_content
+    final, = await session_calls(fake_ark, ("generate_video", {"draft_task_id": draft.structured_content["task_id"],
+                                                               "resolution": "1080p"}))
+    assert not final.is_error, error_text(final)
+    bodies = [r["body"] for r in fake_ark.requests if r["method"] == "POST"]
+    assert bodies == [
+        {"model": DANCE_25, "content": [{"type": "text", "text": "a paper boat"}], "resolution": "480p", "draft": True},
+        {"model": DANCE_25, "content": [{"type": "draft_task", "draft_task": {"id": draft.structured_content["task_id"]}}],
+         "resolution": "1080p"}]
+
+
+@pytest.mark.parametrize("model, arguments, expected", [
+    ("dola-seedream-5-5-261028", {"background": "transparent", "size": "2K", "images": media("image", 10)},
+     {"background": "transparent", "size": "2K", "image": media("image", 10)}),
+    ("seedream-5-5-261028", {"size": "1.5K"}, {"size": "1.5K"}),
+    ("dola-seedream-5-5-261028", {"max_images": 3}, "max_images: dola-seedream-5-5 makes single images, not sets; "
+                                                    f"{S45} takes max_images 3."),
+    ("dola-seedream-5-5-261028", {"images": media("image", 11)}, "images: 11 reference images is over "
+                                                                 "dola-seedream-5-5's 10"),
+    ("dola-seedream-5-0-pro-260628", {"size": "4K"}, "size 4K is not one dola-seedream-5-0-pro makes: 1K, 1.5K, 2K, "
+                                                     f"auto or WIDTHxHEIGHT; {S45} takes size 4K."),
+    ("dola-seedream-5-0-pro-260628", {"size": "1.5K", "extra": {"layer_decomposition": True}},
+     {"size": "1.5K", "layer_decomposition": True}),
+    (S45, {"background": "opaque"}, f"background: doubao-seedream-4-5 takes no background setting; {S55} takes "
+                                    "background opaque."),
+])
+async def test_seedream_5_5_and_dola_ids(ark: Any, model: str, arguments: dict[str, Any], expected: Any) -> None:
+    await at_the_limit(ark, "generate_image", IMAGES, {"data": []}, {"model": model, **arguments},
+                       {"model": model, "prompt": "a fox", **expected} if isinstance(expected, dict) else expected)
+
+
+@pytest.mark.parametrize("arguments, refusal", [
+    ({"first_frame": URL + "f", "ratio": "16:9"}, "ratio: doubao-seedance-2-5 animates first and last frames at "
+                                                  "ratio adaptive only"),
+    ({"extra": {"omni_reference_task_type": "edit"}, "reference_images": media("image", 1)},
+     "extra.omni_reference_task_type edit: doubao-seedance-2-5 needs the video in reference_videos."),
+    ({"extra": {"omni_reference_task_type": "extend_video"}, "reference_videos": media("video", 1), "ratio": "9:16"},
+     "ratio: doubao-seedance-2-5 edits and extends videos at ratio adaptive only"),
+    ({"extra": {"omni_reference_task_type": "edit"}, "reference_videos": media("video", 1), "duration": 10},
+     "duration: an edit keeps its video's length on doubao-seedance-2-5: give -1 or leave duration out."),
+])
+async def test_seedance_2_5_rules(ark: Any, arguments: dict[str, Any], refusal: str) -> None:
+    assert refusal in error_text(await call("generate_video", {"prompt": "a", "model": DANCE_25, **arguments}))
+    assert len(ark.calls) == 0
+
+
+async def test_seedance_2_5_edits_and_mov_pass_while_mov_elsewhere_names_2_5(ark: Any) -> None:
+    ark.post(TASKS, json={"id": "cgt-1"})
+    extra = {"omni_reference_task_type": "extend", "output_format": "mov"}
+    sent = await call("generate_video", {"prompt": "go on", "model": DANCE_25, "reference_videos": [URL + "v"],
+                                         "ratio": "adaptive", "duration": 20, "extra": extra})
+    refused = await call("generate_video", {"prompt": "a", "model": DANCE_20, "extra": {"output_format": "mov"}})
+    assert not sent.is_error and sent_json(ark)["output_format"] == "mov"
+    assert f"output_format mov: doubao-seedance-2-0 makes mp4 only; {DANCE_25} takes output_format mov." in \
+        error_text(refused)
+
+
+async def test_on_byteplus_the_defaults_and_hints_are_byteplus_ids(ark: Any) -> None:
+    byteplus = "https://ark.ap-southeast.bytepluses.com/api/v3"
+    ark.post(f"{byteplus}/images/generations", json={"data": []})
+    ark.post(f"{byteplus}/contents/generations/tasks", json={"id": "cgt-1"})
+    config = Config(api_key=KEY, base_url=byteplus)
+    await call("generate_image", {"prompt": "a fox"}, config)
+    await call("generate_video", {"prompt": "a fox", "draft": True}, config)
+    refused = await call("generate_video", {"prompt": "a", "model": "dreamina-seedance-2-0-260128", "duration": 20},
+                         config)
+    assert [sent_json(ark, i)["model"] for i in range(2)] == ["seedream-5-0-260128", "dreamina-seedance-2-5-260628"]
+    assert "dreamina-seedance-2-5-260628 takes duration 20." in error_text(refused)
+
+
+async def test_a_failed_tasks_next_step_reads_its_code_like_an_error(ark: Any) -> None:
+    ark.get(f"{TASKS}/cgt-x", json={"id": "cgt-x", "status": "failed",
+                                    "error": {"code": "OutputAudioSensitiveContentDetected", "message": "audio"}})
+    result = await call("query_video_task", {"task_id": "cgt-x"})
+    assert result.structured_content["next_step"] == ("Generation failed: Ark's moderation blocked the generated "
+                                                      "audio, not the picture: call again with generate_audio: false.")
+
+
+async def test_a_404_from_a_base_url_without_api_v3_points_at_ark_base_url_whatever_its_body(ark: Any) -> None:
+    ark.post("https://ark.test/images/generations", status=404,
+             json={"error": {"code": "NotFound", "message": "no route"}})
+    text = error_text(await call("generate_image", {"prompt": "a"}, Config(api_key=KEY, base_url="https://ark.test")))
+    assert "check ARK_BASE_URL (https://ark.test), which ends in /api/v3" in text and "Activate" not in text
+
+
+def test_model_memory_is_per_key_and_bounded() -> None:
+    memory = doubao_mcp.ModelMemory(keys=2)
+    memory.learn("key-a", "m1", usable=False)
+    assert memory.order("key-a", ["m1", "m2"]) == ["m2", "m1"]
+    assert memory.order("key-b", ["m1", "m2"]) == ["m1", "m2"]  # another caller's account is its own
+    memory.learn("key-b", "m2", usable=True)
+    memory.learn("key-c", "m2", usable=False)  # a third key pushes out the oldest
+    assert memory.order("key-a", ["m1", "m2"]) == ["m1", "m2"]
+    memory.learn("key-c", "m2", usable=True)  # activated since: first again
+    assert memory.order("key-c", ["m1", "m2"]) == ["m1", "m2"]
