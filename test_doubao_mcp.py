@@ -3679,3 +3679,16 @@ def test_model_memory_is_per_key_and_bounded() -> None:
     assert memory.order("key-a", ["m1", "m2"]) == ["m1", "m2"]
     memory.learn("key-c", "m2", usable=True)  # activated since: first again
     assert memory.order("key-c", ["m1", "m2"]) == ["m1", "m2"]
+
+
+async def test_over_stdio_a_newcomers_first_image_in_china_survives_a_retired_default(fake_ark: FakeArk) -> None:
+    """The installed server, no model named, its first default gone: the first call works and says how."""
+    fake_ark.unavailable = {S45: NOT_FOUND, PRO: "ModelNotOpen"}
+    async with Client(stdio_server(fake_ark)) as client:
+        first = await client.call_tool("generate_image", {"prompt": "a fox"})
+        second = await client.call_tool("generate_image", {"prompt": "a hare"})
+    assert first.structured_content["model"] == second.structured_content["model"] == FLASH
+    assert first.structured_content["note"].startswith(
+        f"{S45} is not available to this account (Ark says {NOT_FOUND}); {PRO} is not available to this account (Ark "
+        f"says ModelNotOpen): used {FLASH}.")
+    assert posted_models(fake_ark) == [S45, PRO, FLASH, FLASH]
