@@ -1088,6 +1088,8 @@ class SavedFile(TypedDict):
     bytes: int
     missing: NotRequired[bool]  # the record knew this file, and it is no longer there
     sha256: NotRequired[Unlisted[str]]
+    kind: NotRequired[Unlisted[str]]  # video, last_frame or image: what it is, never read from its name
+    index: NotRequired[Unlisted[int]]  # an image's place in its result
 
 
 class SaveError(TypedDict):
@@ -1307,6 +1309,17 @@ def shape_task(item: Any, asked_for: str | None = None) -> VideoTask:
 
 
 
+def shape_items(items: Any) -> list[VideoTask]:
+    """The tasks of a list answer that can be read: one malformed item does not hide the others."""
+    shaped = []
+    for item in items if isinstance(items, list) else []:
+        try:
+            shaped.append(shape_task(item))
+        except DoubaoError as error:
+            log.warning("Left out an item of Ark's task list: %s", error)
+    return shaped
+
+
 def shape_task_list(body: dict[str, Any], asked_for: Iterable[str] = ()) -> TaskList:
     """Ark's list, each task shaped; when particular tasks were asked for, no other is passed on."""
     items = body.get("items")
@@ -1315,7 +1328,7 @@ def shape_task_list(body: dict[str, Any], asked_for: Iterable[str] = ()) -> Task
     if not isinstance(items, list):
         raise _unreadable("a task list without an items list", body)
     wanted = set(asked_for)
-    shaped = [shape_task(item) for item in items]
+    shaped = shape_items(items)
     tasks = [ListedTask(**{k: v for k, v in task.items() if k != "next_step"})  # type: ignore[typeddict-item]
              for task in shaped if not wanted or task["task_id"] in wanted]
     return TaskList(total=len(tasks) if wanted else _int(body.get("total")) or len(tasks), tasks=tasks)
@@ -1537,12 +1550,18 @@ def remove_live_parts() -> None:
             os.unlink(live)
 
 
-def save_task_files(client: ArkClient, task: VideoTask, folder: Folder, max_bytes: int) -> VideoTask:
-    """Download a succeeded task's video and last frame; a failed download is reported, not raised."""
-    wanted = [(task.get("video_url"), task["task_id"], "video"),
-              (task.get("last_frame_url"), f"{task['task_id']}{LAST_FRAME_NAME}", "image")]
+def save_task_files(client: ArkClient, task: VideoTask, folder: Folder, max_bytes: int,
+                    wanted: Iterable[str] = ("video_url", "last_frame_url")) -> VideoTask:
+    """Download a succeeded task's `wanted` files (its video_url, last_frame_url); a failed download is reported,
+    not raised. Each saved file says its kind, so nothing is ever told apart by its name."""
+    named = {"video_url": (task["task_id"], "video"), "last_frame_url": (f"{task['task_id']}{LAST_FRAME_NAME}", "image")}
     return _with(task, **_save_each(
-        (url, partial(client.download, url, folder, stem, kind, max_bytes)) for url, stem, kind in wanted if url))
+        (task[key], partial(_tagged, {"kind": FILE_KINDS[key]}, client.download, task[key], folder, *named[key],
+                            max_bytes)) for key in wanted if task.get(key)))
+
+
+def _tagged(tags: Mapping[str, Any], save: Callable[..., SavedFile], *args: Any) -> SavedFile:
+    return SavedFile(**save(*args), **tags)  # type: ignore[typeddict-item]
 
 
 def save_images(client: ArkClient, data: list[Any], result: ImageResult, folder: Folder,
@@ -1552,12 +1571,14 @@ def save_images(client: ArkClient, data: list[Any], result: ImageResult, folder:
     jobs = []
     for image in result["images"]:
         index, item = image["index"], data[image["index"]]
-        stem = f"doubao-{stamp}-{index}"
+        stem, tags = f"doubao-{stamp}-{index}", {"kind": "image", "index": index}
         if image.get("url"):
-            jobs.append((image["url"], partial(client.download, image["url"], folder, stem, "image", max_bytes)))
+            jobs.append((image["url"], partial(_tagged, tags, client.download, image["url"], folder, stem, "image",
+                                               max_bytes)))
         else:  # map() decodes as write_file reads, so a bad payload is this image's save error
             chunks = map(base64.b64decode, [item["b64_json"]])
-            jobs.append((f"image {index} (b64_json)", partial(write_file, folder, stem, chunks, "image", max_bytes)))
+            jobs.append((f"image {index} (b64_json)", partial(_tagged, tags, write_file, folder, stem, chunks, "image",
+                                                              max_bytes)))
     return ImageResult(**result, **_save_each(jobs))
 
 
@@ -2038,28 +2059,42 @@ class ArkClient:
 # A video takes minutes and its links last 24 h: a closed conversation, a client timeout or a restart must not
 # lose it. Every task this server creates gets a row in a local SQLite file; a watcher thread saves the video
 # of a task created with save_dir when it finishes, whoever still listens, and a restarted server resumes it.
+# The record is never on a call's critical path: a write that finds the file locked, full or read-only waits a
+# fraction of a second, then is queued and retried off the call's thread; a read that fails reads as "nothing
+# recorded". A call never fails because of it, and its task id always comes back.
 
-RECORD_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tasks (
+RECORD_VERSION = 2  # PRAGMA user_version of the schema below; older versions of ours are migrated
+RECORD_APP_ID = 0x44424D43  # PRAGMA application_id "DBMC": this file is doubao-mcp's own
+RECORD_SCHEMA = ("""
+CREATE TABLE tasks (
     task_id TEXT PRIMARY KEY,
     base_url TEXT NOT NULL,                 -- the Ark it lives at
     owner TEXT,                             -- fingerprint of the server key that made it; NULL: a caller's key
-    model TEXT, prompt TEXT, parameters TEXT,  -- the first 200 characters of the prompt; the main parameters
+    model TEXT, prompt TEXT, parameters TEXT,  -- the first 200 characters of the prompt, the main parameters
     save_dir TEXT, last_frame INTEGER NOT NULL DEFAULT 0,
     status TEXT NOT NULL, video_url TEXT, last_frame_url TEXT, error TEXT,
     created REAL NOT NULL, updated REAL NOT NULL, finished REAL,
-    files TEXT, save_error TEXT,            -- JSON [{"path", "bytes", "sha256"}]; why saving failed
+    files TEXT, save_error TEXT,            -- JSON [{"path", "bytes", "sha256", "kind"}], why saving failed
     watcher TEXT, watched REAL,             -- pid@host of the process watching it, and when it last polled
-    saver TEXT, saving REAL                 -- who is saving it, since when: each video is saved once
-);
-PRAGMA user_version = 1;
-"""
+    saver TEXT, saving REAL,                -- who is saving it, since when: each video is saved once
+    complete INTEGER NOT NULL DEFAULT 0     -- every file Ark gave (video, last frame) is saved
+)""", """
+CREATE INDEX tasks_unsaved ON tasks (owner, base_url) WHERE save_dir IS NOT NULL AND complete = 0""")
+V1_COLUMNS = frozenset({"task_id", "base_url", "owner", "model", "prompt", "parameters", "save_dir", "last_frame",
+                        "status", "video_url", "last_frame_url", "error", "created", "updated", "finished", "files",
+                        "save_error", "watcher", "watched", "saver", "saving"})
+LOCK_WAIT_SECONDS = 0.2  # the longest a call waits for the record's write lock; then its write is queued
+CLAIM_WAIT_SECONDS = 2.0  # a claim to save a video may wait longer: it is what keeps a video from being saved twice
+RETRY_WRITES_SECONDS = 5.0  # queued writes are tried again this often, on a thread of their own
+MAX_QUEUED_WRITES = 10_000  # past this, the oldest queued writes are dropped (with a warning)
 WATCH_BEAT_SECONDS = 30.0  # how often a watching process stamps its tasks as watched
 WATCH_STALE_SECONDS = 120.0  # a watcher that has not stamped them for this long is gone (a download may hold it up:
 # then a second process may watch too, and the claim still saves each video once)
 SAVE_STALE_SECONDS = 2 * DOWNLOAD_DEADLINE + 60  # a video and its last frame, each within its deadline
 LINK_LIFETIME_SECONDS = 24 * 3600.0
+ARK_RETENTION_SECONDS = 7 * 24 * 3600.0  # Ark forgets a task after 7 days: an older one is closed without asking
 RECORD_CACHE_TASKS = 10_000
+FILE_KINDS = {"video_url": "video", "last_frame_url": "last_frame"}  # a task's result URL, and the file saved from it
 
 
 def default_state_dir(env: Mapping[str, str]) -> Path:
@@ -2078,28 +2113,151 @@ def key_fingerprint(api_key: str | None) -> str | None:
     return hashlib.sha256(f"doubao-mcp:{api_key}".encode()).hexdigest()[:16] if api_key else None
 
 
-class Record:
-    """The local record of video tasks. Safe for several server processes at once (WAL, a busy timeout, and
-    claims made in one UPDATE); a task's row is written when it is created and when what Ark says of it
-    changes, so a query of an unchanged task writes nothing. It never holds a key."""
+class RecordUnusable(Exception):
+    """The record's file is not one this server can use: another program's, a newer version's, or not SQLite."""
 
-    def __init__(self, folder: Path, base_url: str):
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.path, self.base_url = folder / "tasks.sqlite3", base_url
+
+def _is_locked(error: BaseException) -> bool:
+    return isinstance(error, sqlite3.OperationalError) and ("locked" in str(error) or "busy" in str(error))
+
+
+@dataclass
+class TaskFiles:
+    """What the record holds of a task's saving: the files (each marked missing when it is no longer there), whether
+    every file Ark gave is among them, and why the last save failed."""
+
+    files: list[SavedFile]
+    complete: bool
+    error: str | None
+
+
+def with_record(task: Any, known: TaskFiles) -> Any:
+    """A task with what the record holds of its saving: its files, and a background save that failed."""
+    fields: dict[str, Any] = {"saved_files": known.files} if known.files else {}
+    if known.error and not known.complete and task["status"] == "succeeded":
+        fields["save_errors"] = [SaveError(source="saving in the background", error=known.error)]
+        if "next_step" in task:
+            fields["next_step"] = (f"Saving it in the background failed: {known.error[:300]} Call query_video_task "
+                                   "with save_dir to try again.")
+    return _with(task, **fields)
+
+
+class Record:
+    """The local record of video tasks. Safe for several server processes at once (WAL, a short busy timeout, and
+    claims made in one UPDATE); a task's row is written when it is created and when what Ark says of it
+    changes, so a query of an unchanged task writes nothing. It never holds a key, and never raises."""
+
+    def __init__(self, folder: Path, base_url: str, retry_every: float = RETRY_WRITES_SECONDS):
+        self.path, self.base_url, self.retry_every = folder / "tasks.sqlite3", base_url, retry_every
         # pid@host, and a token: a container restarts its server with the same pid, and that is another process.
         self.me = f"{os.getpid()}@{socket.gethostname()}#{os.urandom(4).hex()}"
         self.lock = threading.Lock()  # one connection, used from the lanes' threads and the watcher's
-        self.db = sqlite3.connect(self.path, timeout=10, check_same_thread=False, isolation_level=None)
-        with contextlib.suppress(OSError):
-            os.chmod(self.path, 0o600)  # prompts and paths are private
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL stays consistent; no fsync on every change
-        self.db.executescript(RECORD_SCHEMA)
+        self.db: sqlite3.Connection | None = None
+        self.queued: collections.deque[tuple[str, tuple[Any, ...]]] = collections.deque()  # writes not done yet
+        self.retrying: threading.Thread | None = None
         self.known: dict[str, tuple[Any, ...]] = {}  # what this process last wrote of each task (a cache: see observed)
+        self.warned = 0.0
+        try:
+            self.open()
+        except sqlite3.Error as error:  # locked by another process, say: opened later, off every call's path
+            if not _is_locked(error):
+                raise
+            self._warn(error)
+            self._start_retrying()
 
-    def _run(self, sql: str, *values: Any) -> sqlite3.Cursor:
+    def open(self) -> None:
+        """Open the file, made when missing, and bring its schema to this version. Raises RecordUnusable for a file
+        that is not ours, sqlite3.Error when it is locked or unreadable, OSError when the folder cannot be made."""
+        folder = self.path.parent
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with contextlib.suppress(OSError):  # an existing folder keeps its mode: prompts and paths are private
+            if folder.stat().st_uid == os.getuid():
+                os.chmod(folder, 0o700)
+        db = sqlite3.connect(self.path, timeout=LOCK_WAIT_SECONDS, check_same_thread=False, isolation_level=None)
+        try:
+            with contextlib.suppress(OSError):
+                os.chmod(self.path, 0o600)
+            _migrate(db, self.path)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # WAL stays consistent; no fsync on every change
+        except BaseException:
+            db.close()
+            raise
+        self.db = db
+
+    def _warn(self, error: BaseException) -> None:
+        if time.monotonic() - self.warned > 60:  # a failing disk must not flood the log
+            self.warned = time.monotonic()
+            what = "is locked by another process" if _is_locked(error) else f"cannot be used ({error})"
+            log.warning("The task record %s %s: calls go on without it; what it missed is written when it can be.",
+                        self.path, what)
+
+    def _flush(self) -> bool:
+        """Write the queued writes, in order. Under self.lock."""
+        try:
+            if self.db is None:
+                self.open()
+            assert self.db is not None
+            while self.queued:
+                sql, values = self.queued[0]
+                self.db.execute(sql, values)
+                self.queued.popleft()
+            return True
+        except (sqlite3.Error, OSError, RecordUnusable) as error:
+            self._warn(error)
+            return False
+
+    def _write(self, sql: str, *values: Any) -> None:
+        """A write that never holds up a call for long: done now, or queued behind earlier ones."""
         with self.lock:
-            return self.db.execute(sql, values)
+            self.queued.append((sql, values))
+            if len(self.queued) > MAX_QUEUED_WRITES:
+                self.queued.popleft()
+                log.warning("The task record %s has missed over %d writes: the oldest is dropped.", self.path,
+                            MAX_QUEUED_WRITES)
+            if len(self.queued) > 1 or not self._flush():  # already failing: the retrying thread writes it
+                self._start_retrying()
+
+    def _start_retrying(self) -> None:
+        if self.retrying is None or not self.retrying.is_alive():
+            self.retrying = threading.Thread(target=self._retry, name="doubao-record", daemon=True)
+            self.retrying.start()
+
+    def _retry(self) -> None:
+        pause = LOCK_WAIT_SECONDS  # soon at first: another server opening the same record holds it a moment
+        while True:
+            time.sleep(pause)
+            pause = min(pause * 2, self.retry_every)
+            with self.lock:
+                if self._flush():
+                    log.info("The task record %s is written again.", self.path)
+                    return
+
+    def _read(self, sql: str, *values: Any) -> list[Any]:
+        """Rows, or none when the record cannot be read now: a call then goes on as if nothing were recorded."""
+        with self.lock:
+            if self.queued:  # what it missed first, so that it reads what this process did
+                self._flush()
+            try:
+                return self.db.execute(sql, values).fetchall() if self.db else []
+            except sqlite3.Error as error:
+                self._warn(error)
+                return []
+
+    def _change(self, sql: str, *values: Any) -> int | None:
+        """A write whose outcome matters now (a claim): the rows it changed, or None when the record cannot say."""
+        with self.lock:
+            if self.queued and not self._flush() or self.db is None:
+                return None
+            try:
+                self.db.execute(f"PRAGMA busy_timeout = {int(CLAIM_WAIT_SECONDS * 1000)}")
+                return self.db.execute(sql, values).rowcount
+            except sqlite3.Error as error:
+                self._warn(error)
+                return None
+            finally:
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute(f"PRAGMA busy_timeout = {int(LOCK_WAIT_SECONDS * 1000)}")
 
     def created(self, task: VideoTask, body: Mapping[str, Any], save_dir: Path | None, owner: str | None,
                 watched: bool = False) -> None:
@@ -2108,11 +2266,11 @@ class Record:
         parameters = {k: v for k, v in body.items()  # not callback_url: its query string may hold a token
                       if k not in ("model", "content", "callback_url") and isinstance(v, (int, float, str))}
         now = time.time()
-        self._run("INSERT OR IGNORE INTO tasks (task_id, base_url, owner, model, prompt, parameters, save_dir, "
-                  "last_frame, status, created, updated, watcher, watched) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                  task["task_id"], self.base_url, owner, body["model"], prompt[:200], json.dumps(parameters),
-                  str(save_dir) if save_dir else None, bool(body.get("return_last_frame")), task["status"], now, now,
-                  self.me if watched else None, now if watched else None)
+        self._write("INSERT OR IGNORE INTO tasks (task_id, base_url, owner, model, prompt, parameters, save_dir, "
+                    "last_frame, status, created, updated, watcher, watched) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                    "?)", task["task_id"], self.base_url, owner, body["model"], prompt[:200], json.dumps(parameters),
+                    str(save_dir) if save_dir else None, bool(body.get("return_last_frame")), task["status"], now, now,
+                    self.me if watched else None, now if watched else None)
         self.known[task["task_id"]] = self._state(task)
 
     @staticmethod
@@ -2129,80 +2287,103 @@ class Record:
             if len(self.known) >= RECORD_CACHE_TASKS:  # a server listing thousands of tasks: forgetting costs a write
                 self.known.clear()
             now = time.time()
-            self._run("UPDATE tasks SET status = ?, video_url = ?, last_frame_url = ?, error = ?, updated = ?, "
-                      "finished = COALESCE(finished, ?) WHERE task_id = ?", *state, now,
-                      now if state[0] in FINAL_STATUSES else None, task["task_id"])
+            self._write("UPDATE tasks SET status = ?, video_url = ?, last_frame_url = ?, error = ?, updated = ?, "
+                        "finished = COALESCE(finished, ?) WHERE task_id = ?", *state, now,
+                        now if state[0] in FINAL_STATUSES else None, task["task_id"])
             self.known[task["task_id"]] = state
 
-    def files_of(self, task_ids: Iterable[str]) -> dict[str, list[SavedFile]]:
-        """The files saved for these tasks, each marked missing if it is no longer there."""
-        ids = list(task_ids)
-        rows = self._run(f"SELECT task_id, files FROM tasks WHERE files IS NOT NULL AND task_id IN "
-                         f"({', '.join('?' * len(ids))})", *ids).fetchall() if ids else []
-        found: dict[str, list[SavedFile]] = {}
-        for task_id, files in rows:
-            found[task_id] = []
-            for stored in json.loads(files):
-                saved = SavedFile(path=stored["path"], bytes=stored["bytes"])
+    def files_of(self, task_ids: Iterable[str]) -> dict[str, TaskFiles]:
+        """What the record holds of these tasks' saving, for those it has saved or tried to."""
+        ids = list(task_ids)[:10_000]
+        rows = self._read(f"SELECT task_id, files, complete, save_error FROM tasks WHERE (files IS NOT NULL OR "
+                          f"save_error IS NOT NULL) AND task_id IN ({', '.join('?' * len(ids))})", *ids) if ids else []
+        found: dict[str, TaskFiles] = {}
+        for task_id, files, complete, error in rows:
+            saved = []
+            for stored in json.loads(files or "[]"):
+                one = SavedFile(path=stored["path"], bytes=stored["bytes"], kind=stored.get("kind") or "video")
                 if stored.get("sha256"):
-                    saved["sha256"] = stored["sha256"]
-                if not os.path.isfile(saved["path"]):
-                    saved["missing"] = True
-                found[task_id].append(saved)
+                    one["sha256"] = stored["sha256"]
+                if not os.path.isfile(one["path"]):
+                    one["missing"] = True
+                saved.append(one)
+            found[task_id] = TaskFiles(saved, bool(complete), error)
         return found
 
     def save(self, task: Mapping[str, Any], folder: Path, save: Callable[[], Mapping[str, Any]],
              again: bool = False) -> Mapping[str, Any] | None:
-        """`save()` the task's files into `folder` and record them, unless they are saved already (`again`: they went
-        missing) or another live process, or this one, is saving them: None then. Each video is saved once. A task
-        made elsewhere is recorded now, so that it is not saved twice either."""
+        """`save()` the task's missing files into `folder` and record every file it has (its result's saved_files),
+        unless the task is saved already (`again`: some of its files are missing) or another live process, or this
+        one, is saving it: None then. Each video is saved once. A task made elsewhere is recorded now, so that it is
+        not saved twice either. A record that cannot be read or written does not stop the save."""
         task_id = task["task_id"]
         now = time.time()
-        self._run("INSERT OR IGNORE INTO tasks (task_id, base_url, model, save_dir, status, created, updated) "
-                  "VALUES (?, ?, ?, ?, ?, ?, ?)", task_id, self.base_url, task.get("model"), str(folder),
-                  task["status"], now, now)
+        self._write("INSERT OR IGNORE INTO tasks (task_id, base_url, model, save_dir, status, created, updated) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)", task_id, self.base_url, task.get("model"), str(folder),
+                    task["status"], now, now)
         self.observed([task])
-        if not self._claim(task_id, again):
+        if self._claim(task_id, again) is False:
             return None
         result: Mapping[str, Any] = {}
         try:
             result = save()
         finally:
-            files = [{"path": f["path"], "bytes": f["bytes"], "sha256": f.get("sha256")}
+            files = [{"path": f["path"], "bytes": f["bytes"], "sha256": f.get("sha256"), "kind": f.get("kind")}
                      for f in result.get("saved_files", [])]
-            self._run("UPDATE tasks SET files = ?, save_error = ?, saver = NULL WHERE task_id = ?",
-                      json.dumps(files) if files else None,
-                      "; ".join(e["error"] for e in result.get("save_errors", [])) or None, task_id)
+            wanted = {kind for key, kind in FILE_KINDS.items() if task.get(key)}
+            complete = wanted <= {f["kind"] for f in files}
+            self._write("UPDATE tasks SET files = ?, complete = ?, save_error = ?, saver = NULL WHERE task_id = ?",
+                        json.dumps(files) if files else None, complete,
+                        None if complete else "; ".join(e["error"] for e in result.get("save_errors", [])) or None,
+                        task_id)
         return result
 
-    def _claim(self, task_id: str, again: bool) -> bool:
-        files, saver, saving = self._run("SELECT files, saver, saving FROM tasks WHERE task_id = ?", task_id).fetchone()
-        if (files is not None and not again) or self._alive(saver, saving, SAVE_STALE_SECONDS):
+    def _claim(self, task_id: str, again: bool) -> bool | None:
+        """Whether this process may save the task now; None when the record cannot say (then it saves anyway: a
+        video saved twice beats one never saved)."""
+        rows = self._read("SELECT files, complete, saver, saving FROM tasks WHERE task_id = ?", task_id)
+        if not rows:
+            return None
+        files, complete, saver, saving = rows[0]
+        if (complete and not again) or self._alive(saver, saving, SAVE_STALE_SECONDS):
             return False
         # Taken only if the row is still as read: of two processes that read it, one wins, and one that read it
         # before another's whole save (claim, files, release) finds the files and the claim's time changed.
-        return self._run("UPDATE tasks SET saver = ?, saving = ? WHERE task_id = ? AND files IS ? AND saver IS ? "
-                         "AND saving IS ?", self.me, time.time(), task_id, files, saver, saving).rowcount == 1
+        changed = self._change("UPDATE tasks SET saver = ?, saving = ? WHERE task_id = ? AND files IS ? AND saver IS ? "
+                               "AND saving IS ?", self.me, time.time(), task_id, files, saver, saving)
+        return None if changed is None else changed == 1
 
-    def watching(self, task_id: str) -> None:
-        self._run("UPDATE tasks SET watcher = ?, watched = ? WHERE task_id = ?", self.me, time.time(), task_id)
+    def watching(self, task_ids: Iterable[str]) -> None:
+        ids = list(task_ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            self._write(f"UPDATE tasks SET watcher = ?, watched = ? WHERE task_id IN ({', '.join('?' * len(chunk))})",
+                        self.me, time.time(), *chunk)
 
     def heartbeat(self) -> None:
         """This process still watches its tasks: one write for all of them, every WATCH_BEAT_SECONDS."""
-        self._run("UPDATE tasks SET watched = ? WHERE watcher = ? AND files IS NULL AND save_dir IS NOT NULL AND "
-                  "status IN ('queued', 'running', 'succeeded')", time.time(), self.me)
+        self._write("UPDATE tasks SET watched = ? WHERE watcher = ? AND complete = 0 AND save_dir IS NOT NULL AND "
+                    "status IN ('queued', 'running', 'succeeded')", time.time(), self.me)
 
-    def gave_up(self, task_id: str, error: str) -> None:
-        """Nothing more to save for this task (cancelled, deleted, or Ark refuses it): no start-up resumes it."""
-        self._run("UPDATE tasks SET save_dir = NULL, save_error = ?, saver = NULL WHERE task_id = ?", error, task_id)
+    def gave_up(self, task_id: str, error: str | None) -> None:
+        """Nothing more to save for this task (cancelled, deleted, or Ark refuses it; `error` says why, when it is a
+        failure): no start-up resumes it."""
+        self._write("UPDATE tasks SET save_dir = NULL, save_error = ?, saver = NULL WHERE task_id = ?", error, task_id)
+
+    def failed(self, task_id: str, error: str) -> None:
+        """Saving failed before it began (the folder went away): shown to callers, tried again at the next start."""
+        self._write("UPDATE tasks SET save_error = ? WHERE task_id = ?", error, task_id)
 
     def orphans(self, owner: str) -> list[tuple[str, str]]:
-        """(task id, save folder) of this key's tasks that nobody alive watches and whose video is not saved yet:
-        unfinished, or succeeded with links still valid."""
-        rows = self._run("SELECT task_id, save_dir, status, finished, watcher, watched FROM tasks "
-                         "WHERE owner = ? AND base_url = ? AND save_dir IS NOT NULL AND files IS NULL",
-                         owner, self.base_url).fetchall()
+        """(task id, save folder) of this key's tasks that nobody alive watches and whose files are not all saved:
+        unfinished, or succeeded with links still valid. Tasks older than Ark keeps them are closed here, unasked."""
         now = time.time()
+        self._write("UPDATE tasks SET save_dir = NULL, save_error = ? WHERE owner = ? AND base_url = ? AND save_dir IS "
+                    "NOT NULL AND complete = 0 AND created < ?", "Ark keeps tasks 7 days: this one is gone, unsaved.",
+                    owner, self.base_url, now - ARK_RETENTION_SECONDS)
+        rows = self._read("SELECT task_id, save_dir, status, finished, watcher, watched FROM tasks WHERE owner = ? AND "
+                          "base_url = ? AND save_dir IS NOT NULL AND complete = 0 AND created >= ? ORDER BY created DESC",
+                          owner, self.base_url, now - ARK_RETENTION_SECONDS)
         return [(task_id, save_dir) for task_id, save_dir, status, finished, watcher, watched in rows
                 if not self._alive(watcher, watched, WATCH_STALE_SECONDS) and (status in ("queued", "running") or (
                     status == "succeeded" and (finished or 0) > now - LINK_LIFETIME_SECONDS))]
@@ -2226,19 +2407,100 @@ class Record:
         return True
 
 
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Bring a record to RECORD_VERSION: make a new one, or migrate an older one of ours. A file that is not ours
+    is refused (RecordUnusable) and left as it is."""
+    try:
+        db.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then find it done
+    except sqlite3.DatabaseError as error:
+        if _is_locked(error):
+            raise
+        raise RecordUnusable(f"it is not an SQLite database ({error})") from error
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        app = db.execute("PRAGMA application_id").fetchone()[0]
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        columns = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
+        if app not in (0, RECORD_APP_ID):
+            raise RecordUnusable(f"it belongs to another application (application_id {app:#x})")
+        if version > RECORD_VERSION:
+            raise RecordUnusable(f"it was written by a newer doubao-mcp (schema {version}; this one reads up to "
+                                 f"{RECORD_VERSION})")
+        if version == 0 and tables:
+            raise RecordUnusable(f"it is another program's database (tables {', '.join(sorted(tables))[:120]})")
+        if version in (1, RECORD_VERSION) and not V1_COLUMNS <= columns:
+            raise RecordUnusable(f"its tasks table lacks {', '.join(sorted(V1_COLUMNS - columns))[:120]}")
+        if version == 0:
+            for statement in RECORD_SCHEMA:  # not executescript: it would commit
+                db.execute(statement)
+        elif version == 1:
+            _migrate_v1(db)
+        db.execute(f"PRAGMA application_id = {RECORD_APP_ID}")
+        db.execute(f"PRAGMA user_version = {RECORD_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
+
+
+def _migrate_v1(db: sqlite3.Connection) -> None:
+    """Version 1 kept files without their kind, and counted a task saved when it had any file: a video whose save
+    failed beside a saved last frame was never finished. Kinds are read from the v1 file names, once."""
+    db.execute("ALTER TABLE tasks ADD COLUMN complete INTEGER NOT NULL DEFAULT 0")
+    for task_id, files, video_url, last_frame_url in db.execute(
+            "SELECT task_id, files, video_url, last_frame_url FROM tasks WHERE files IS NOT NULL").fetchall():
+        stored = json.loads(files)
+        for one in stored:
+            one["kind"] = "last_frame" if one["path"].endswith((f"{LAST_FRAME_NAME}.png", f"{LAST_FRAME_NAME}.jpeg")) \
+                else "video"
+        wanted = {kind for kind, url in (("video", video_url), ("last_frame", last_frame_url)) if url} or {"video"}
+        db.execute("UPDATE tasks SET files = ?, complete = ? WHERE task_id = ?", json.dumps(stored),
+                   wanted <= {one["kind"] for one in stored}, task_id)
+    db.execute("CREATE INDEX tasks_unsaved ON tasks (owner, base_url) WHERE save_dir IS NOT NULL AND complete = 0")
+
+
+def save_missing(client: ArkClient, record: Record | None, task: VideoTask, folder: Folder, max_bytes: int,
+                 known: TaskFiles | None) -> VideoTask | None:
+    """Save what of a succeeded task is not saved yet, by what the record knows of each file's kind: files it holds
+    are reported, not fetched again (one that went missing is), and a save that failed half-way is finished. With a
+    record, each video is saved once across processes; None: the watcher or another process is saving it now."""
+    present = [f for f in (known.files if known else []) if not f.get("missing")]
+    have = {f.get("kind") for f in present}
+    wanted = [key for key, kind in FILE_KINDS.items() if task.get(key) and kind not in have]
+    bare: Any = {k: v for k, v in task.items() if k not in ("saved_files", "save_errors")}
+    if not wanted:
+        return _with(bare, saved_files=present) if present else task
+
+    def save() -> Mapping[str, Any]:
+        fetched = save_task_files(client, bare, folder, max_bytes, wanted)
+        files = present + fetched.get("saved_files", [])
+        return _with(bare, **({"saved_files": files} if files else {}),
+                     **{k: fetched[k] for k in ("save_errors",) if k in fetched})
+    return record.save(task, folder.path, save, again=bool(known and known.files)) if record else save()  # type: ignore
+
+
+WATCH_BATCH = 100  # tasks asked about in one list request
+WATCH_GAP_SECONDS = 0.5  # at least this long between two of the watcher's requests: a large record floods nobody
+RESUME_LOG_LINES = 20  # resumed tasks named one by one in the log; the rest are counted
+
+
 class Watcher:
     """One daemon thread that keeps watching the tasks made with a save folder, whoever still listens: it polls
-    each with the same backoff as a wait, saves the video (and its last frame) when it succeeds, records a
-    failure, and stops at a final state. It uses the server's own key, and one connection at a time."""
+    them (many in one list request) with the same backoff as a wait, at a bounded pace, saves the video (and its
+    last frame) when it succeeds, records a failure, and stops at a final state. It uses the server's own key,
+    and one connection at a time. Record errors never stop it: the record never raises."""
 
-    def __init__(self, client: ArkClient, record: Record, api_key: str, config: Config):
-        self.client, self.record, self.api_key, self.config = client, record, api_key, config
+    def __init__(self, client: ArkClient, record: Record, api_key: str, config: Config,
+                 gap: float = WATCH_GAP_SECONDS):
+        self.client, self.record, self.api_key, self.config, self.gap = client, record, api_key, config, gap
         self.owner = key_fingerprint(api_key) or ""
         self.due: list[tuple[float, str]] = []  # a heap of (when to poll next, task id)
         self.tasks: dict[str, tuple[Path, float]] = {}  # task id: save folder, the interval after the next poll
         self.new: set[str] = set()  # tasks not polled yet
+        self.alone: set[str] = set()  # tasks a list answer left out: asked about one by one
         self.condition = threading.Condition()
-        self.stopped = False
+        self.stopped = self.resuming = False
         self.thread: threading.Thread | None = None
         self.beat = 0.0
 
@@ -2255,54 +2517,93 @@ class Watcher:
             self.tasks[task_id] = (folder, first * 1.5)
             self.new.add(task_id)
             heapq.heappush(self.due, (time.monotonic() + first, task_id))
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._run, name="doubao-watcher", daemon=True)
-                self.thread.start()
+            self._start()
             self.condition.notify()
         return folder
 
     def resume(self) -> None:
-        """At start-up: this key's tasks that a stopped or killed server left unsaved."""
-        for task_id, save_dir in self.record.orphans(self.owner):
-            log.info("Resuming %s: it is saved into %s when it finishes.", task_id, save_dir)
-            self.record.watching(task_id)
-            self.watch(task_id, Path(save_dir))
+        """At start-up: this key's tasks that a stopped or killed server left unsaved. Found on the watcher's own
+        thread, so start-up waits for nothing, however large the record."""
+        with self.condition:
+            self.resuming = True
+            self._start()
+
+    def _start(self) -> None:
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="doubao-watcher", daemon=True)
+            self.thread.start()
 
     def stop(self) -> None:
         with self.condition:
             self.stopped = True
             self.condition.notify()
 
+    def _resume(self) -> None:
+        orphans = self.record.orphans(self.owner)
+        for task_id, save_dir in orphans[:RESUME_LOG_LINES]:
+            log.info("Resuming %s: it is saved into %s when it finishes.", task_id, save_dir)
+        if len(orphans) > RESUME_LOG_LINES:
+            log.info("Resuming %d more tasks.", len(orphans) - RESUME_LOG_LINES)
+        for task_id, save_dir in orphans:
+            self.watch(task_id, Path(save_dir))
+
     def _run(self) -> None:
+        if self.resuming:
+            self._resume()
         while True:
             with self.condition:
                 while not self.stopped and (not self.due or self.due[0][0] > time.monotonic()):
                     self.condition.wait(self.due[0][0] - time.monotonic() if self.due else None)
                 if self.stopped:
                     return
-                _, task_id = heapq.heappop(self.due)
-                folder, interval = self.tasks[task_id]
-                first = task_id in self.new
-                self.new.discard(task_id)
+                batch: list[str] = []
+                while self.due and self.due[0][0] <= time.monotonic() and len(batch) < WATCH_BATCH:
+                    batch.append(heapq.heappop(self.due)[1])
+                first = [task_id for task_id in batch if task_id in self.new]
+                self.new.difference_update(first)
+            if first:  # stamped here, off the callers' path
+                self.record.watching(first)
             try:
-                if first:  # stamped here, off the caller's path
-                    self.record.watching(task_id)
-                again = self._poll(task_id, folder)
+                again = self._poll(batch)
             except Exception:  # a bug must not end the watching of every other task
-                log.exception("Watching %s failed", task_id)
-                again = False
+                log.exception("Watching %s failed", ", ".join(batch)[:200])
+                again = set()
             with self.condition:
-                if again and not self.stopped:
-                    self.tasks[task_id] = (folder, min(interval * 1.5, self.config.poll_intervals[1]))
-                    heapq.heappush(self.due, (time.monotonic() + interval, task_id))
-                else:
-                    del self.tasks[task_id]
+                for task_id in batch:
+                    folder, interval = self.tasks[task_id]
+                    if task_id in again and not self.stopped:
+                        self.tasks[task_id] = (folder, min(interval * 1.5, self.config.poll_intervals[1]))
+                        heapq.heappush(self.due, (time.monotonic() + interval, task_id))
+                    else:
+                        del self.tasks[task_id]
+                        self.alone.discard(task_id)
+                if not self.stopped:
+                    self.condition.wait(self.gap)  # the pace: one request per gap at most
             if time.monotonic() - self.beat > WATCH_BEAT_SECONDS:
                 self.beat = time.monotonic()
                 self.record.heartbeat()
 
-    def _poll(self, task_id: str, folder: Path) -> bool:
-        """Poll once, and save the files if it succeeded; True to poll again."""
+    def _poll(self, batch: list[str]) -> set[str]:
+        """Ask Ark about these tasks: one by one where a list answer left them out before, else in one list request.
+        The ids to poll again."""
+        together = [task_id for task_id in batch if task_id not in self.alone]
+        again = {task_id for task_id in batch if task_id in self.alone and self._poll_one(task_id)}
+        if len(together) == 1:
+            return again | ({together[0]} if self._poll_one(together[0]) else set())
+        if not together:
+            return again
+        try:
+            listed = self.client.list_tasks([("page_size", len(together))] + [("filter.task_ids", t) for t in together],
+                                            self.api_key)
+        except DoubaoError as error:
+            if isinstance(error, ArkAPIError) and not _transient_status(error.status):
+                self.alone.update(together)  # Ark will not list them: ask about each
+            return again | set(together)
+        found = {task["task_id"]: task for task in shape_items(listed.get("items"))}
+        self.alone.update(task_id for task_id in together if task_id not in found)
+        return again | {task_id for task_id in together if task_id not in found or self._handle(found[task_id])}
+
+    def _poll_one(self, task_id: str) -> bool:
         try:
             task = shape_task(self.client.get_task(task_id, self.api_key, retry=False), task_id)
         except DoubaoError as error:
@@ -2312,24 +2613,31 @@ class Watcher:
                 self.record.gave_up(task_id, str(error))
                 return False
             return True
+        return self._handle(task)
+
+    def _handle(self, task: VideoTask) -> bool:
+        """What Ark said of a task: recorded, and its files saved when it succeeded. True to poll again."""
+        task_id = task["task_id"]
         self.record.observed([task])
         if task["status"] not in FINAL_STATUSES:
             return True
         if task["status"] != "succeeded":
             log.warning("%s is %s, so there is nothing to save: %s", task_id, task["status"],
                         task.get("error_message") or task["next_step"])
-        else:
-            def save() -> Mapping[str, Any]:
-                try:
-                    return save_task_files(self.client, task, open_folder(folder, self.config.allowed_dir),
-                                           self.config.max_download_bytes)
-                except DoubaoError as error:  # the folder went away or became unwritable; retried at start-up
-                    return {"save_errors": [SaveError(source=str(folder), error=str(error))]}
-            saved = self.record.save(task, folder, save)
-            if saved and saved.get("saved_files"):
-                log.info("Saved %s: %s", task_id, ", ".join(f["path"] for f in saved["saved_files"]))
-            if saved and saved.get("save_errors"):
-                log.warning("Saving %s failed: %s", task_id, "; ".join(e["error"] for e in saved["save_errors"]))
+            return False
+        folder = self.tasks[task_id][0]
+        try:
+            opened = open_folder(folder, self.config.allowed_dir)
+        except DoubaoError as error:  # the folder went away or became unwritable; tried again at the next start
+            log.warning("Saving %s failed: %s", task_id, error)
+            self.record.failed(task_id, str(error))
+            return False
+        known = self.record.files_of([task_id]).get(task_id)
+        saved = save_missing(self.client, self.record, task, opened, self.config.max_download_bytes, known)
+        if saved and saved.get("saved_files"):
+            log.info("Saved %s: %s", task_id, ", ".join(f["path"] for f in saved["saved_files"]))
+        if saved and saved.get("save_errors"):
+            log.warning("Saving %s failed: %s", task_id, "; ".join(e["error"] for e in saved["save_errors"]))
         return False
 
 
@@ -2680,12 +2988,13 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
         fails or comes late is left out, with a log line. None with DOUBAO_PREVIEWS=0."""
         if not config.previews:
             return []
-        saved = [f["path"] for f in result.get("saved_files", [])]
-        if isinstance(result.get("images"), list):  # an image's saved file is named doubao-<time>-<index>
-            sources = [(image.get("url"), next((path for path in saved if re.search(
-                rf"-{image['index']}(-\d+)?\.\w+$", path)), None)) for image in result["images"]]
+        saved = [f for f in result.get("saved_files", []) if not f.get("missing")]
+        if isinstance(result.get("images"), list):  # each image by its index, never by a file name
+            sources = [(image.get("url"), next((f["path"] for f in saved if f.get("index") == image["index"]), None))
+                       for image in result["images"]]
         elif result.get("status") == "succeeded" and result.get("last_frame_url"):
-            sources = [(result["last_frame_url"], next((p for p in saved if LAST_FRAME_NAME in Path(p).name), None))]
+            sources = [(result["last_frame_url"], next((f["path"] for f in saved if f.get("kind") == "last_frame"),
+                                                       None))]
         else:
             return []
         made: dict[int, bytes] = {}
@@ -2718,37 +3027,25 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
         return await lanes[lane].run(partial(function, *args))
 
     def remembered(tasks: list[Any]) -> list[Any]:
-        """Tasks as Ark described them, written to the record where that changed, with the files saved for them."""
+        """Tasks as Ark described them, written to the record where that changed, with the files saved for them and
+        a background save that failed."""
         if record is None:
             return tasks
         record.observed(tasks)
-        files = record.files_of(task["task_id"] for task in tasks)
-        return [_with(task, saved_files=files[task["task_id"]]) if task["task_id"] in files else task for task in tasks]
+        known = record.files_of(task["task_id"] for task in tasks)
+        return [with_record(task, known[task["task_id"]]) if task["task_id"] in known else task for task in tasks]
 
     def look(task_id: str, api_key: str, retry: bool = True) -> VideoTask:
         return remembered([shape_task(client.get_task(task_id, api_key, retry=retry), task_id)])[0]
 
     def save_once(task: VideoTask, folder: Folder) -> VideoTask:
-        """Save a succeeded task's files, once: files the record holds are reported, not fetched again (one that
-        went missing is), and the record keeps the watcher or another server process from saving them twice."""
-        known = task.get("saved_files", [])
-        present = [f for f in known if not f.get("missing")]
-        if known and len(present) == len(known):
-            return task
-        have = {"last_frame_url" if LAST_FRAME_NAME in Path(f["path"]).name else "video_url" for f in present}
-
-        def save() -> Mapping[str, Any]:
-            bare = {k: v for k, v in task.items() if k != "saved_files"}
-            fetched = save_task_files(client, {k: v for k, v in bare.items() if k not in have},  # type: ignore
-                                      folder, config.max_download_bytes)
-            files = present + fetched.get("saved_files", [])
-            return _with(bare, **({"saved_files": files} if files else {}),
-                         **{k: fetched[k] for k in ("save_errors",) if k in fetched})
-        saved = record.save(task, folder.path, save, again=bool(known)) if record else save()
+        """Save what of a succeeded task is not saved yet (see `save_missing`)."""
+        known = record.files_of([task["task_id"]]).get(task["task_id"]) if record else None
+        saved = save_missing(client, record, task, folder, config.max_download_bytes, known)
         if saved is None:
             return _with(task, next_step="It is being saved right now, by this server's watcher or another server "
                          "process: ask again in a moment to see its saved_files.")
-        return saved  # type: ignore[return-value]
+        return saved
 
     async def finish_task(task: VideoTask | None, task_id: str, wait_seconds: float, save_to: Folder | None,
                           api_key: str, ctx: Context) -> VideoTask:
@@ -2955,7 +3252,7 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
         def cancel() -> None:
             client.delete_task(task_id, api_key)
             if record:  # nothing left to save: no watcher, now or after a restart, waits for it
-                record.gave_up(task_id, f"{outcome} with cancel_video_task")
+                record.gave_up(task_id, None)
         try:
             await call("quick", cancel)
         except ArkAPIError as error:
@@ -3302,12 +3599,26 @@ def _exit_at_once(signum: int, frame: Any) -> None:
 
 def open_record(config: Config, explicit: bool) -> Record | None:
     """The task record, when there is to be one. Over HTTP (many callers, maybe many replicas) it is off unless
-    DOUBAO_STATE_DIR is set. One the operator asked for must work; the default one is worth a warning only."""
+    DOUBAO_STATE_DIR is set. One the operator asked for must work; the default one is worth a warning only, and a
+    file there that is not ours is moved aside. (A record locked by another process is opened when it can be.)"""
     if config.state_dir is None or (config.serving_http and not explicit):
         return None
+    path = config.state_dir / "tasks.sqlite3"
     try:
-        return Record(config.state_dir, config.base_url)
-    except (OSError, sqlite3.Error) as error:
+        try:
+            return Record(config.state_dir, config.base_url)
+        except RecordUnusable as error:
+            if explicit:
+                sys.exit(f"doubao-mcp: the task record {path} cannot be used: {error}. Move that file away, or set "
+                         "DOUBAO_STATE_DIR to another folder, or to off.")
+            aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(f"{path}{suffix}"):
+                    os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+            log.warning("The task record %s cannot be used (%s): moved it to %s and started a new one.", path, error,
+                        aside)
+            return Record(config.state_dir, config.base_url)
+    except (OSError, sqlite3.Error, RecordUnusable) as error:
         message = (f"the task record cannot be kept in {config.state_dir} ({error}). Set DOUBAO_STATE_DIR to a "
                    "writable folder, or to off")
         if explicit:

@@ -1262,8 +1262,9 @@ async def test_a_succeeded_video_and_its_last_frame_are_saved(ark: Any, tmp_path
     task = (await call("query_video_task", {"task_id": TASK_ID, "save_dir": str(tmp_path)})).structured_content
     folder = tmp_path.resolve()
     assert task["saved_files"] == [
-        {"path": str(folder / f"{TASK_ID}.mp4"), "bytes": len(VIDEO_BYTES), "sha256": sha256(VIDEO_BYTES)},
-        {"path": str(folder / f"{TASK_ID}-last-frame.png"), "bytes": len(PNG), "sha256": sha256(PNG)}]
+        {"path": str(folder / f"{TASK_ID}.mp4"), "bytes": len(VIDEO_BYTES), "sha256": sha256(VIDEO_BYTES), "kind": "video"},
+        {"path": str(folder / f"{TASK_ID}-last-frame.png"), "bytes": len(PNG), "sha256": sha256(PNG),
+         "kind": "last_frame"}]
     assert (folder / f"{TASK_ID}.mp4").read_bytes() == VIDEO_BYTES
     assert sorted(p.name for p in folder.iterdir()) == [f"{TASK_ID}-last-frame.png", f"{TASK_ID}.mp4"]
     assert task["video_url"] == VIDEO_URL
@@ -1815,7 +1816,8 @@ async def test_console_script_waits_with_progress_and_saves_a_video_made_from_a_
     assert fake.requests[0]["body"]["content"][1] == {
         "type": "image_url", "image_url": {"url": data_url("image/png", PNG)}, "role": "first_frame"}
     video = out.resolve() / f"{task['task_id']}.mp4"
-    assert task["saved_files"] == [{"path": str(video), "bytes": len(VIDEO_BYTES), "sha256": sha256(VIDEO_BYTES)}]
+    assert task["saved_files"] == [{"path": str(video), "bytes": len(VIDEO_BYTES), "sha256": sha256(VIDEO_BYTES),
+                                    "kind": "video"}]
     assert video.read_bytes() == VIDEO_BYTES and [p.name for p in out.iterdir()] == [video.name]
     assert updates and updates[0] == f"{task['task_id']}: queued, 0 s elapsed"
     download = [r for r in fake.requests if r["path"].startswith("/files/")]
@@ -3171,8 +3173,9 @@ async def test_a_video_started_with_save_dir_is_saved_with_no_further_call(fake_
         "duration": 5, "return_last_frame": True}
     assert row["video_url"] == f"{fake_ark.root}/files/{task_id}.mp4?sig=x" and row["finished"] >= row["created"]
     assert json.loads(row["files"]) == [
-        {"path": str(video), "bytes": len(VIDEO_BYTES), "sha256": sha256(VIDEO_BYTES)},
-        {"path": str(frame), "bytes": len(PICTURE), "sha256": sha256(PICTURE)}]
+        {"path": str(video), "bytes": len(VIDEO_BYTES), "sha256": sha256(VIDEO_BYTES), "kind": "video"},
+        {"path": str(frame), "bytes": len(PICTURE), "sha256": sha256(PICTURE), "kind": "last_frame"}]
+    assert row["complete"] == 1 and row["save_error"] is None
     assert downloads(fake_ark) == sorted([f"/files/{task_id}-last.png", f"/files/{task_id}.mp4", f"/files/{other}.mp4"])
 
 
@@ -3215,7 +3218,7 @@ async def test_two_servers_sharing_the_record_each_save_their_own_videos_exactly
         assert (tmp_path / name / f"{task_id}.mp4").read_bytes() == VIDEO_BYTES
         assert rows(state)[task_id]["watcher"] != rows(state)[ids["first" if name == "second" else "second"]]["watcher"]
     saved = {"path": str(tmp_path / "second" / f"{ids['second']}.mp4"), "bytes": len(VIDEO_BYTES),
-             "sha256": sha256(VIDEO_BYTES)}
+             "sha256": sha256(VIDEO_BYTES), "kind": "video"}
     assert crossed.structured_content["saved_files"] == [saved]
     assert {t["task_id"]: t["saved_files"][0]["path"] for t in listed.structured_content["tasks"]} == {
         task_id: str(tmp_path / name / f"{task_id}.mp4") for name, task_id in ids.items()}
@@ -3235,11 +3238,12 @@ def test_the_record_is_one_private_table_in_wal_mode(tmp_path: Path) -> None:
     with contextlib.closing(sqlite3.connect(record.path)) as db:
         columns = [row[1] for row in db.execute("PRAGMA table_info(tasks)")]
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert db.execute("PRAGMA user_version").fetchone() == (1,)
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        assert db.execute("PRAGMA application_id").fetchone() == (0x44424D43,)  # "DBMC": ours
         assert [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")] == ["tasks"]
     assert columns == ["task_id", "base_url", "owner", "model", "prompt", "parameters", "save_dir", "last_frame",
                        "status", "video_url", "last_frame_url", "error", "created", "updated", "finished", "files",
-                       "save_error", "watcher", "watched", "saver", "saving"]
+                       "save_error", "watcher", "watched", "saver", "saving", "complete"]
     if os.name == "posix":
         assert (record.path.stat().st_mode & 0o777, (tmp_path / "state").stat().st_mode & 0o777) == (0o600, 0o700)
     doubao_mcp.Record(tmp_path / "state", BASE)  # opening it again changes nothing
@@ -3349,7 +3353,7 @@ async def test_a_cancelled_task_is_not_watched_after_a_restart(fake_ark: FakeArk
         cancelled = await session.call_tool("cancel_video_task", {"task_id": task_id})
     assert cancelled.structured_content["outcome"] == "cancelled"
     row = rows(state)[task_id]
-    assert (row["save_dir"], row["save_error"]) == (None, "cancelled with cancel_video_task")
+    assert (row["save_dir"], row["save_error"]) == (None, None)  # nothing failed: nothing to show
     assert doubao_mcp.Record(state, fake_ark.url).orphans(doubao_mcp.key_fingerprint(KEY) or "") == []
 
 
@@ -3433,8 +3437,8 @@ def test_start_up_resumes_the_tasks_nobody_alive_watches_and_whose_links_still_w
     }
     for task_id, (status, finished, watcher, watched) in cases.items():
         record.created({"task_id": task_id, "status": "queued"}, body, tmp_path, owner)
-        record._run("UPDATE tasks SET status = ?, finished = ?, watcher = ?, watched = ? WHERE task_id = ?",
-                    status, finished, watcher, watched, task_id)
+        record._write("UPDATE tasks SET status = ?, finished = ?, watcher = ?, watched = ? WHERE task_id = ?",
+                      status, finished, watcher, watched, task_id)
     record.created({"task_id": "cgt-other-key", "status": "queued"}, body, tmp_path, "another")
     record.created({"task_id": "cgt-no-folder", "status": "queued"}, body, None, owner)
     assert sorted(task_id for task_id, _ in doubao_mcp.Record(tmp_path / "state", BASE).orphans(owner or "")) == [
