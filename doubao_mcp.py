@@ -35,6 +35,7 @@ import errno
 import functools
 import hashlib
 import heapq
+import html
 import io
 import ipaddress
 import itertools
@@ -61,8 +62,13 @@ from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple, TypeVar
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 from urllib.request import url2pathname
+
+try:
+    import fcntl  # .part files are locked while written (POSIX)
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 import anyio
 import anyio.to_thread
@@ -114,6 +120,8 @@ NAME_LIMIT, MESSAGE_LIMIT, URL_LIMIT = 200, 1000, 4096  # longest ids and codes,
 PREVIEW_SIDE, PREVIEW_MAX_BYTES = 512, 100 * 2**10  # an image preview in a result: its longest side, its size
 PREVIEW_SOURCE_MAX_BYTES = 40 * 2**20  # the most of an image or frame read to make a preview
 PREVIEW_SECONDS = 15.0  # previews are made within this after the result is ready, or left out
+PREVIEW_MAX_PIXELS = 18_000_000  # the largest Seedream image is 16.78 MP (4096x4096): a bigger one is not decoded
+DECODING = threading.Semaphore(1)  # one preview decodes at a time: at most one image's pixels in memory
 VIEWER_URI = "ui://doubao-mcp/viewer.html"
 # Where Ark's result files live (Volcengine's and BytePlus's object storage): the viewer may load media from them.
 MEDIA_DOMAINS = ("https://*.volces.com", "https://*.bytepluses.com")
@@ -1335,14 +1343,20 @@ def shape_task_list(body: dict[str, Any], asked_for: Iterable[str] = ()) -> Task
 
 
 def make_preview(data: bytes) -> bytes:
-    """A JPEG preview of an image: at most PREVIEW_SIDE pixels on its longest side and about PREVIEW_MAX_BYTES."""
+    """A JPEG preview of an image: at most PREVIEW_SIDE pixels on its longest side and about PREVIEW_MAX_BYTES.
+    Its size is read from its header and checked before anything is decoded (Pillow's own bomb check only warns up
+    to twice its limit), and one image is decoded at a time, so that an answer of bombs costs no memory at all."""
     from PIL import Image  # only previews need Pillow: stdio start-up does not pay for its import
 
-    Image.MAX_IMAGE_PIXELS = 8192 * 8192  # bigger than any Seedream image: a decompression bomb is refused
-    with Image.open(io.BytesIO(data)) as opened:
-        opened.draft("RGB", (PREVIEW_SIDE, PREVIEW_SIDE))  # JPEG decodes at a fraction of its size: faster
-        opened.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
-        image = opened.convert("RGB")
+    Image.MAX_IMAGE_PIXELS = None  # checked here, before decoding, as an error and not a warning
+    with Image.open(io.BytesIO(data)) as opened:  # reads the header only
+        width, height = opened.size
+        if width * height > PREVIEW_MAX_PIXELS:
+            raise DoubaoError(f"the image is {width}x{height} pixels, more than any Seedream image: not decoded")
+        with DECODING:
+            opened.draft("RGB", (PREVIEW_SIDE, PREVIEW_SIDE))  # JPEG decodes at a fraction of its size: faster
+            opened.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+            image = opened.convert("RGB")
     for side, quality in ((PREVIEW_SIDE, 80), (PREVIEW_SIDE, 60), (PREVIEW_SIDE * 3 // 4, 60), (256, 50)):
         image.thumbnail((side, side))
         out = io.BytesIO()
@@ -1451,13 +1465,39 @@ class Folder:
         else:
             os.replace(source, target, src_dir_fd=self.fd, dst_dir_fd=self.fd)
 
-    def sweep(self, older_than: float) -> None:
-        """Remove the .part files a killed process left here (a live download ends well before `older_than`)."""
+    def sweep(self) -> None:
+        """Remove the .part files a killed process left here, at once: a live download holds a lock on its own (where
+        there are no locks, on Windows, one older than any download can be is removed)."""
         self.swept = True
         with contextlib.suppress(OSError), os.scandir(self.fd if self.fd is not None else self.path) as entries:
             for entry in entries:
-                if PART_FILE.fullmatch(entry.name) and time.time() - entry.stat(follow_symlinks=False).st_mtime > older_than:
-                    self.unlink(entry.name)
+                if not PART_FILE.fullmatch(entry.name):
+                    continue
+                if fcntl is None:
+                    if time.time() - entry.stat(follow_symlinks=False).st_mtime > STALE_PART_SECONDS:
+                        self.unlink(entry.name)
+                    continue
+                where, at = self._at(entry.name)
+                with contextlib.suppress(OSError):
+                    fd = os.open(where, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0), **at)
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # taken: nobody is writing it
+                        self.unlink(entry.name)
+                    finally:
+                        os.close(fd)
+
+    def create_part(self, stem: str) -> tuple[str, int]:
+        """A new hidden .part file, locked for as long as it is open: the lock is what tells a live download from one
+        a killed process left. Made again if a sweep removed it between its creation and its lock."""
+        while True:
+            name = f".{stem}.{uuid.uuid4().hex[:8]}.part"
+            fd = self.create(name)
+            if fcntl is None:
+                return name, fd
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_nlink:
+                return name, fd
+            os.close(fd)
 
     def close(self) -> None:
         if self.fd is not None:
@@ -1498,14 +1538,14 @@ def write_file(folder: Folder, stem: str, chunks: Iterable[bytes], kind: str, ma
     "video"), then move it to a name no existing file has. A failure at any point leaves nothing behind; the
     extension comes from the content."""
     if not folder.swept:
-        folder.sweep(older_than=STALE_PART_SECONDS)
+        folder.sweep()
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", stem).lstrip(".")[:100] or "doubao"
-    part = f".{stem}.{uuid.uuid4().hex[:8]}.part"
+    part, fd = folder.create_part(stem)
     live = str(folder.path / part)
     size, head, found, digest = 0, b"", None, hashlib.sha256()
     _LIVE_PARTS.add(live)
     try:
-        with os.fdopen(folder.create(part), "wb") as out:
+        with os.fdopen(fd, "wb") as out:
             for chunk in chunks:
                 size += len(chunk)
                 if size > max_bytes:
@@ -1535,11 +1575,12 @@ def write_file(folder: Folder, stem: str, chunks: Iterable[bytes], kind: str, ma
 
 
 def _expect(head: bytes, kind: str) -> tuple[str, str]:
-    """(MIME type, extension) of a download that must be an image or a video; anything else is refused."""
+    """(MIME type, extension) of a download that must be an image or a video; anything else is refused, and never
+    quoted: it may be another service's secret."""
     found = sniff(head)
     if not found or not found[0].startswith(kind + "/"):
-        raise DoubaoError(f"the download is not {'an image' if kind == 'image' else 'a video'} (it starts "
-                          f"{head[:12]!r}): not saved")
+        raise DoubaoError(f"the download is not {'an image' if kind == 'image' else 'a video'} ("
+                          f"{found[0] if found else 'no known file type'}): not saved")
     return found
 
 
@@ -1628,6 +1669,7 @@ class Exchange:
         self.received, self.window_start, self.window_bytes = 0, now, 0
         self.socket: socket.socket | None = None
         self.failure: str | None = None
+        self.guard: Callable[[str, str], str | None] | None = None  # (host, address connected to): why refused
 
     def due(self) -> float:
         return min(self.deadline, self.window_start + self.window) if self.min_rate else self.deadline
@@ -1714,6 +1756,23 @@ def _carried_by(sock: socket.socket) -> None:
         exchange.watchdog.carry(exchange, sock)
 
 
+def _check_peer(connection: Any) -> None:
+    """The address a download actually connected to, checked again: a name that resolved to a public address when it
+    was checked may resolve to a loopback one when connected (DNS rebinding)."""
+    exchange = getattr(_current, "exchange", None)
+    if exchange is None or exchange.guard is None:
+        return
+    try:
+        peer = connection.sock.getpeername()[0]
+    except OSError:
+        return
+    reason = exchange.guard(connection.host, peer)
+    if reason:
+        exchange.failure = reason
+        connection.sock.close()
+        raise ConnectionRefusedError(reason)
+
+
 def _watched(connection_class: type) -> type:
     class Watched(connection_class):  # type: ignore[valid-type, misc]
         """Tells the watchdog which socket carries this thread's exchange: once connected, and when reused."""
@@ -1721,6 +1780,7 @@ def _watched(connection_class: type) -> type:
         def connect(self) -> None:
             super().connect()
             _carried_by(self.sock)
+            _check_peer(self)
 
         def request(self, *args: Any, **kwargs: Any) -> None:
             if self.sock is not None:
@@ -1775,11 +1835,41 @@ def _read_answer(response: requests.Response, exchange: Exchange, cap: int) -> A
 
 
 def _redact(text: str, secrets: Iterable[str]) -> str:
-    """Proxies and gateways sometimes echo request headers in their pages: no key leaves through an answer."""
+    """Proxies and gateways sometimes echo request headers in their pages: no key leaves through an answer. A key as
+    long as real ones (Ark's are 36 characters) is replaced wherever it stands; a short one only as a whole word,
+    so that a key that is also a common string does not mangle ids, URLs or prompts."""
     for secret in secrets:
-        if secret and len(secret) >= 8:
-            text = text.replace(secret, "***")
+        if not secret or len(secret) < 8:
+            continue
+        for form in {secret, quote(secret, safe="")}:
+            text = (text.replace(form, "***") if len(form) >= 20 else
+                    re.sub(rf"(?<![\w-]){re.escape(form)}(?![\w-])", "***", text))
     return text
+
+
+def _redact_values(value: Any, secrets: tuple[str, ...]) -> Any:
+    """Every string of a parsed answer, keys too, redacted: escapes (\\u0041, \\/) are undone by parsing, so
+    redaction sees what the text means. Iterative: an answer may nest as deep as the parser allows."""
+    root = [value]
+    stack: list[tuple[Any, Any]] = [(root, 0)]
+    while stack:
+        holder, key = stack.pop()
+        item = holder[key]
+        if isinstance(item, str):
+            holder[key] = _redact(item, secrets)
+        elif isinstance(item, list):
+            stack.extend((item, index) for index in range(len(item)))
+        elif isinstance(item, dict):
+            holder[key] = item = {_redact(k, secrets) if isinstance(k, str) else k: v for k, v in item.items()}
+            stack.extend((item, k) for k in item)
+    return root[0]
+
+
+def _unescaped(text: str) -> str:
+    """A body that is not JSON, with the escapes a key may hide behind undone: JSON's \\uXXXX and \\/, and HTML's."""
+    text = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m[1], 16)) if not 0xD800 <= int(m[1], 16) < 0xE000
+                  else m[0], text)
+    return html.unescape(re.sub(r'\\(["\\/])', r"\1", text))
 
 
 def _excerpt(text: str, headers: Mapping[str, str]) -> str:
@@ -1800,6 +1890,70 @@ def _hint(status: int, code: str | None, param: str | None, path: str, base_url:
     if hint is None and status == 404 and path.startswith(TASKS_PATH + "/"):
         hint = TASK_NOT_FOUND_HINT
     return hint or HINTS_BY_STATUS.get(500 if status >= 500 else status, "").format(model_env=model_env) or None
+
+
+@dataclass(frozen=True)
+class Redirect:
+    location: str
+
+
+class MediaPolicy:
+    """Where result files may be fetched from, for saving and previews: upstream URLs must not be a door into the host.
+    Allowed: the origin of ARK_BASE_URL itself (how local proxies and tests work), the origins in DOUBAO_MEDIA_DOMAINS
+    (Ark's storage by default), and any other host whose every address is public. Refused: loopback, private,
+    link-local (cloud metadata), shared and reserved addresses, checked for each hop by name before it is fetched
+    and by the address actually connected to."""
+
+    def __init__(self, base_url: str, domains: Iterable[str]):
+        self.origins = {_origin(base_url)} | {_origin(d) for d in domains if "*." not in d}
+        self.wildcards = [(scheme, host) for scheme, _, host in (d.partition("://*.") for d in domains if "*." in d)]
+
+    def _allowed_origin(self, url: str) -> bool:
+        parts = urlsplit(url)
+        return _origin(url) in self.origins or any(
+            parts.scheme == scheme and (parts.hostname or "").endswith("." + host.split(":")[0].lower())
+            for scheme, host in self.wildcards)
+
+    def check(self, url: str) -> Callable[[str, str], str | None] | None:
+        """Refuse a URL whose host is at an address files are not fetched from; else what checks the address it
+        connects to (None for an allowed origin)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise DoubaoError(f"not an http(s) URL: {_text(url, 100)!r}")
+        if self._allowed_origin(url):
+            return None
+        try:
+            addresses = {info[4][0] for info in socket.getaddrinfo(parts.hostname, parts.port or 443,
+                                                                  type=socket.SOCK_STREAM)}
+        except (OSError, UnicodeError):
+            addresses = set()  # a name that does not resolve cannot be fetched either; one that resolves later is
+        for address in sorted(addresses):  # checked when it connects
+            if reason := self.refuse_address(parts.hostname, parts.hostname, address):
+                raise DoubaoError(reason)
+        return partial(self.refuse_address, parts.hostname)
+
+    def refuse_address(self, host: str, connected_host: str, address: str) -> str | None:
+        """Why fetching from `address` is refused, or None. Through a proxy (`connected_host` is not `host`) the
+        proxy's address says nothing of the file's, and the name was checked before."""
+        if connected_host.lower() != host.lower():
+            return None
+        try:
+            ip = ipaddress.ip_address(address.split("%")[0])
+        except ValueError:
+            return None
+        ip = getattr(ip, "ipv4_mapped", None) or ip
+        if ip.is_global and not ip.is_multicast:
+            return None
+        kind = ("loopback" if ip.is_loopback else "link-local (cloud metadata)" if ip.is_link_local else
+                "private" if ip.is_private else "non-public")
+        return (f"{host} is at {ip}, a {kind} address: result files are fetched only from public addresses, the "
+                "origin of ARK_BASE_URL, and DOUBAO_MEDIA_DOMAINS (which the operator may extend)")
+
+
+def _origin(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    return (parts.scheme.lower(), (parts.hostname or "").lower(),
+            parts.port or (443 if parts.scheme.lower() == "https" else 80))
 
 
 def _failure_reason(error: requests.RequestException, timeout: float) -> str:
@@ -1824,12 +1978,13 @@ def parse_answer(answer: Answer, path: str, secrets: Iterable[str], sent_request
     """The one place that turns an HTTP answer into data or an error, and the one place every text from upstream
     passes through: keys are redacted here, before anything is parsed. Only non-2xx is an ArkAPIError."""
     secrets = tuple(secrets)
-    text = _redact(answer.body.decode("utf-8", "replace"), secrets)
-    header = lambda name: _text(_redact(answer.headers.get(name, ""), secrets), NAME_LIMIT)  # noqa: E731
+    raw = answer.body.decode("utf-8", "replace")
+    header = lambda name: _text(_redact(_unescaped(answer.headers.get(name, "")), secrets), NAME_LIMIT)  # noqa: E731
     try:
-        body = json.loads(text) if text.strip() else {}
+        body = _redact_values(json.loads(raw), secrets) if raw.strip() else {}
     except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python's stack, from a hostile peer
         body = None
+    text = _redact(_unescaped(raw), secrets)  # what an excerpt of a body that is not Ark's JSON may show
     if 200 <= answer.status < 300:
         if not isinstance(body, dict):
             raise ArkConnectionError(f"Ark answered {answer.status} with a body that is not a JSON object: "
@@ -1911,10 +2066,12 @@ class ArkClient:
 
     def __init__(self, base_url: str, image_timeout: float = DEFAULT_IMAGE_TIMEOUT, secrets: Iterable[str] = (),
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                 limits: Limits | None = None):
+                 limits: Limits | None = None, media_domains: Iterable[str] = ()):
         self.base_url = base_url.rstrip("/")
         self.image_timeout = image_timeout
-        self.secrets = tuple(s for s in secrets if s)  # the server's own key, redacted even from a caller's answers
+        self.server_keys = tuple(s for s in secrets if s)  # the server's own key, redacted even from a caller's answers
+        self.keys_used: collections.OrderedDict[str, None] = collections.OrderedDict()  # callers' keys, lately
+        self.media = MediaPolicy(self.base_url, media_domains)
         self.sleep, self.clock = sleep, clock
         self.limits = limits or Limits()
         self.watchdog = Watchdog(clock)
@@ -1927,12 +2084,14 @@ class ArkClient:
 
     def _send(self, method: str, url: str, seconds: float, read: Callable[[requests.Response, Exchange], T], *,
               attempts: int = MAX_ATTEMPTS, read_timeout: float = TASK_TIMEOUT, min_rate: float = 0.0,
+              guard: Callable[[str, str], str | None] | None = None, deadline: float | None = None,
               **kwargs: Any) -> T:
         """One HTTP exchange, retried with backoff while the failure is transient (see `_retry_delay`) and the
         deadline `seconds` from now leaves room; `read` consumes the answer kept, within the same deadline."""
-        deadline = self.clock() + seconds
+        deadline = deadline or self.clock() + seconds
         for attempt in range(1, attempts + 1):
             with self.watchdog.watch(deadline, seconds, min_rate, self.limits.rate_window) as exchange:
+                exchange.guard = guard
                 remaining = max(deadline - self.clock(), 0.001)
                 response, error = None, None
                 try:
@@ -1966,6 +2125,7 @@ class ArkClient:
         """Every Ark API call goes through here: one place for auth, deadlines, retries, caps and error mapping."""
         url = self.base_url + path
         request_id = uuid.uuid4().hex
+        self._used(api_key)
         secrets = (api_key, *self.secrets)
         try:
             answer = self._send(
@@ -1988,6 +2148,17 @@ class ArkClient:
                                              f"{_failure_reason(error, read_timeout)}. {advice}", secrets)) from error
         return parse_answer(answer, path, secrets, request_id, self.base_url)
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every key this client knows: redacted from whatever an upstream says, a download's errors included."""
+        return (*self.server_keys, *self.keys_used)
+
+    def _used(self, api_key: str) -> None:
+        self.keys_used[api_key] = None
+        self.keys_used.move_to_end(api_key)
+        while len(self.keys_used) > 256:
+            self.keys_used.popitem(last=False)
+
     def download(self, url: str, folder: Folder, stem: str, kind: str, max_bytes: int) -> SavedFile:
         """Stream a result file to disk; only a file of the expected `kind` is kept."""
         return self._get_file(url, self.limits.download_deadline, max_bytes,
@@ -2008,30 +2179,44 @@ class ArkClient:
 
     def _get_file(self, url: str, seconds: float, max_bytes: int, keep: Callable[[Iterator[bytes]], T]) -> T:
         """A result file from its pre-signed URL, without the API key: within `seconds`, above the minimum rate, and
-        refused unread when it declares more than `max_bytes`. `keep` consumes its body, chunk by chunk."""
-        if urlsplit(url).scheme not in ("http", "https"):
-            raise DoubaoError(f"not an http(s) URL: {url[:100]!r}")
-
-        def read(response: requests.Response, exchange: Exchange) -> T:
-            if response.status_code != 200:
-                raise DoubaoError(f"the download answered HTTP {response.status_code} {_text(response.reason, 80)}")
-            declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > max_bytes:
-                raise DoubaoError(f"the file is {_size(int(declared))}, over the {_size(max_bytes)} download cap")
-
-            def counted() -> Iterator[bytes]:
-                for chunk in response.iter_content(DOWNLOAD_CHUNK_BYTES):
-                    exchange.received += len(chunk)
-                    yield chunk
-                if exchange.failure:  # a shut socket ends a body without a length like a complete one: keep nothing
-                    raise DeadlineExceeded(exchange.failure)
-            return keep(counted())
-
+        refused unread when it declares more than `max_bytes`. `keep` consumes its body, chunk by chunk. Redirects
+        are followed here, each hop checked by the media policy before it is fetched and at the address it connects
+        to; no error quotes what a server that is not a media store said."""
+        deadline = self.clock() + seconds
         try:
-            return self._send("GET", url, seconds, read, read_timeout=DOWNLOAD_READ_TIMEOUT,
-                              min_rate=self.limits.download_min_rate)
+            for hop in range(MAX_REDIRECTS + 1):
+                if hop and urlsplit(url).scheme not in ("http", "https"):
+                    raise DoubaoError(f"redirected to a URL that is not http(s) ({_text(url, 100)})")
+                answer = self._send("GET", url, seconds, partial(self._read_file, max_bytes=max_bytes, keep=keep),
+                                    read_timeout=DOWNLOAD_READ_TIMEOUT, min_rate=self.limits.download_min_rate,
+                                    allow_redirects=False, guard=self.media.check(url), deadline=deadline)
+                if not isinstance(answer, Redirect):
+                    return answer
+                url = urljoin(url, answer.location)
+            raise DoubaoError(f"more than {MAX_REDIRECTS} redirects")
         except requests.RequestException as error:
-            raise DoubaoError(_failure_reason(error, DOWNLOAD_READ_TIMEOUT)) from error
+            raise DoubaoError(_redact(_failure_reason(error, DOWNLOAD_READ_TIMEOUT), self.secrets)) from error
+        except DoubaoError as error:
+            raise DoubaoError(_redact(str(error), self.secrets)) from None
+
+    @staticmethod
+    def _read_file(response: requests.Response, exchange: Exchange, max_bytes: int,
+                   keep: Callable[[Iterator[bytes]], T]) -> T | Redirect:
+        if response.status_code in (301, 302, 303, 307, 308) and response.headers.get("Location"):
+            return Redirect(response.headers["Location"])
+        if response.status_code != 200:
+            raise DoubaoError(f"the download answered HTTP {response.status_code}")
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > max_bytes:
+            raise DoubaoError(f"the file is {_size(int(declared))}, over the {_size(max_bytes)} download cap")
+
+        def counted() -> Iterator[bytes]:
+            for chunk in response.iter_content(DOWNLOAD_CHUNK_BYTES):
+                exchange.received += len(chunk)
+                yield chunk
+            if exchange.failure:  # a shut socket ends a body without a length like a complete one: keep nothing
+                raise DeadlineExceeded(exchange.failure)
+        return keep(counted())
 
     def close(self) -> None:
         """At shutdown: end every exchange in flight (their threads then finish at once) and the session."""
@@ -2945,13 +3130,14 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
     tools: list[Tool] = []
     arguments: dict[str, frozenset[str]] = {}  # each tool's argument names, which `extra` may not override
 
-    def tool(viewer: bool = False, **hints: Any) -> Any:
+    def tool(viewer: bool = False, new_work: bool = False, **hints: Any) -> Any:
         def register(fn: Any) -> Any:
             @functools.wraps(fn)
             async def guarded(*args: Any, **kwargs: Any) -> Any:
-                """Refuse new work while stopping; give results as compact JSON text in the order of the structured
-                content; make Ark's advice fit this call; turn an unexpected failure into a clear error."""
-                if stopping.is_set:
+                """Refuse new work while stopping (a query is answered: its wait ends at once with what is known);
+                give results as compact JSON text in the order of the structured content; make Ark's advice fit
+                this call; turn an unexpected failure into a clear error."""
+                if stopping.is_set and new_work:
                     raise DoubaoError("This server is stopping: call again in a moment.")
                 try:
                     result = await fn(*args, **kwargs)
@@ -3092,7 +3278,7 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
             raise failure
         return result
 
-    @tool(viewer=True, title="Generate images", read_only_hint=False, destructive_hint=False, idempotent_hint=False)
+    @tool(viewer=True, new_work=True, title="Generate images", read_only_hint=False, destructive_hint=False, idempotent_hint=False)
     async def generate_image(
         ctx: Context,
         prompt: Annotated[Prompt, Field(description="What to draw, or how to edit the reference images.")],
@@ -3136,7 +3322,7 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
             result = await call("slow", save_images, client, data["data"], result, save_to, config.max_download_bytes)
         return result
 
-    @tool(viewer=True, title="Generate a video", read_only_hint=False, destructive_hint=False, idempotent_hint=False)
+    @tool(viewer=True, new_work=True, title="Generate a video", read_only_hint=False, destructive_hint=False, idempotent_hint=False)
     async def generate_video(
         ctx: Context,
         prompt: Annotated[Prompt | None, Field(description="Scene and motion, best under 500 chars; cite "
@@ -3597,6 +3783,35 @@ def _exit_at_once(signum: int, frame: Any) -> None:
     os._exit(0)
 
 
+async def serve_stdio(server: MCPServer) -> None:
+    """The SDK's stdio transport, with an answer for a line that is not JSON-RPC: mcp 2.3 drops such a line
+    silently, so its client waits for its own timeout, while over HTTP the same line gets -32700 at once. The
+    transport hands such lines on as exceptions; they are answered here and the server keeps serving."""
+    from mcp.server.stdio import stdio_server
+    from mcp.shared.message import SessionMessage
+    from mcp.types import ErrorData, JSONRPCError
+
+    async with stdio_server() as (read_stream, write_stream):
+        inbox_writer, inbox = anyio.create_memory_object_stream[Any](0)
+
+        async def sort() -> None:
+            async with inbox_writer:
+                async for item in read_stream:
+                    if not isinstance(item, Exception):
+                        await inbox_writer.send(item)
+                        continue
+                    parse = isinstance(item, ValidationError) and any(e["type"] == "json_invalid" for e in item.errors())
+                    error = ErrorData(code=-32700, message="Parse error: the line is not JSON.") if parse else \
+                        ErrorData(code=-32600, message="Invalid request: the line is JSON but not a JSON-RPC message.")
+                    await write_stream.send(SessionMessage(JSONRPCError(jsonrpc="2.0", id=None, error=error)))
+
+        lowlevel = server._lowlevel_server  # what MCPServer.run_stdio_async runs, fed the sorted stream
+        async with anyio.create_task_group() as group:
+            group.start_soon(sort)
+            await lowlevel.run(inbox, write_stream, lowlevel.create_initialization_options())
+            group.cancel_scope.cancel()
+
+
 def open_record(config: Config, explicit: bool) -> Record | None:
     """The task record, when there is to be one. Over HTTP (many callers, maybe many replicas) it is off unless
     DOUBAO_STATE_DIR is set. One the operator asked for must work; the default one is worth a warning only, and a
@@ -3667,7 +3882,8 @@ def main(argv: list[str] | None = None) -> None:
         output_dir(None, config)  # DOUBAO_OUTPUT_DIR is made now if missing, and an unusable one reported now
     except (ValueError, DoubaoError) as error:
         sys.exit(f"doubao-mcp: {error}")  # SystemExit with a message writes it to stderr
-    client = ArkClient(config.base_url, config.image_timeout, secrets=[config.api_key or ""], limits=config.limits)
+    client = ArkClient(config.base_url, config.image_timeout, secrets=[config.api_key or ""], limits=config.limits,
+                       media_domains=config.media_domains)
     record = open_record(config, explicit=bool(env.get("DOUBAO_STATE_DIR", "").strip()))
     watcher = Watcher(client, record, config.api_key, config) if record and config.api_key else None
     stopping = Stopping()
@@ -3681,7 +3897,7 @@ def main(argv: list[str] | None = None) -> None:
             if sys.stdin.isatty():  # started by hand: say why nothing seems to happen
                 sys.stderr.write("doubao-mcp is serving MCP on stdin/stdout and waits for an MCP client (see the "
                                  "README's client configuration). Ctrl-C stops it.\n")
-            server.run("stdio")  # returns when stdin closes; what still runs on the lanes' daemon threads ends here
+            anyio.run(serve_stdio, server)  # returns when stdin closes; what runs on the lanes' daemon threads ends
             return
         if not is_loopback(args.host):
             if config.api_key:
