@@ -1981,7 +1981,9 @@ def parse_answer(answer: Answer, path: str, secrets: Iterable[str], sent_request
     raw = answer.body.decode("utf-8", "replace")
     header = lambda name: _text(_redact(_unescaped(answer.headers.get(name, "")), secrets), NAME_LIMIT)  # noqa: E731
     try:
-        body = _redact_values(json.loads(raw), secrets) if raw.strip() else {}
+        # A success keeps what only a short key (no real Ark key is) would mangle: a common word in a URL, say.
+        body = _redact_values(json.loads(raw), secrets if answer.status >= 300 else tuple(
+            s for s in secrets if len(s) >= 20)) if raw.strip() else {}
     except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python's stack, from a hostile peer
         body = None
     text = _redact(_unescaped(raw), secrets)  # what an excerpt of a body that is not Ark's JSON may show
@@ -2503,9 +2505,10 @@ class Record:
         not saved twice either. A record that cannot be read or written does not stop the save."""
         task_id = task["task_id"]
         now = time.time()
-        self._write("INSERT OR IGNORE INTO tasks (task_id, base_url, model, save_dir, status, created, updated) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)", task_id, self.base_url, task.get("model"), str(folder),
-                    task["status"], now, now)
+        self._write("INSERT OR IGNORE INTO tasks (task_id, base_url, model, save_dir, status, video_url, last_frame_url, "
+                    "created, updated, finished) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", task_id, self.base_url,
+                    task.get("model"), str(folder), task["status"], task.get("video_url"), task.get("last_frame_url"),
+                    now, now, now if task["status"] in FINAL_STATUSES else None)
         self.observed([task])
         if self._claim(task_id, again) is False:
             return None
@@ -2640,8 +2643,8 @@ def _migrate_v1(db: sqlite3.Connection) -> None:
             one["kind"] = "last_frame" if one["path"].endswith((f"{LAST_FRAME_NAME}.png", f"{LAST_FRAME_NAME}.jpeg")) \
                 else "video"
         wanted = {kind for kind, url in (("video", video_url), ("last_frame", last_frame_url)) if url} or {"video"}
-        db.execute("UPDATE tasks SET files = ?, complete = ? WHERE task_id = ?", json.dumps(stored),
-                   wanted <= {one["kind"] for one in stored}, task_id)
+        db.execute("UPDATE tasks SET files = ?, complete = ? WHERE task_id = ?",
+                   (json.dumps(stored), wanted <= {one["kind"] for one in stored}, task_id))
     db.execute("CREATE INDEX tasks_unsaved ON tasks (owner, base_url) WHERE save_dir IS NOT NULL AND complete = 0")
 
 
@@ -2689,7 +2692,7 @@ class Watcher:
         self.thread: threading.Thread | None = None
         self.beat = 0.0
 
-    def watch(self, task_id: str, folder: Path) -> Path:
+    def watch(self, task_id: str, folder: Path, due: float | None = None) -> Path:
         """Save this task's video (and its last frame, when it was asked for) into `folder` when it succeeds; the
         folder it is saved into (an earlier one, when the task is watched already). Quick enough for the event
         loop: the record learns who watches it at its first poll."""
@@ -2701,7 +2704,7 @@ class Watcher:
             first, _ = self.config.poll_intervals
             self.tasks[task_id] = (folder, first * 1.5)
             self.new.add(task_id)
-            heapq.heappush(self.due, (time.monotonic() + first, task_id))
+            heapq.heappush(self.due, (due or time.monotonic() + first, task_id))
             self._start()
             self.condition.notify()
         return folder
@@ -2729,8 +2732,9 @@ class Watcher:
             log.info("Resuming %s: it is saved into %s when it finishes.", task_id, save_dir)
         if len(orphans) > RESUME_LOG_LINES:
             log.info("Resuming %d more tasks.", len(orphans) - RESUME_LOG_LINES)
+        due = time.monotonic()  # all at once, then in batches of WATCH_BATCH, one batch per gap
         for task_id, save_dir in orphans:
-            self.watch(task_id, Path(save_dir))
+            self.watch(task_id, Path(save_dir), due)
 
     def _run(self) -> None:
         if self.resuming:

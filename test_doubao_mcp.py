@@ -7,6 +7,7 @@ import base64
 import contextlib
 import hashlib
 import io
+import itertools
 import json
 import logging
 import os
@@ -3704,3 +3705,464 @@ async def test_over_stdio_a_newcomers_first_image_in_china_survives_a_retired_de
         f"{S45} is not available to this account (Ark says {NOT_FOUND}); {PRO} is not available to this account (Ark "
         f"says ModelNotOpen): used {FLASH}.")
     assert posted_models(fake_ark) == [S45, PRO, FLASH, FLASH]
+
+
+# --- Nothing lost, nothing leaked: the record may fail but a call may not; bombs, escapes, loopback URLs -------
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str = "256k") -> Any:
+    """A tmpfs of `size` at `folder`: a disk that fills up for real. Skipped where mounting is not allowed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()[:100]}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def fill(folder: Path) -> Path:
+    """Take every free byte of `folder`'s disk."""
+    filler = folder / "filler"
+    with contextlib.suppress(OSError), open(filler, "wb") as out:
+        while True:
+            out.write(bytes(4096))
+            out.flush()
+    return filler
+
+
+class LockHolder:
+    """Another process holding the record's write lock (BEGIN EXCLUSIVE) until `release()`."""
+
+    def __init__(self, path: Path):
+        self.process = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+            import sqlite3, sys
+            db = sqlite3.connect(sys.argv[1], isolation_level=None)
+            db.execute("BEGIN EXCLUSIVE"); print("locked", flush=True); sys.stdin.read(); db.execute("COMMIT")
+        """), str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout and self.process.stdout.readline() == "locked\n"
+
+    def release(self) -> None:
+        self.process.communicate("", timeout=10)
+
+
+def record_calls(fake: FakeArk, record: doubao_mcp.Record, **changes: Any) -> Any:
+    config = Config(api_key=KEY, base_url=fake.url, **changes)
+    return Client(build_server(config, ArkClient(fake.url, secrets=[KEY]), record=record))
+
+
+@pytest.mark.parametrize("trouble", ["full", "locked"])
+async def test_a_record_that_cannot_be_written_never_fails_a_call_or_loses_a_task_id(
+        fake_ark: FakeArk, tmp_path: Path, trouble: str) -> None:
+    """Item 1: the state folder full, or another process holding the write lock: the call goes on without the
+    record, the task id comes back, queries and lists work, and the row is written once the record can be."""
+    fake_ark.polls_to_finish = 10**6
+    fake_ark.add_task("cgt-known", status="running")
+    with contextlib.ExitStack() as stack:
+        state = stack.enter_context(small_disk(tmp_path / "state")) if trouble == "full" else tmp_path / "state"
+        record = doubao_mcp.Record(state, fake_ark.url, retry_every=3600)  # retried by the calls below, not a timer
+        free = fill(state).unlink if trouble == "full" else LockHolder(record.path).release
+        async with record_calls(fake_ark, record) as client:
+            created = await client.call_tool("generate_video", {"prompt": "a fox", "save_dir": str(tmp_path)})
+            queries = [await client.call_tool("query_video_task", {"task_id": "cgt-known"}) for _ in range(6)]
+            listed = await client.call_tool("list_video_tasks", {})
+            assert not created.is_error, error_text(created)
+            assert created.structured_content["task_id"] == "cgt-fake-2"
+            assert all(q.structured_content["status"] in ("queued", "running") for q in queries)
+            assert not listed.is_error and len(listed.structured_content["tasks"]) == 2
+            assert record.queued  # what it could not write, kept for later
+            free()
+            await client.call_tool("list_video_tasks", {})  # a read writes what the record missed, first
+        assert rows(state)["cgt-fake-2"]["save_dir"] == str(tmp_path)
+
+
+async def test_a_lock_held_at_start_up_is_reported_as_a_lock_and_start_up_goes_on(
+        fake_ark: FakeArk, tmp_path: Path) -> None:
+    """Item 9."""
+    state = tmp_path / "state"
+    doubao_mcp.Record(state, fake_ark.url)
+    holder = LockHolder(state / "tasks.sqlite3")
+    try:
+        started_up = subprocess.run([str(SCRIPT)], input=b"", capture_output=True, timeout=30,
+                                    env={**SCRIPT_ENV, "ARK_API_KEY": KEY, "DOUBAO_STATE_DIR": str(state)})
+    finally:
+        holder.release()
+    stderr = started_up.stderr.decode()
+    assert started_up.returncode == 0 and started_up.stdout == b"", stderr
+    assert "is locked by another process: calls go on without it" in stderr and "writable folder" not in stderr
+
+
+async def test_a_half_saved_task_is_finished_by_the_next_save_and_resumed_at_start_up(
+        ark: Any, tmp_path: Path) -> None:
+    """Item 2: the video's save failed and its last frame's did not: the next call with save_dir fetches only the
+    video, and until then the task counts as unsaved for resuming."""
+    ark.get(f"{TASKS}/{TASK_ID}", json=SUCCEEDED_TASK)
+    ark.get(VIDEO_URL, status=500, body="no")
+    ark.get(LAST_FRAME_URL, body=PNG, content_type="image/png")
+    server, record = record_server(tmp_path)
+    async with Client(server) as client:
+        half = await client.call_tool("query_video_task", {"task_id": TASK_ID, "save_dir": str(tmp_path)})
+        record._write("UPDATE tasks SET owner = ?, watcher = NULL", doubao_mcp.key_fingerprint(KEY))
+        resumable = record.orphans(doubao_mcp.key_fingerprint(KEY) or "")
+        ark.replace(responses.GET, VIDEO_URL, body=VIDEO_BYTES, content_type="video/mp4")
+        whole = await client.call_tool("query_video_task", {"task_id": TASK_ID, "save_dir": str(tmp_path)})
+    assert [f["kind"] for f in half.structured_content["saved_files"]] == ["last_frame"]
+    assert "HTTP 500" in half.structured_content["save_errors"][0]["error"]
+    assert resumable == [(TASK_ID, str(tmp_path))]
+    assert sorted(f["kind"] for f in whole.structured_content["saved_files"]) == ["last_frame", "video"]
+    assert [c.request.url for c in ark.calls].count(LAST_FRAME_URL) == 1  # the frame: fetched once
+    assert rows(tmp_path / "state")[TASK_ID]["complete"] == 1 and record.orphans(doubao_mcp.key_fingerprint(KEY)) == []
+
+
+async def test_a_task_id_holding_last_frame_is_saved_by_kind_not_by_name(ark: Any, tmp_path: Path) -> None:
+    """Item 11: the frame is told from the video by what the record knows, never by a name pattern."""
+    task_id = "cgt-20261130-last-frame"
+    ark.get(f"{TASKS}/{task_id}", json={**SUCCEEDED_TASK, "id": task_id})
+    ark.get(VIDEO_URL, body=VIDEO_BYTES, content_type="video/mp4")
+    ark.get(LAST_FRAME_URL, body=PNG, content_type="image/png")
+    server, _ = record_server(tmp_path)
+    async with Client(server) as client:
+        first = await client.call_tool("query_video_task", {"task_id": task_id, "save_dir": str(tmp_path)})
+        again = await client.call_tool("query_video_task", {"task_id": task_id, "save_dir": str(tmp_path)})
+    kinds = {Path(f["path"]).name: f["kind"] for f in first.structured_content["saved_files"]}
+    assert kinds == {f"{task_id}.mp4": "video", f"{task_id}-last-frame.png": "last_frame"}
+    assert again.structured_content["saved_files"] == first.structured_content["saved_files"]
+    assert len(ark.calls) == 4  # two task queries, one video, one frame: nothing fetched twice
+
+
+async def test_two_image_calls_in_one_second_into_one_folder_each_preview_their_own_images(
+        ark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Item 11: the same time stamp makes the second call's names doubao-<t>-0-1, doubao-<t>-1-1."""
+    from PIL import Image
+
+    monkeypatch.setattr(doubao_mcp.time, "strftime", lambda *args: "20261130-120000")
+    colours = {f"https://cdn.test/{which}{i}.png": (255 * (which == "b"), 60 * i, 255 * (which == "a"))
+               for which in "ab" for i in range(2)}
+    for url, colour in colours.items():
+        out = io.BytesIO()
+        Image.new("RGB", (64, 64), colour).save(out, "PNG")
+        ark.get(url, body=out.getvalue(), content_type="image/png")
+    for which in "ab":
+        ark.post(IMAGES, json={"data": [{"url": f"https://cdn.test/{which}{i}.png"} for i in range(2)]})
+    config = replace(Config.from_env(), previews=True)
+    results = [await call("generate_image", {"prompt": "p", "max_images": 2, "save_dir": str(tmp_path)}, config)
+               for _ in "ab"]
+    for call_name, result in zip("ab", results):
+        shown = [image.convert("RGB").getpixel((32, 32)) for image in jpegs(result)]
+        wanted = [colours[f"https://cdn.test/{call_name}{i}.png"] for i in range(2)]
+        assert all(max(abs(s - w) for s, w in zip(got, want)) < 12 for got, want in zip(shown, wanted)), shown
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "doubao-20261130-120000-0-1.png", "doubao-20261130-120000-0.png", "doubao-20261130-120000-1-1.png",
+        "doubao-20261130-120000-1.png"]
+
+
+V1_SCHEMA = """
+CREATE TABLE tasks (task_id TEXT PRIMARY KEY, base_url TEXT NOT NULL, owner TEXT, model TEXT, prompt TEXT,
+    parameters TEXT, save_dir TEXT, last_frame INTEGER NOT NULL DEFAULT 0, status TEXT NOT NULL, video_url TEXT,
+    last_frame_url TEXT, error TEXT, created REAL NOT NULL, updated REAL NOT NULL, finished REAL, files TEXT,
+    save_error TEXT, watcher TEXT, watched REAL, saver TEXT, saving REAL);
+PRAGMA user_version = 1;
+"""
+
+
+def test_a_version_1_record_is_migrated_and_its_half_saved_task_counts_as_unsaved(tmp_path: Path) -> None:
+    """Item 3: our own older schema is brought up to date, its file kinds read once from the v1 names."""
+    (tmp_path / "state").mkdir()
+    with contextlib.closing(sqlite3.connect(tmp_path / "state" / "tasks.sqlite3")) as db:
+        db.executescript(V1_SCHEMA)
+        for task_id, files in (("cgt-whole", ["cgt-whole.mp4", "cgt-whole-last-frame.png"]),
+                               ("cgt-half", ["cgt-half-last-frame.png"])):
+            db.execute("INSERT INTO tasks (task_id, base_url, owner, save_dir, status, video_url, last_frame_url, "
+                       "created, updated, finished, files) VALUES (?, ?, 'me', ?, 'succeeded', 'https://v', "
+                       "'https://f', ?, ?, ?, ?)", (task_id, BASE, str(tmp_path), time.time(), time.time(),
+                                                    time.time(), json.dumps([{"path": f, "bytes": 1} for f in files])))
+        db.commit()
+    record = doubao_mcp.Record(tmp_path / "state", BASE)
+    found = rows(tmp_path / "state")
+    assert [f["kind"] for f in json.loads(found["cgt-whole"]["files"])] == ["video", "last_frame"]
+    assert (found["cgt-whole"]["complete"], found["cgt-half"]["complete"]) == (1, 0)
+    assert record.orphans("me") == [("cgt-half", str(tmp_path))]
+    with contextlib.closing(sqlite3.connect(record.path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+
+
+@pytest.mark.parametrize("foreign", ["another program's database", "not a database"])
+def test_a_foreign_record_is_moved_aside_at_the_default_place_and_refused_by_name_where_asked_for(
+        tmp_path: Path, foreign: str) -> None:
+    """Item 3: start-up never crashes on a file that is not our record."""
+    def plant(folder: Path) -> Path:
+        folder.mkdir(parents=True)
+        path = folder / "tasks.sqlite3"
+        if foreign == "not a database":
+            path.write_bytes(b"this is a text file, not SQLite\n" * 200)
+        else:
+            with contextlib.closing(sqlite3.connect(path)) as db:
+                db.execute("CREATE TABLE tasks (id INTEGER, note TEXT)")
+        return path
+
+    default = plant(tmp_path / "data" / "doubao-mcp")
+    kept = default.read_bytes()
+    moved = subprocess.run([str(SCRIPT)], input=b"", capture_output=True, timeout=30, env={
+        **SCRIPT_ENV, "ARK_API_KEY": KEY, "DOUBAO_STATE_DIR": "", "XDG_DATA_HOME": str(tmp_path / "data"),
+        "HOME": str(tmp_path)})
+    asked = plant(tmp_path / "asked")
+    refused = subprocess.run([str(SCRIPT)], input=b"", capture_output=True, timeout=30, env={
+        **SCRIPT_ENV, "ARK_API_KEY": KEY, "DOUBAO_STATE_DIR": str(asked.parent)})
+    assert moved.returncode == 0 and b"Traceback" not in moved.stderr, moved.stderr.decode()
+    aside = [p for p in default.parent.iterdir() if p.name.startswith("tasks.sqlite3.unreadable-")]
+    assert len(aside) == 1 and aside[0].read_bytes() == kept and "moved it to" in moved.stderr.decode()
+    assert rows(default.parent) == {}  # a new record of ours in its place
+    assert refused.returncode == 1 and f"the task record {asked} cannot be used" in refused.stderr.decode()
+    assert asked.exists() and b"Traceback" not in refused.stderr
+
+
+def bomb_png(side: int = 11580) -> bytes:
+    """A 1-bit PNG of side x side pixels, all black: a few hundred KB that decode to side² bytes in Pillow."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    row = bytes(1 + (side + 7) // 8)  # filter byte 0, then the row's bits
+    packer = zlib.compressobj(9)
+    idat = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    header = side.to_bytes(4, "big") * 2 + bytes([1, 0, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+BOMB = bomb_png()
+
+
+def test_a_decompression_bomb_is_refused_from_its_header_before_any_pixel_is_decoded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Item 4: 11580x11580 is under twice Pillow's own limit, where Pillow only warns."""
+    from PIL import ImageFile
+
+    def decoded(*args: Any) -> None:
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", decoded)
+    with pytest.raises(doubao_mcp.DoubaoError, match="11580x11580 pixels, more than any Seedream image"):
+        doubao_mcp.make_preview(BOMB)
+
+
+async def test_bombs_as_result_images_get_no_preview_and_the_result_comes_back(fake_ark: FakeArk) -> None:
+    fake_ark.faults[("GET", "/files/image-")] = answer(200, BOMB, "image/png")
+    config = Config(api_key=KEY, base_url=fake_ark.url)
+    async with Client(server(config)) as client:
+        result = await client.call_tool("generate_image", {"prompt": "four foxes", "max_images": 4})
+    assert not result.is_error and len(result.structured_content["images"]) == 4
+    assert [item.type for item in result.content] == ["text"]
+
+
+SLASHY = 'ark-"quoted\\key/0f3c9a7e-5b1d-4c2e-9f8a'  # a key holding a quote, a backslash and a slash
+
+
+@pytest.mark.parametrize("key, body, content_type", [
+    (KEY, json.dumps({"error": {"code": "InvalidParameter", "message": "bad key " + "".join(
+        f"\\u{ord(c):04x}" for c in KEY)}}).replace("\\\\u", "\\u"), "application/json"),
+    (SLASHY, json.dumps({"error": {"code": "InvalidParameter", "message": f"bad key {SLASHY}"}}), "application/json"),
+    (SLASHY, "<html><p>Authorization: Bearer " + SLASHY.replace("/", "\\/").replace('"', "&quot;") + "</p></html>",
+     "text/html"),
+    (KEY, '{"error": {"message": "truncated, echoing ' + KEY.replace("-", "\\u002d"), "application/json"),
+])
+async def test_an_upstream_echoing_the_key_in_any_escape_never_gets_it_into_an_error(
+        fake_ark: FakeArk, key: str, body: str, content_type: str) -> None:
+    """Item 5: redaction on meaning, not bytes."""
+    fake_ark.faults[("POST", TASKS_ROUTE)] = answer(400, body, content_type)
+    async with Client(server(Config(api_key=key, base_url=fake_ark.url))) as client:
+        text = error_text(await client.call_tool("generate_video", {"prompt": "a fox"}))
+    assert key not in text and key[4:16] not in text and "***" in text, text
+    assert "\\u" not in text and json.dumps(key)[1:-1] not in text
+
+
+async def test_a_redirect_carrying_the_key_is_redacted_in_save_errors_and_the_log(
+        fake_ark: FakeArk, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    fake_ark.add_task("cgt-done", status="succeeded")
+    fake_ark.faults[("GET", "/files/")] = answer(302, "", "text/plain", Location=f"ftp://127.0.0.1/{KEY}/x.mp4")
+    async with Client(server(Config(api_key=KEY, base_url=fake_ark.url))) as client:
+        result = await client.call_tool("query_video_task", {"task_id": "cgt-done", "save_dir": str(tmp_path)})
+    assert "redirected to a URL that is not http(s)" in result.structured_content["save_errors"][0]["error"]
+    assert KEY not in result.content[0].text and KEY not in caplog.text and "***" in caplog.text
+
+
+def test_a_key_that_is_a_common_string_never_mangles_ids_urls_or_prompts() -> None:
+    """Item 13: a short key (no real Ark key is short) leaves a result alone and is redacted from errors as a whole
+    word only; a realistic key (sk- and 32 hex) is redacted anywhere and is never found by accident."""
+    realistic = "sk-" + "0123456789abcdef" * 2
+    result = json.dumps({"model": "doubao-seedream-4-5-251128", "data": [{"url": "https://cdn.test/seedream/1.png"}],
+                         "revised_prompt": "seedream draws", "echo": realistic})
+    parsed = doubao_mcp.parse_answer(doubao_mcp.Answer(200, "OK", {}, result.encode()), IMAGES,
+                                     ["seedream", realistic], "r")
+    assert parsed == {"model": "doubao-seedream-4-5-251128", "data": [{"url": "https://cdn.test/seedream/1.png"}],
+                      "revised_prompt": "seedream draws", "echo": "***"}
+    refusal = json.dumps({"error": {"code": "AuthenticationError", "message": "key seedream is not doubao-seedream"}})
+    with pytest.raises(ArkAPIError) as error:
+        doubao_mcp.parse_answer(doubao_mcp.Answer(401, "", {}, refusal.encode()), IMAGES, ["seedream"], "r")
+    assert error.value.message == "key *** is not doubao-seedream"
+    assert doubao_mcp._redact(f"id cgt-1 url https://x/{realistic}?a=1", [realistic]) == "id cgt-1 url https://x/***?a=1"
+
+
+class SecretService:
+    """Another service on this machine's loopback (a metadata endpoint, an admin page): it must never be fetched."""
+
+    def __init__(self) -> None:
+        self.hits: list[str] = []
+        hits = self.hits
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                hits.append(self.path)
+                answer(200, b"SECRET-TOKEN-42", "text/plain")(self)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = LoopbackServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True).start()
+
+    def __enter__(self) -> SecretService:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+async def test_result_urls_and_redirects_into_loopback_services_are_refused(fake_ark: FakeArk, tmp_path: Path) -> None:
+    """Item 10: another port on the same loopback host is another service, reached neither directly, nor through a
+    redirect from Ark's own origin, nor for a preview; the operator can allow it with DOUBAO_MEDIA_DOMAINS."""
+    with SecretService() as secret:
+        fake_ark.faults[("GET", f"{TASKS_ROUTE}/cgt-direct")] = answer(200, json.dumps({
+            "id": "cgt-direct", "status": "succeeded", "content": {"video_url": f"{secret.url}/v.mp4"}}))
+        fake_ark.faults[("GET", "/files/cgt-redirected")] = answer(302, "", Location=f"{secret.url}/v.mp4")
+        fake_ark.add_task("cgt-redirected", status="succeeded")
+        fake_ark.faults[("POST", IMAGES_ROUTE)] = answer(200, json.dumps({"data": [{"url": f"{secret.url}/i.png"}]}))
+        config = Config(api_key=KEY, base_url=fake_ark.url, previews=True)
+        async with Client(server(config)) as client:
+            direct = await client.call_tool("query_video_task", {"task_id": "cgt-direct", "save_dir": str(tmp_path)})
+            redirected = await client.call_tool("query_video_task", {"task_id": "cgt-redirected",
+                                                                     "save_dir": str(tmp_path)})
+            image = await client.call_tool("generate_image", {"prompt": "a fox"})
+        hits_before_allowing = list(secret.hits)
+        with pytest.raises(doubao_mcp.DoubaoError, match=r"not an image \(no known file type\)") as refused:
+            ArkClient(fake_ark.url, media_domains=[secret.url]).fetch(f"{secret.url}/allowed.png", "image", 5)
+    assert hits_before_allowing == [] and secret.hits == ["/allowed.png"]  # allowed: fetched, then refused as
+    assert "SECRET" not in str(refused.value)  # no image, and what it said is never quoted
+    for result in (direct, redirected):
+        error = result.structured_content["save_errors"][0]["error"]
+        assert "127.0.0.1 is at 127.0.0.1, a loopback address" in error and "SECRET" not in result.content[0].text
+    assert [item.type for item in image.content] == ["text"]  # no preview from there
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_address_connected_to_is_checked_too(fake_ark: FakeArk, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Item 10: a name that looked public when checked and is loopback when connected (DNS rebinding) is refused
+    at the connection, before a request is sent."""
+    with SecretService() as secret:
+        client = ArkClient(fake_ark.url)
+        monkeypatch.setattr(client.media, "check", lambda url: partial(client.media.refuse_address, "127.0.0.1"))
+        with pytest.raises(doubao_mcp.DoubaoError, match="a loopback address"):
+            client.fetch(f"{secret.url}/rebound.png", "image", 5)
+    assert secret.hits == []
+    policy = doubao_mcp.MediaPolicy(BASE, ["https://*.volces.com"])
+    assert "link-local" in policy.refuse_address("meta.test", "meta.test", "169.254.169.254")
+    assert "loopback" in policy.refuse_address("v6.test", "v6.test", "::ffff:127.0.0.1")
+    assert "private" in policy.refuse_address("lan.test", "lan.test", "192.168.1.20")
+    assert policy.refuse_address("cdn.test", "cdn.test", "93.184.216.34") is None
+    assert policy.refuse_address("cdn.test", "proxy.local", "127.0.0.1") is None  # the proxy resolves the name
+    assert policy.check("https://ark-content.tos-cn-beijing.volces.com/v.mp4") is None
+
+
+async def test_a_background_save_that_failed_shows_in_query_and_list_results(fake_ark: FakeArk, tmp_path: Path) -> None:
+    """Item 7."""
+    fake_ark.polls_to_finish = 1
+    fake_ark.faults[("GET", "/files/")] = answer(500, "<h1>oops</h1>", "text/html")
+    async with started(fake_ark, tmp_path / "state") as (session, errors):
+        task_id = (await session.call_tool("generate_video", {"prompt": "a fox", "save_dir": str(tmp_path / "out")})
+                   ).structured_content["task_id"]
+        await anyio.to_thread.run_sync(errors.seen, f"Saving {task_id} failed")
+        queried = (await session.call_tool("query_video_task", {"task_id": task_id})).structured_content
+        listed = (await session.call_tool("list_video_tasks", {"task_ids": [task_id]})).structured_content
+    assert queried["save_errors"] == [{"source": "saving in the background", "error": "the download answered HTTP 500"}]
+    assert queried["next_step"].startswith("Saving it in the background failed") and "with save_dir" in \
+        queried["next_step"]
+    assert listed["tasks"][0]["save_errors"] == queried["save_errors"]
+
+
+async def test_resuming_a_large_record_polls_in_batches_at_a_bounded_pace_and_closes_old_tasks(
+        fake_ark: FakeArk, tmp_path: Path) -> None:
+    """Item 8: 250 unfinished tasks ask Ark in lists of at most 100, one request per gap; tasks past Ark's 7 days
+    are closed without a request."""
+    fake_ark.polls_to_finish = 10**6
+    record = doubao_mcp.Record(tmp_path / "state", fake_ark.url)
+    owner, now = doubao_mcp.key_fingerprint(KEY), time.time()
+    fresh = [f"cgt-r{n}" for n in range(250)]
+    for task_id in fresh:
+        fake_ark.add_task(task_id, status="running")
+    record._write("INSERT INTO tasks (task_id, base_url, owner, save_dir, status, created, updated) VALUES " + ", ".join(
+        "(?, ?, ?, ?, 'running', ?, ?)" for _ in range(252)), *itertools.chain.from_iterable(
+        (task_id, fake_ark.url, owner, str(tmp_path), created, created) for task_id, created in
+        [(t, now) for t in fresh] + [("cgt-old-1", now - 8 * 86400), ("cgt-old-2", now - 9 * 86400)]))
+    config = replace(Config.from_env(), base_url=fake_ark.url, poll_intervals=(30, 60))  # no second round here
+    watcher = doubao_mcp.Watcher(ArkClient(fake_ark.url, secrets=[KEY]), record, KEY, config, gap=0.01)
+    watcher.resume()
+    await anyio.to_thread.run_sync(fake_ark.requested, "GET", TASKS_ROUTE, 3)
+    watcher.stop()
+    asked = [[v for k, v in r["query"] if k == "filter.task_ids"] for r in fake_ark.requests[:3]]
+    assert [len(ids) for ids in asked] == [100, 100, 50] and sorted(sum(asked, [])) == sorted(fresh)
+    assert all(r["path"] == TASKS_ROUTE for r in fake_ark.requests[:3])  # lists, not a GET per task
+    found = rows(tmp_path / "state")
+    assert found["cgt-old-1"]["save_dir"] is None and "7 days" in found["cgt-old-2"]["save_error"]
+    assert not any("cgt-old" in json.dumps(r["query"]) for r in fake_ark.requests)
+
+
+async def test_a_malformed_item_in_arks_list_leaves_the_others_listed(ark: Any) -> None:
+    """Item 13."""
+    ark.get(TASKS, json={"total": 3, "items": [SUCCEEDED_TASK, {"id": 42, "status": None}, {"id": "cgt-2",
+                                                                                          "status": "running"}]})
+    listed = await call("list_video_tasks", {})
+    assert [t["task_id"] for t in listed.structured_content["tasks"]] == [TASK_ID, "cgt-2"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX modes")
+def test_an_existing_open_state_folder_is_made_private(tmp_path: Path) -> None:
+    """Item 13: prompts and paths live there."""
+    (tmp_path / "state").mkdir(mode=0o777)
+    os.chmod(tmp_path / "state", 0o777)
+    doubao_mcp.Record(tmp_path / "state", BASE)
+    assert (tmp_path / "state").stat().st_mode & 0o777 == 0o700
+
+
+async def test_while_stopping_a_wait_that_arrived_is_answered_and_only_new_work_is_refused(ark: Any) -> None:
+    """Item 13: a SIGTERM must answer every wait that reached the server."""
+    ark.get(f"{TASKS}/cgt-1", json={"id": "cgt-1", "status": "running"})
+    stopping = doubao_mcp.Stopping()
+    stopping.set()
+    config = Config.from_env()
+    async with Client(build_server(config, ArkClient(config.base_url, secrets=[KEY]), stopping)) as client:
+        waited = await client.call_tool("query_video_task", {"task_id": "cgt-1", "wait_seconds": 600})
+        refused = await client.call_tool("generate_video", {"prompt": "a fox"})
+    assert waited.structured_content["status"] == "running" and "stopping" in waited.structured_content["next_step"]
+    assert "This server is stopping" in error_text(refused)
+
+
+@pytest.mark.parametrize("line, code", [(b"this is not json\n", -32700), (b'{"jsonrpc": "2.0"}\n', -32600)])
+def test_over_stdio_a_line_that_is_not_json_rpc_gets_an_error_and_the_server_keeps_serving(
+        line: bytes, code: int) -> None:
+    """Item 12: as over HTTP, at once."""
+    process = subprocess.Popen([str(SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**SCRIPT_ENV, "ARK_API_KEY": KEY})
+    assert process.stdin and process.stdout
+    process.stdin.write(line)
+    process.stdin.flush()
+    first = json.loads(process.stdout.readline())
+    process.stdin.write(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"}).encode() + b"\n")
+    process.stdin.flush()
+    pong = json.loads(process.stdout.readline())
+    process.stdin.close()
+    assert process.wait(timeout=15) == 0
+    assert first["id"] is None and first["error"]["code"] == code and pong == {"jsonrpc": "2.0", "id": 1, "result": {}}
