@@ -24,7 +24,8 @@ import anyio
 import requests
 from mcp import Client, StdioServerParameters
 
-from test_doubao_mcp import KEY, FakeArk, Hold, HttpServer, answer
+from doubao_mcp import Record, key_fingerprint
+from test_doubao_mcp import BOMB, KEY, FakeArk, Hold, HttpServer, answer
 
 SCRIPT = Path(sys.executable).with_name("doubao-image-video-mcp")
 BARE_SERVER = textwrap.dedent('''
@@ -163,6 +164,48 @@ async def stress(fake: FakeArk, rows: list[tuple[str, str, str, str, str]]) -> N
     growth = f"{(peak - start_rss) / 1024:.1f} MB" if peak and start_rss else "n/a (needs Linux /proc)"
     rows.append(("a 500 MB answer with no length (peak RSS growth)", growth,
                  "refused" if refused.is_error else "NOT refused", "-", "<= 8 MB read, then refused"))
+
+
+async def hostile_inputs(fake: FakeArk, ours: StdioServerParameters, floor: StdioServerParameters, scratch: Path,
+                         rows: list[tuple[str, str, str, str, str]]) -> None:
+    """Four decompression bombs as one answer's images, and start-up beside a record of 20,000 unfinished tasks."""
+    with_previews = StdioServerParameters(command=ours.command, env={**(ours.env or {}), "DOUBAO_PREVIEWS": "1"})
+    async with Client(with_previews) as client:
+        pid = child_pid()
+        await client.call_tool("generate_image", {"prompt": "warm up", "max_images": 4})  # real previews, once
+        before = proc_field(pid, "VmHWM")
+        fake.faults[("GET", "/files/image-")] = answer(200, BOMB, "image/png")
+        result = await client.call_tool("generate_image", {"prompt": "four bombs", "max_images": 4})
+        after = proc_field(pid, "VmHWM")
+        del fake.faults[("GET", "/files/image-")]
+    previews = sum(item.type == "image" for item in result.content)
+    growth = f"{(after - before) / 1024:.1f} MB" if before and after else "n/a (needs Linux /proc)"
+    rows.append(("4 bomb PNGs (11580x11580, 0.5 MB each) as one answer's images: peak RSS growth", growth,
+                 f"{previews} previews made", "-", "< 300 MB"))
+
+    state = scratch / "big-record"
+    record = Record(state, fake.url)
+    now = time.time()
+    record._write("BEGIN")
+    for n in range(20_000):
+        record._write("INSERT INTO tasks (task_id, base_url, owner, save_dir, status, created, updated) VALUES "
+                      "(?, ?, ?, ?, 'running', ?, ?)", f"cgt-big-{n}", fake.url, key_fingerprint(KEY), str(scratch),
+                      now, now)
+    record._write("COMMIT")
+    big = StdioServerParameters(command=ours.command, env={**(ours.env or {}), "DOUBAO_STATE_DIR": str(state)})
+    starts, bare = [], []
+    for _ in range(5):
+        starts.append(await cold_start(big))
+        bare.append(await cold_start(floor))
+    async with Client(big):
+        fake.requests.clear()
+        start = time.perf_counter()
+        await anyio.sleep(10)
+        asked = sum(r["path"].startswith("/api/v3/contents/generations/tasks") for r in fake.requests)
+    rows.append(("start-up beside a record of 20,000 unfinished tasks (5 rounds)", f"{statistics.median(starts):.3f} s",
+                 f"{statistics.median(bare):.3f} s (bare MCPServer)",
+                 f"{statistics.median(starts) / statistics.median(bare):.2f}",
+                 f"<= 1.2; Ark asked {asked} times in its first {time.perf_counter() - start:.0f} s, in lists of 100"))
 
 
 async def main() -> None:
@@ -308,6 +351,7 @@ async def main() -> None:
         rows.append(("save a 500 MB video (peak RSS growth)", growth, f"{saved / 2**20:.0f} MB written", "-",
                      "<= 30 MB"))
 
+        await hostile_inputs(fake, ours, floor, Path(scratch), rows)
         await stress(fake, rows)
 
     widths = [max(len(row[i]) for row in rows + [HEADER]) for i in range(5)]
