@@ -24,8 +24,8 @@ import anyio
 import requests
 from mcp import Client, StdioServerParameters
 
+from conftest import KEY, FakeArk, Hold, HttpServer, answer, bomb
 from doubao_mcp import Record, key_fingerprint
-from test_doubao_mcp import BOMB, KEY, FakeArk, Hold, HttpServer, answer
 
 SCRIPT = Path(sys.executable).with_name("doubao-image-video-mcp")
 BARE_SERVER = textwrap.dedent('''
@@ -174,7 +174,7 @@ async def hostile_inputs(fake: FakeArk, ours: StdioServerParameters, floor: Stdi
         pid = child_pid()
         await client.call_tool("generate_image", {"prompt": "warm up", "max_images": 4})  # real previews, once
         before = proc_field(pid, "VmHWM")
-        fake.faults[("GET", "/files/image-")] = answer(200, BOMB, "image/png")
+        fake.faults[("GET", "/files/image-")] = answer(200, bomb(), "image/png")
         result = await client.call_tool("generate_image", {"prompt": "four bombs", "max_images": 4})
         after = proc_field(pid, "VmHWM")
         del fake.faults[("GET", "/files/image-")]

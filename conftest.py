@@ -1,0 +1,532 @@
+"""The fakes and fixtures the tests share: a fake Ark on 127.0.0.1, hosts and terminals for spawned servers, and
+the fixtures every test gets (a fake key, no developer settings leaking in, mocked Ark)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import functools
+import hashlib
+import io
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx2
+import pytest
+import requests
+import responses
+import urllib3
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from doubao_mcp import ArkClient, Config, build_server
+
+KEY = "ark-test-0f3c9a7e-5b1d-4c2e-9f8a-6d7e8f9a0b1c"
+BASE = "https://ark.test/api/v3"
+TASKS = f"{BASE}/contents/generations/tasks"
+SCRIPT = Path(sys.executable).with_name("doubao-image-video-mcp")
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(64)
+SCRIPT_ENV = {"PATH": os.environ["PATH"], "DOUBAO_STATE_DIR": "off"}
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def picture(width: int = 1024, height: int = 768, kind: str = "PNG") -> bytes:
+    """A real image, with detail enough that its preview is not trivially small."""
+    from PIL import Image
+
+    image = Image.new("RGB", (width, height))
+    image.putdata([(x * 255 // width, y * 255 // height, (x ^ y) & 255) for y in range(height) for x in range(width)])
+    out = io.BytesIO()
+    image.save(out, kind)
+    return out.getvalue()
+
+
+PICTURE = picture()
+VIDEO_BYTES = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 400
+SUCCEEDED_TASK = {
+    "id": "cgt-20250331175019-6htr8", "model": "doubao-seedance-1-0-pro-250528", "status": "succeeded",
+    "error": None, "created_at": 1743414619, "updated_at": 1743414673,
+    "content": {"video_url": "https://cdn.test/v.mp4?sig=1", "last_frame_url": "https://cdn.test/last.png"},
+    "seed": 10, "resolution": "720p", "ratio": "16:9", "duration": 5, "framespersecond": 24,
+    "usage": {"completion_tokens": 108900, "total_tokens": 108900},
+}
+TASK_ID = SUCCEEDED_TASK["id"]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def ark_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fake key, and none of the developer's own Ark settings leaking into a test."""
+    for name in ("ARK_API_KEY", "DOUBAO_API_KEY", "ARK_BASE_URL", "DOUBAO_IMAGE_MODEL", "DOUBAO_VIDEO_MODEL",
+                 "DOUBAO_IMAGE_ENDPOINT_ID", "DOUBAO_VIDEO_ENDPOINT_ID", "ARK_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ARK_API_KEY", KEY)
+    monkeypatch.setenv("ARK_BASE_URL", BASE)
+    monkeypatch.setenv("DOUBAO_PREVIEWS", "0")  # a test of previews turns them on
+    monkeypatch.setenv("DOUBAO_STATE_DIR", "off")  # a test of the record gives it a folder
+
+
+@pytest.fixture
+def ark() -> Any:
+    """Mocked Ark: any request that was not registered fails the test."""
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
+        yield mock
+
+
+def server(config: Config | None = None, sleeps: list[float] | None = None) -> Any:
+    """The server in-process; retry back-off is recorded in `sleeps` instead of slept."""
+    config = config or Config.from_env()
+    sleep = sleeps.append if sleeps is not None else (lambda seconds: None)
+    return build_server(config, ArkClient(config.base_url, config.image_timeout, secrets=[config.api_key or ""],
+                                          sleep=sleep, limits=config.limits))
+
+
+async def call(tool: str, arguments: dict[str, Any], config: Config | None = None, **kwargs: Any) -> Any:
+    async with Client(server(config)) as client:
+        return await client.call_tool(tool, arguments, **kwargs)
+
+
+def error_text(result: Any) -> str:
+    assert result.is_error, result.structured_content
+    return result.content[0].text
+
+
+# --- Configuration ----------------------------------------------------------------------------
+
+
+URL = "https://media.test/"
+# (id, seconds, resolutions, most reference images/videos/audios, most references in all)
+def items(kind: str, role: str, urls: list[str]) -> list[dict[str, Any]]:
+    return [{"type": f"{kind}_url", f"{kind}_url": {"url": url}, "role": role} for url in urls]
+
+
+class FakeTime:
+    """A clock that moves only when the code under test sleeps: schedules are checked without waiting."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def data_url(mime: str, data: bytes) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def write(path: Path, data: bytes = b"hello", size: int | None = None) -> str:
+    path.write_bytes(data)
+    if size:
+        with path.open("r+b") as file:
+            file.truncate(size)  # sparse: a large file without writing it
+    return str(path)
+
+
+VIDEO_URL = SUCCEEDED_TASK["content"]["video_url"]
+LAST_FRAME_URL = SUCCEEDED_TASK["content"]["last_frame_url"]
+
+
+def finished_task_and_files(ark: Any, video: dict[str, Any] | None = None) -> None:
+    ark.get(f"{TASKS}/{TASK_ID}", json=SUCCEEDED_TASK)
+    ark.get(VIDEO_URL, **(video or {"body": VIDEO_BYTES, "content_type": "video/mp4"}))
+    ark.get(LAST_FRAME_URL, body=PNG, content_type="image/png")
+
+
+def refused() -> requests.ConnectionError:
+    """What requests raises when nothing listens: the request never reached Ark."""
+    reason = urllib3.exceptions.NewConnectionError(None, "Failed to establish a new connection: [Errno 111] refused")
+    return requests.ConnectionError(urllib3.exceptions.MaxRetryError(None, TASKS, reason))
+
+
+
+
+def answer(status: int, body: bytes | str = b"", content_type: str = "application/json", length: int | None = None,
+           delay: float = 0.0, **headers: str) -> Any:
+    """A raw response for FakeArk.faults: any status, headers and body, after `delay` seconds. A `length`
+    larger than the body declares more than is sent, then drops the connection mid-body."""
+    data = body.encode() if isinstance(body, str) else body
+
+    def respond(handler: BaseHTTPRequestHandler) -> None:
+        time.sleep(delay)
+        handler.send_response(status)
+        for name, value in {"Content-Type": content_type, **headers}.items():
+            handler.send_header(name.replace("_", "-"), value)
+        handler.send_header("Content-Length", str(len(data) if length is None else length))
+        handler.end_headers()
+        handler.wfile.write(data)
+        handler.close_connection = length is not None
+
+    return respond
+
+
+class Hold:
+    """A fault that holds each matching request until `release()`, then answers it with `then`; `arrived(n)`
+    waits (on a worker thread: call it through anyio.to_thread) until n requests have come in."""
+
+    def __init__(self, then: Any = None):
+        self.then = then or answer(200, json.dumps({"data": []}))
+        self.count = 0
+        self.condition = threading.Condition()
+        self.released = threading.Event()
+
+    def __call__(self, handler: BaseHTTPRequestHandler) -> None:
+        with self.condition:
+            self.count += 1
+            self.condition.notify_all()
+        self.released.wait(60)
+        self.then(handler)
+
+    def arrived(self, count: int) -> None:
+        with self.condition:
+            assert self.condition.wait_for(lambda: self.count >= count, timeout=30), f"{self.count} of {count} came"
+
+    def release(self) -> None:
+        self.released.set()
+
+
+class LoopbackServer(ThreadingHTTPServer):
+    """Python's default listen backlog is 5: when 31 connections arrive at once, Linux resets some of them, which
+    no real Ark does (its backlog is in the thousands) and which made a test fail one run in five."""
+
+    request_queue_size = 1024
+    daemon_threads = True
+
+
+class FakeArk:
+    """A small Ark look-alike on 127.0.0.1: image generation, the video-task lifecycle, and the
+    result files under /files/, over HTTP/1.1 keep-alive like the real thing.
+
+    A task is queued when created and at its first GET, running after that, and succeeded from
+    its `polls_to_finish`-th GET on, or, with `seconds_to_finish`, once that long has passed
+    since it was created. Every request is recorded with the key it carried and the connection
+    it came on. `faults[(method, path prefix)] = answer(...)` replaces the answer to matching requests;
+    `unavailable[model id] = code` answers creations for that model as Ark does for a retired or unactivated one.
+    """
+
+    def __init__(self, polls_to_finish: int = 3, seconds_to_finish: float | None = None):
+        self.polls_to_finish = polls_to_finish
+        self.seconds_to_finish = seconds_to_finish
+        self.video_size: int | None = None  # serve a video of this many bytes, streamed, instead of VIDEO_BYTES
+        self.faults: dict[tuple[str, str], Any] = {}
+        self.unavailable: dict[str, str] = {}
+        self.requests: list[dict[str, Any]] = []
+        self.tasks: dict[str, dict[str, Any]] = {}
+        self.lock = threading.Lock()
+        self.arrival = threading.Condition()
+        self.server = LoopbackServer(("127.0.0.1", 0), self._handler())
+        self.server.handle_error = lambda request, address: None  # a client that hung up is not news here
+        self.root = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.url = f"{self.root}/api/v3"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True)  # quick stop
+
+    def __enter__(self) -> FakeArk:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def requested(self, method: str, prefix: str, count: int = 1) -> None:
+        """Wait (on a worker thread: through anyio.to_thread) until `count` such requests have come in."""
+        def seen() -> int:
+            return sum(r["method"] == method and r["path"].startswith(prefix) for r in self.requests)
+        with self.arrival:
+            assert self.arrival.wait_for(lambda: seen() >= count, timeout=30), f"{seen()} {method} {prefix}"
+
+    def add_task(self, task_id: str, **fields: Any) -> None:
+        self.tasks[task_id] = {"id": task_id, "model": "doubao-seedance-1-5-pro-251215", "status": "queued",
+                               "polls": 0, "born": time.monotonic(), "created_at": 1743414619,
+                               "updated_at": 1743414619, **fields}
+
+    def handle(self, method: str, path: str, query: list[tuple[str, str]], body: Any) -> tuple[int, Any]:
+        with self.lock:
+            if method == "POST" and body.get("model") in self.unavailable:
+                return 404, {"error": {"code": self.unavailable[body["model"]], "message": "The model or endpoint "
+                                       f"{body['model']} does not exist or you do not have access to it."}}
+            if method == "POST" and path == "/api/v3/images/generations":
+                count = (body.get("sequential_image_generation_options") or {}).get("max_images", 1)
+                return 200, {"model": body["model"], "created": 1757321139, "data": [
+                    {"url": f"{self.root}/files/image-{i}.png", "size": "1024x768"} for i in range(count)]}
+            if method == "POST" and path == "/api/v3/contents/generations/tasks":
+                problem = self._content_problem(body.get("content"))
+                if problem:
+                    return 400, {"error": {"code": "InvalidParameter", "message": problem, "param": "content"}}
+                task_id = f"cgt-fake-{len(self.tasks) + 1}"
+                draft = next((item["draft_task"]["id"] for item in body["content"] if item["type"] == "draft_task"), None)
+                self.add_task(task_id, model=body["model"], draft=bool(body.get("draft")),
+                              last_frame=bool(body.get("return_last_frame")),
+                              **({"draft_task_id": draft} if draft else {}))
+                return 200, {"id": task_id}
+            if method == "GET" and path == "/api/v3/contents/generations/tasks":
+                wanted = {v for k, v in query if k == "filter.task_ids"}
+                items = [self._view(t) for t in reversed(self.tasks.values()) if not wanted or t["id"] in wanted]
+                return 200, {"total": len(items), "items": items}
+            task = self.tasks.get(path.rsplit("/", 1)[-1])
+            if task is None:
+                return 404, {"error": {"code": "ResourceNotFound", "message": "task not found"}}
+            if method == "GET":
+                task["polls"] += 1
+                if task["status"] in ("queued", "running"):
+                    done = (time.monotonic() - task["born"] >= self.seconds_to_finish if self.seconds_to_finish
+                            else task["polls"] >= self.polls_to_finish)
+                    task["status"] = "succeeded" if done else "running" if task["polls"] > 1 else "queued"
+                return 200, self._view(task)
+            if method == "DELETE":
+                if task["status"] == "queued":
+                    task["status"] = "cancelled"
+                elif task["status"] in ("succeeded", "failed", "expired"):
+                    del self.tasks[task["id"]]
+                else:
+                    return 400, {"error": {"code": "InvalidParameter",
+                                           "message": f"cannot delete a {task['status']} task"}}
+                return 200, {}
+        return 404, None  # no such route: a plain web server's page, not Ark's JSON
+
+    ROLES = {"image_url": {None, "first_frame", "last_frame", "reference_image"}, "video_url": {"reference_video"},
+             "audio_url": {"reference_audio"}}
+
+    def _content_problem(self, content: Any) -> str | None:
+        """What Ark's own content check would refuse: unknown item types or roles, a draft that is not one."""
+        for item in content if isinstance(content, list) else [None]:
+            kind = item.get("type") if isinstance(item, dict) else None
+            if kind == "text" and isinstance(item.get("text"), str):
+                continue
+            if kind in self.ROLES and isinstance(item.get(kind), dict) and item.get("role") in self.ROLES[kind]:
+                continue
+            if kind == "draft_task":
+                draft = self.tasks.get(item.get("draft_task", {}).get("id"))
+                if draft and draft.get("draft") and draft["status"] == "succeeded":
+                    continue
+                return "draft_task must name a succeeded draft task"
+            return f"content item {item!r} is not valid"
+        return None
+
+    def _view(self, task: dict[str, Any]) -> dict[str, Any]:
+        view = {k: v for k, v in task.items() if k not in ("polls", "born", "last_frame")}
+        if task["status"] == "succeeded":
+            view.update(content={"video_url": f"{self.root}/files/{task['id']}.mp4?sig=x", **(
+                {"last_frame_url": f"{self.root}/files/{task['id']}-last.png"} if task.get("last_frame") else {})},
+                resolution="720p", ratio="16:9", duration=5, framespersecond=24)
+        return view
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # else headers and body in two writes wait on a delayed ACK (40 ms)
+
+            def _serve(self) -> None:
+                split = urlsplit(self.path)
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = json.loads(raw) if raw else None
+                query = parse_qsl(split.query)
+                with fake.arrival:
+                    fake.requests.append({"method": self.command, "path": split.path, "query": query, "body": body,
+                                          "authorization": self.headers.get("Authorization"),
+                                          "connection": self.client_address})
+                    fake.arrival.notify_all()
+                fault = next((f for (method, prefix), f in list(fake.faults.items())
+                              if method == self.command and split.path.startswith(prefix)), None)
+                if fault:
+                    return fault(self)
+                if split.path.startswith("/files/"):
+                    if split.path.endswith(".png"):  # a generated image or a last frame
+                        return answer(200, PICTURE, "image/png")(self)
+                    return self._send_video()
+                status, reply = fake.handle(self.command, split.path, query, body)
+                if reply is None:
+                    return answer(status, "<html><h1>404 Not Found</h1></html>", "text/html")(self)
+                answer(status, json.dumps(reply))(self)
+
+            def _send_video(self) -> None:
+                if fake.video_size is None:
+                    return answer(200, VIDEO_BYTES, "video/mp4")(self)
+                answer(200, VIDEO_BYTES[:12], "video/mp4", length=fake.video_size)(self)
+                chunk = bytes(2**20)
+                for start in range(12, fake.video_size, len(chunk)):
+                    self.wfile.write(chunk[: fake.video_size - start])
+                self.close_connection = False
+
+            do_GET = do_POST = do_DELETE = _serve
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
+@pytest.fixture
+def fake_ark() -> Any:
+    with FakeArk() as fake:
+        yield fake
+
+
+def ark_error(status: int, code: str, message: str, **headers: str) -> Any:
+    return answer(status, json.dumps({"error": {"code": code, "message": message}}), **headers)
+
+
+TASKS_ROUTE = "/api/v3/contents/generations/tasks"
+class HttpServer:
+    """The console script serving streamable HTTP on a free port, stopped with SIGTERM; its output kept."""
+
+    def __init__(self, fake: FakeArk, *args: str, **env: str):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/mcp"
+        self.process = subprocess.Popen(
+            [str(SCRIPT), "--transport", "streamable-http", "--port", str(self.port), *args],
+            env={**SCRIPT_ENV, "HOME": os.environ.get("HOME", "/"), "ARK_BASE_URL": fake.url, **env},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.stdout = self.stderr = ""
+
+    def __enter__(self) -> HttpServer:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        self.__exit__()
+        pytest.fail(f"the HTTP server did not start: {self.stderr}")
+
+    def __exit__(self, *exc: Any) -> None:
+        self.process.terminate()
+        out, err = self.process.communicate(timeout=15)
+        self.stdout, self.stderr = out.decode(), err.decode()
+
+    def client(self, **headers: str) -> Client:
+        return Client(streamable_http_client(self.url, http_client=httpx2.AsyncClient(headers=headers)))
+
+
+def jpegs(result: Any) -> list[Any]:
+    """The image content items of a result, opened with Pillow."""
+    from PIL import Image
+
+    items = [item for item in result.content if item.type == "image"]
+    assert all(item.mime_type == "image/jpeg" for item in items)
+    return [Image.open(io.BytesIO(base64.b64decode(item.data))) for item in items]
+
+
+class Stderr:
+    """A started server's stderr, read line by line as it comes: `seen(text)` waits (on a worker thread: call it
+    through anyio.to_thread) until a line holds `text`."""
+
+    def __init__(self) -> None:
+        read, write = os.pipe()
+        self.file = os.fdopen(write, "w")  # the errlog given to stdio_client; the server's copy stays open
+        self.lines: list[str] = []
+        self.condition = threading.Condition()
+        threading.Thread(target=self._read, args=(os.fdopen(read),), daemon=True).start()
+
+    def _read(self, pipe: Any) -> None:
+        for line in pipe:
+            with self.condition:
+                self.lines.append(line)
+                self.condition.notify_all()
+
+    def seen(self, text: str, count: int = 1) -> None:
+        def found() -> int:
+            return sum(text in line for line in self.lines)
+        with self.condition:
+            assert self.condition.wait_for(lambda: found() >= count, timeout=30), "".join(self.lines)
+
+
+def rows(state: Path) -> dict[str, dict[str, Any]]:
+    with contextlib.closing(sqlite3.connect(state / "tasks.sqlite3")) as db:
+        db.row_factory = sqlite3.Row
+        return {row["task_id"]: dict(row) for row in db.execute("SELECT * FROM tasks")}
+
+
+# Model ids the tests of the defaults use.
+LITE, S45, PRO, FLASH, S55, S40 = ("doubao-seedream-5-0-260128", "doubao-seedream-4-5-251128",
+                                   "doubao-seedream-5-0-pro-260628", "doubao-seedream-5-0-flash-260915",
+                                   "doubao-seedream-5-5-261028", "doubao-seedream-4-0-250828")
+DANCE_20, DANCE_25, DANCE_15 = "doubao-seedance-2-0-260128", "doubao-seedance-2-5-260628", "doubao-seedance-1-5-pro-251215"
+NOT_FOUND = "InvalidEndpointOrModel.NotFound"
+
+
+def posted_models(fake: FakeArk) -> list[str]:
+    return [r["body"]["model"] for r in fake.requests if r["method"] == "POST"]
+
+
+class LockHolder:
+    """Another process holding the record's write lock (BEGIN EXCLUSIVE) until `release()`."""
+
+    def __init__(self, path: Path):
+        self.process = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+            import sqlite3, sys
+            db = sqlite3.connect(sys.argv[1], isolation_level=None)
+            db.execute("BEGIN EXCLUSIVE"); print("locked", flush=True); sys.stdin.read(); db.execute("COMMIT")
+        """), str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout and self.process.stdout.readline() == "locked\n"
+
+    def release(self) -> None:
+        self.process.communicate("", timeout=10)
+
+
+class SecretService:
+    """Another service on this machine's loopback (a metadata endpoint, an admin page): it must never be fetched."""
+
+    def __init__(self) -> None:
+        self.hits: list[str] = []
+        hits = self.hits
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                hits.append(self.path)
+                answer(200, b"SECRET-TOKEN-42", "text/plain")(self)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = LoopbackServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True).start()
+
+    def __enter__(self) -> SecretService:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@functools.cache
+def bomb(side: int = 11580) -> bytes:
+    """A 1-bit PNG of side x side pixels, all black: a few hundred KB that decode to side² bytes in Pillow."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    row = bytes(1 + (side + 7) // 8)  # filter byte 0, then the row's bits
+    packer = zlib.compressobj(9)
+    idat = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    header = side.to_bytes(4, "big") * 2 + bytes([1, 0, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
