@@ -56,7 +56,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import partial
@@ -87,48 +87,85 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from typing_extensions import NotRequired, TypedDict
 
+
+# --- Tables: every number, every model, every hint ----------------------------------------------------------------
+# What the server knows, as data: the numbers that shape its behaviour (each with its unit), what each model
+# family accepts and where Ark stands with it, and what a user should do about each Ark error.
+
 __version__ = "0.1.0"
 
 log = logging.getLogger("doubao_mcp")
+
 T = TypeVar("T")
 
-# --- Constants and configuration -------------------------------------------------------------
-
 DEFAULT_BASE_URL = "https://ark.cn-beijing.volces.com/api/v3"
+
 DEFAULT_IMAGE_TIMEOUT = 300.0  # a set of 15 4K images can take minutes; Ark's SDKs wait 600 s
+
 CONNECT_TIMEOUT = 10.0
+
 TASK_TIMEOUT = 15.0  # task create/get/list/delete answer in well under a second when Ark is healthy
+
 WORKER_THREADS = 40  # anyio's default thread limit: the connection pool is sized to match it
+
 PROMPT_MAX_CHARS = 5000  # far above what Ark uses (~500 for video); stops pasted files going upstream
 
 MAX_ATTEMPTS = 4  # one call plus up to three retries of a transient failure
+
 MAX_RETRY_AFTER = 30.0  # a longer Retry-After is reported to the caller, not slept through
+
 MIN_ATTEMPT_SECONDS = 1.0  # no retry starts unless its deadline leaves it at least this long
+
 MAX_REDIRECTS = 5  # downloads only: API calls never follow a redirect
+
 MAX_WAIT_SECONDS = 600
+
 START_WAIT_SECONDS = 55  # generate_video's wait: its reply, with the new task id, must beat a 60 s client timeout
+
 POLL_INTERVALS = (1.5, 12.0)  # first poll after 1.5 s, then x1.5 each time up to 12 s
+
 HEARTBEAT_SECONDS = 10.0  # progress while a long image generation runs, for clients that time out at 60 s
+
 THREAD_IDLE_SECONDS = 30.0  # a worker thread with no work for this long ends
+
 DEFAULT_MAX_DOWNLOAD_BYTES = 2 * 2**30
+
 DOWNLOAD_READ_TIMEOUT = 60.0  # longest silence tolerated mid-download
+
 DOWNLOAD_DEADLINE = 600.0
+
 STALE_PART_SECONDS = DOWNLOAD_DEADLINE + 60  # a .part file this old belongs to no live download
+
 DOWNLOAD_CHUNK_BYTES = 64 * 2**10
+
 LAST_FRAME_NAME = "-last-frame"  # a video's last frame is saved as <task id>-last-frame.png, and known by it
+
 NAME_LIMIT, MESSAGE_LIMIT, URL_LIMIT = 200, 1000, 4096  # longest ids and codes, messages, URLs put in a result
+
 PREVIEW_SIDE, PREVIEW_MAX_BYTES = 512, 100 * 2**10  # an image preview in a result: its longest side, its size
+
 PREVIEW_SOURCE_MAX_BYTES = 40 * 2**20  # the most of an image or frame read to make a preview
+
 PREVIEW_SECONDS = 15.0  # previews are made within this after the result is ready, or left out
+
 PREVIEW_MAX_PIXELS = 18_000_000  # the largest Seedream image is 16.78 MP (4096x4096): a bigger one is not decoded
+
 DECODING = threading.Semaphore(1)  # one preview decodes at a time: at most one image's pixels in memory
+
 VIEWER_URI = "ui://doubao-mcp/viewer.html"
+
 # Where Ark's result files live (Volcengine's and BytePlus's object storage): the viewer may load media from them.
 MEDIA_DOMAINS = ("https://*.volces.com", "https://*.bytepluses.com")
+
 # Control characters, zero-width characters and bidi overrides: never passed from upstream into a result.
 UNSAFE_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
 
-# --- Models: what each family accepts, and where it stands -------------------------------------
+TRANSPORTS = ("stdio", "streamable-http", "http")  # http: the same as streamable-http
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+# --- Models: what each family accepts, and where it stands --------------------------------------------------------
 # The one place that knows a model's limits and lifecycle (sources: ../shared/ARK_API.md, the Ark docs and SDKs;
 # see the README's model table). A family is an id without its `doubao-` / `dreamina-` / `dola-` prefix and
 # `-YYMMDD` date stamp, so the China and BytePlus ids of one model share a row. An id the table does not know (an
@@ -172,9 +209,10 @@ class Lifecycle:
     def advice(self, region: int) -> str:
         return f"{self.name} is {self.status}: use {self.successor[region]} ({self.caveat})."
 
-
 SEEDREAM_4_5 = ("doubao-seedream-4-5-251128", "seedream-4-5-251128")
+
 SEEDANCE_2_0 = ("doubao-seedance-2-0-260128", "dreamina-seedance-2-0-260128")
+
 SEEDANCE_2_5 = ("doubao-seedance-2-5-260628", "dreamina-seedance-2-5-260628")
 
 
@@ -208,12 +246,16 @@ class ImageFamily:
     background: bool | None = False  # background: transparent or opaque (Seedream 5.5)
     lifecycle: Lifecycle | None = None
 
-
 _SEEDANCE_2 = {"prompt_optional": True, "audio": True, "web_search": "yes"}
+
 _SEEDANCE_2_0 = {**_SEEDANCE_2, "web_search": "text-to-video", "total_refs": 12, "audio_alone": False}
+
 _SEEDANCE_2_5 = {**_SEEDANCE_2, "drafts": ("480p",), "omni": True}
+
 _480_1080 = ("480p", "720p", "1080p")
+
 _RETIRED_1_0 = Lifecycle("Seedance 1.0", "retired since 2026-07-17", SEEDANCE_2_0, "or 2.0 fast; 4-15 s")
+
 VIDEO_MODELS: dict[str, VideoFamily] = {
     # family: VideoFamily(seconds, -1 allowed, resolutions, most reference images/videos/audios, what else differs)
     "seedance-2-5": VideoFamily((4, 30), True, _480_1080, (30, 10, 10), **_SEEDANCE_2_5),
@@ -232,11 +274,14 @@ VIDEO_MODELS: dict[str, VideoFamily] = {
                                          lifecycle=replace(_RETIRED_1_0, name="Seedance 1.0 lite",
                                                            status="retired since 2026-05-13")),
 }
+
 ANY_PIXELS = (0, 2**31)  # the docs give no range: the universal side limits apply
+
 _SEEDREAM_5_LITE = ImageFamily(("2K", "3K", "4K"), ANY_PIXELS, (0, 14), web_search=True, background=None, lifecycle=
                                Lifecycle("Seedream 5.0 lite", "retired in China since 2026-11-24", (
                                    "doubao-seedream-5-0-pro-260628", "dola-seedream-5-0-pro-260628"),
                                    "it makes no sets, no web search and no 3K or 4K", regions=(CHINA,)))
+
 IMAGE_MODELS: dict[str, ImageFamily] = {
     # family: ImageFamily(named sizes, WIDTHxHEIGHT pixel range, fewest/most reference images, sets, ...)
     "seedream-5-5": ImageFamily(("1K", "1.5K", "2K"), ANY_PIXELS, sets=False, web_search=None, background=True),
@@ -254,13 +299,21 @@ IMAGE_MODELS: dict[str, ImageFamily] = {
 # Checks that hold for every model, known or not: they refuse only what no Seedance or Seedream model
 # could take, so that a model released after this server works from its first day.
 ANY_DURATION = (1, 600)  # or -1
+
 MAX_FRAMES = 24 * ANY_DURATION[1] + 1  # the longest duration at 24 fps (of the form 25 + 4n)
+
 MAX_REFERENCES = 50  # per list; the table has each model's real limit
+
 SIZE_SIDES = (64, 16384)  # WIDTHxHEIGHT, each side, and at most 16:1
+
 MAX_SET = 15  # Ark's own limit for sequential_image_generation: reference images plus outputs
+
 IMAGE_INPUT_MAX_BYTES = 10 * 2**20  # Ark's limit for image-generation inputs
+
 VIDEO_FRAME_MAX_BYTES = 30 * 2**20  # video frames and reference images
+
 AUDIO_INPUT_MAX_BYTES = 15 * 2**20
+
 REQUEST_MAX_BYTES = 64 * 2**20  # Ark's whole request body, base64 inputs included
 
 # (offset, magic bytes, MIME type, file extension): files are recognised by content, not by name.
@@ -281,18 +334,43 @@ FILE_SIGNATURES = (
     (0, b"\xff\xf2", "audio/mpeg", ".mp3"),
 )
 
+# generate_video's media arguments: (argument, MEDIA kind, content item type, Ark role).
+VIDEO_INPUTS = (
+    ("first_frame", "frame", "image", "first_frame"),
+    ("last_frame", "frame", "image", "last_frame"),
+    ("reference_images", "frame", "image", "reference_image"),
+    ("reference_videos", "video", "video", "reference_video"),
+    ("reference_audios", "audio", "audio", "reference_audio"),
+)
+
+# What each kind of media argument takes: the largest inline file, and how to name the files it reads.
+MEDIA = {
+    "image": (IMAGE_INPUT_MAX_BYTES, "a JPEG, PNG, WebP, BMP, TIFF or GIF image"),
+    "frame": (VIDEO_FRAME_MAX_BYTES, "a JPEG, PNG, WebP, BMP, TIFF or GIF image"),
+    "audio": (AUDIO_INPUT_MAX_BYTES, "a WAV or MP3 file"),
+    "video": (0, "an MP4 or MOV video"),  # never inline: Ark fetches reference videos itself
+}
+
 API_KEY_ENV = ("ARK_API_KEY", "DOUBAO_API_KEY")
+
 IMAGE_MODEL_ENV = ("DOUBAO_IMAGE_MODEL", "DOUBAO_IMAGE_ENDPOINT_ID")
+
 VIDEO_MODEL_ENV = ("DOUBAO_VIDEO_MODEL", "DOUBAO_VIDEO_ENDPOINT_ID")
 
 TASKS_PATH = "/contents/generations/tasks"
+
 IMAGES_PATH = "/images/generations"
+
 URL_LIFETIME_NOTE = "Result URLs expire 24 hours after generation: download what you want to keep."
 
 TaskStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "expired"]
+
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "expired"})
+
 Resolution = Literal["480p", "720p", "1080p", "4k"]
+
 Ratio = Literal["16:9", "4:3", "1:1", "3:4", "9:16", "21:9", "adaptive"]
+
 ServiceTier = Literal["default", "flex"]
 
 # What a user should do about an Ark error: the first table key found in the error code wins,
@@ -315,6 +393,7 @@ HINTS_BY_CODE = {
     "rephrase the prompt or use another image.",
     "InvalidImageURL": "Ark could not fetch or read an input image: use a public https URL or a data URL.",
 }
+
 HINTS_BY_STATUS = {
     400: "Fix the argument Ark names and call again.",
     401: HINTS_BY_CODE["AuthenticationError"],
@@ -324,17 +403,11 @@ HINTS_BY_STATUS = {
     500: "Ark failed on its side: retry in a minute.",
 }
 
-
-def code_hint(code: str | None, model_env: str = "DOUBAO_VIDEO_MODEL", param: str | None = None) -> str | None:
-    """What to do about an Ark error code, in an error answer or a failed task alike."""
-    hint = next((h for key, h in HINTS_BY_CODE.items() if code and key in code), None)
-    return hint and hint.format(model_env=model_env, param=param or "one of the parameters given (Ark's message "
-                                "names it)")
-
-
 TASK_NOT_FOUND_HINT = "No task with this id: use the task_id generate_video returned (Ark keeps tasks 7 days)."
+
 NOT_FINISHED = ("Not finished yet. Videos take 30 s to several minutes: call query_video_task with task_id "
                 "{task_id!r} and wait_seconds=50 (again while it runs) rather than polling rapidly.")
+
 NEXT_STEP = {
     "queued": NOT_FINISHED,
     "running": NOT_FINISHED,
@@ -343,6 +416,52 @@ NEXT_STEP = {
     "cancelled": "The task was cancelled before it started.",
     "expired": "The task waited too long in Ark's queue and expired; call generate_video again.",
 }
+
+# Top-level fields the tools build, and what to use instead of setting them through `extra`; the tools' own
+# argument names are reserved the same way. None: a field this server cannot handle at all.
+BUILT_FIELDS = {
+    "model": "use the model argument", "prompt": "use the prompt argument", "image": "use the images argument",
+    "content": "use prompt and the image, video and audio arguments", "tools": "use the web_search argument",
+    "sequential_image_generation": "use max_images", "sequential_image_generation_options": "use max_images",
+    "stream": None, "response_format": None,
+}
+
+
+# --- Errors: what a call can fail with ----------------------------------------------------------------------------
+
+
+class DoubaoError(ToolError):
+    """Every failure this server anticipates. The SDK turns it into an `isError` result with this text."""
+
+
+class ArkAPIError(DoubaoError):
+    """Ark (or a proxy in front of it) answered with a non-2xx status."""
+
+    def __init__(self, status: int, code: str | None, message: str, param: str | None = None,
+                 request_id: str | None = None, hint: str | None = None):
+        self.status, self.code, self.message = status, code, message
+        self.param, self.request_id, self.hint = param, request_id, hint
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = ", ".join(filter(None, [self.param and f"param {self.param}",
+                                        self.request_id and f"request id {self.request_id}"]))
+        text = f"Ark API error {self.status}{' ' + self.code if self.code else ''}: {self.message}"
+        return text + (f" ({where})." if where else ".") + (f" {self.hint}" if self.hint else "")
+
+
+class ArkConnectionError(DoubaoError):
+    """No usable answer arrived: DNS, refused or dropped connection, timeout, or an unreadable 2xx body."""
+
+
+def code_hint(code: str | None, model_env: str = "DOUBAO_VIDEO_MODEL", param: str | None = None) -> str | None:
+    """What to do about an Ark error code, in an error answer or a failed task alike."""
+    hint = next((h for key, h in HINTS_BY_CODE.items() if code and key in code), None)
+    return hint and hint.format(model_env=model_env, param=param or "one of the parameters given (Ark's message "
+                                "names it)")
+
+
+# --- Settings: Limits and Config, read once from the environment --------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -372,7 +491,6 @@ class Limits:
     @property
     def threads(self) -> int:
         return self.quick_threads + self.slow_threads + 1
-
 
 KEY_CHARACTERS = re.compile(r"[\x20-\x7e\xa0-\xff]+")  # what an HTTP header value can carry
 
@@ -525,41 +643,13 @@ class Config:
             "config). Create a key in the Ark console under API Key management.")
 
 
-# --- Errors ----------------------------------------------------------------------------------
-
-
-class DoubaoError(ToolError):
-    """Every failure this server anticipates. The SDK turns it into an `isError` result with this text."""
-
-
-class ArkAPIError(DoubaoError):
-    """Ark (or a proxy in front of it) answered with a non-2xx status."""
-
-    def __init__(self, status: int, code: str | None, message: str, param: str | None = None,
-                 request_id: str | None = None, hint: str | None = None):
-        self.status, self.code, self.message = status, code, message
-        self.param, self.request_id, self.hint = param, request_id, hint
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        where = ", ".join(filter(None, [self.param and f"param {self.param}",
-                                        self.request_id and f"request id {self.request_id}"]))
-        text = f"Ark API error {self.status}{' ' + self.code if self.code else ''}: {self.message}"
-        return text + (f" ({where})." if where else ".") + (f" {self.hint}" if self.hint else "")
-
-
-class ArkConnectionError(DoubaoError):
-    """No usable answer arrived: DNS, refused or dropped connection, timeout, or an unreadable 2xx body."""
-
-
-# --- Validation, request builders and result shaping (pure functions) ------------------------
+# --- Argument types: what each tool argument takes, checked before anything is sent -------------------------------
 
 
 def _nonblank(value: str) -> str:
     if not value.strip():
         raise ValueError("must contain text")
     return value
-
 
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"  # model, endpoint and task ids alike; never a path
 
@@ -625,10 +715,33 @@ def _optional(check: Any) -> AfterValidator:
     """Run `check` on a given value; None means the argument was left out."""
     return AfterValidator(lambda value: value if value is None else check(value))
 
-
 Prompt = Annotated[str, Field(max_length=PROMPT_MAX_CHARS), AfterValidator(_nonblank)]
+
 ModelId = Annotated[str | None, _optional(_model_id)]
+
 TaskId = Annotated[str, Field(description="Task id from generate_video, e.g. cgt-2025..."), AfterValidator(_task_id)]
+
+MEDIA_FORMS = "https URL, data URL, asset:// id or file path"
+
+MediaArg = Annotated[str | None, Field(description=MEDIA_FORMS + ".")]
+
+MediaList = Annotated[list[str] | None, _optional(_at_most(MAX_REFERENCES))]
+
+SaveDir = Annotated[str | None, Field(description="Folder to save results in (default DOUBAO_OUTPUT_DIR).")]
+
+WaitSeconds = Annotated[float, Field(ge=0, le=MAX_WAIT_SECONDS, description="Seconds to wait for the video, "
+                                     "with progress.")]
+
+# A reply must arrive before the 60 s timeout of many clients, or the new task's id is never seen.
+StartWait = Annotated[float, Field(ge=0, le=START_WAIT_SECONDS, description="Seconds to wait for the video, with "
+                                   "progress; then query_video_task.")]
+
+
+EXTRA = "Other Ark fields, sent as is, e.g. {examples}."
+Extra = dict[str, Any] | None
+
+
+# --- Rules and request bodies: which model a call goes to, what it may ask, what Ark is sent ----------------------
 
 
 def _size(n: float) -> str:
@@ -669,7 +782,6 @@ class ImageAsk:
     max_images: int | None = None
     web_search: bool = False
     background: str | None = None
-
 
 # A rule of a family: (what another model would have to take for the call to work there, or None where no other
 # model is the answer; whether this call breaks it; what to say).
@@ -761,7 +873,6 @@ def image_rules(ask: ImageAsk, family: ImageFamily, shown: str, sure: bool = Fal
         (f"background {ask.background}", ask.background and lacks(family.background),
          f"background: {shown} takes no background setting."),
     ]
-
 
 RULES = {"image": (IMAGE_MODELS, image_rules), "video": (VIDEO_MODELS, video_rules)}
 
@@ -926,30 +1037,12 @@ def first_usable(kind: Literal["image", "video"], choice: Choice, send: Callable
                       "to a model or endpoint id your account has.")
 
 
-
 def model_note(kind: Literal["image", "video"], model: str, skipped: list[tuple[str, str]], region: int) -> str | None:
     """What a result says of its model: the defaults skipped on the way to it, and its lifecycle when Ark is
     retiring it."""
     lifecycle = lifecycle_of(kind, model, region)
     parts = [f"{unavailable(skipped)}: used {model}." if skipped else "", lifecycle.advice(region) if lifecycle else ""]
     return " ".join(filter(None, parts)) or None
-
-
-# generate_video's media arguments: (argument, MEDIA kind, content item type, Ark role).
-VIDEO_INPUTS = (
-    ("first_frame", "frame", "image", "first_frame"),
-    ("last_frame", "frame", "image", "last_frame"),
-    ("reference_images", "frame", "image", "reference_image"),
-    ("reference_videos", "video", "video", "reference_video"),
-    ("reference_audios", "audio", "audio", "reference_audio"),
-)
-# What each kind of media argument takes: the largest inline file, and how to name the files it reads.
-MEDIA = {
-    "image": (IMAGE_INPUT_MAX_BYTES, "a JPEG, PNG, WebP, BMP, TIFF or GIF image"),
-    "frame": (VIDEO_FRAME_MAX_BYTES, "a JPEG, PNG, WebP, BMP, TIFF or GIF image"),
-    "audio": (AUDIO_INPUT_MAX_BYTES, "a WAV or MP3 file"),
-    "video": (0, "an MP4 or MOV video"),  # never inline: Ark fetches reference videos itself
-}
 
 
 def sniff(head: bytes) -> tuple[str, str] | None:
@@ -1028,16 +1121,6 @@ def _compact(mapping: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in mapping.items() if v is not None}
 
 
-# Top-level fields the tools build, and what to use instead of setting them through `extra`; the tools' own
-# argument names are reserved the same way. None: a field this server cannot handle at all.
-BUILT_FIELDS = {
-    "model": "use the model argument", "prompt": "use the prompt argument", "image": "use the images argument",
-    "content": "use prompt and the image, video and audio arguments", "tools": "use the web_search argument",
-    "sequential_image_generation": "use max_images", "sequential_image_generation_options": "use max_images",
-    "stream": None, "response_format": None,
-}
-
-
 def check_extra(extra: dict[str, Any] | None, arguments: Iterable[str]) -> dict[str, Any]:
     """Other official Ark fields, sent as given; never one that would override what the tool builds."""
     extra = extra or {}
@@ -1048,6 +1131,10 @@ def check_extra(extra: dict[str, Any] | None, arguments: Iterable[str]) -> dict[
     if clashes:
         raise DoubaoError(f"extra: {'; '.join(clashes)}.")
     return extra
+
+
+def _string(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def image_request(prompt: str, model: str, images: list[str], size: str | None, max_images: int | None,
@@ -1084,10 +1171,13 @@ def list_query(status: str | None, model: str | None, service_tier: str | None, 
     return [(k, v) for k, v in pairs if v is not None] + [("filter.task_ids", t) for t in task_ids]
 
 
+# --- Result shaping: what a caller gets back, every upstream string cleaned and bounded ---------------------------
+
 # Output types. Fields marked Unlisted are validated like the rest but left out of the published output
 # schema: Ark's echo of a request (resolution, seed, ...) costs every conversation tokens in tools/list and tells a
 # caller nothing it acts on. `additionalProperties` says they may appear; the README lists them.
 Unlisted = SkipJsonSchema
+
 OPEN = ConfigDict(json_schema_extra={"additionalProperties": True})
 
 
@@ -1316,7 +1406,6 @@ def shape_task(item: Any, asked_for: str | None = None) -> VideoTask:
                    or NEXT_STEP.get(status, "Call query_video_task again later.").format(task_id=task_id)))
 
 
-
 def shape_items(items: Any) -> list[VideoTask]:
     """The tasks of a list answer that can be read: one malformed item does not hide the others."""
     shaped = []
@@ -1340,6 +1429,17 @@ def shape_task_list(body: dict[str, Any], asked_for: Iterable[str] = ()) -> Task
     tasks = [ListedTask(**{k: v for k, v in task.items() if k != "next_step"})  # type: ignore[typeddict-item]
              for task in shaped if not wanted or task["task_id"] in wanted]
     return TaskList(total=len(tasks) if wanted else _int(body.get("total")) or len(tasks), tasks=tasks)
+
+
+def with_record(task: Any, known: TaskFiles) -> Any:
+    """A task with what the record holds of its saving: its files, and a background save that failed."""
+    fields: dict[str, Any] = {"saved_files": known.files} if known.files else {}
+    if known.error and not known.complete and task["status"] == "succeeded":
+        fields["save_errors"] = [SaveError(source="saving in the background", error=known.error)]
+        if "next_step" in task:
+            fields["next_step"] = (f"Saving it in the background failed: {known.error[:300]} Call query_video_task "
+                                   "with save_dir to try again.")
+    return _with(task, **fields)
 
 
 def make_preview(data: bytes) -> bytes:
@@ -1366,277 +1466,462 @@ def make_preview(data: bytes) -> bytes:
     return out.getvalue()
 
 
-# --- Local files: opened once, confined, written atomically ------------------------------------
-# A path is checked and used in one step: opened once, then its open descriptor is checked and read or written.
-# Under DOUBAO_ALLOWED_DIR it is opened from that folder down, one component at a time and never through a link,
-# so a link swapped in between a check and a use cannot lead outside it. (Windows has no O_NOFOLLOW or dir_fd:
-# there paths are resolved, checked, then opened.)
-
-WALK_BENEATH = hasattr(os, "O_NOFOLLOW") and os.open in os.supports_dir_fd
-READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)  # a FIFO must not block the open; fstat refuses it after
-PART_FILE = re.compile(r"\..+\.[0-9a-f]{8}\.part")
-_LIVE_PARTS: set[str] = set()  # this process's unfinished downloads, removed at exit however it ends
+# --- The tools: module-level functions, and the state they reach -----------------------------------------------
+# Each tool validates its arguments, builds a request, runs the blocking part in a worker lane, and shapes the
+# result. They reach the configuration, the Ark client, the lanes, the record and the watcher through the App
+# their server was built with, which the SDK hands them as the lifespan context.
 
 
-def open_beneath(path: Path, root: Path | None, flags: int, argument: str, make_folders: bool = False) -> int:
-    """A descriptor for `path` (absolute, lexically normal), opened once; under `root` without following links.
-    With `make_folders`, `path` is a folder, made when missing, parents too."""
-    if root is None or not WALK_BENEATH:
-        if make_folders:
-            os.makedirs(path, exist_ok=True)
-        return os.open(path, flags)
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    parts = path.relative_to(root).parts
-    for index, part in enumerate(parts):
-        last = index == len(parts) - 1
-        if make_folders:
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(part, dir_fd=fd)
-        try:
-            inner = os.open(part, (flags if last else os.O_RDONLY | os.O_DIRECTORY) | os.O_NOFOLLOW, dir_fd=fd)
-        except OSError as error:
-            if error.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(part, fd):
-                raise DoubaoError(f"{argument}: {path} is or passes through a symbolic link, and links are not "
-                                  "followed inside DOUBAO_ALLOWED_DIR.") from error
-            raise
-        finally:
-            os.close(fd)
-        fd = inner
-    return fd
+@dataclass
+class App:
+    """One server's state: what its tools and their helpers reach, through `app_of(ctx)`."""
+
+    config: Config
+    client: ArkClient
+    stopping: Stopping
+    lanes: Mapping[str, Lane]
+    record: Record | None = None
+    watcher: Watcher | None = None
+    memory: ModelMemory = field(default_factory=ModelMemory)  # the default models each key cannot use
+
+    async def run(self, lane: str, function: Callable[..., T], *args: Any) -> T:
+        """Run blocking work (HTTP, files) in its lane's threads, never on the event loop. A cancelled call returns
+        at once; its job ends on its own, within its deadline, and only then frees its thread."""
+        return await self.lanes[lane].run(partial(function, *args))
 
 
-def _is_link(name: str, dir_fd: int) -> bool:
-    try:
-        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
-    except OSError:
-        return False
+def app_of(ctx: Context) -> App:
+    return ctx.request_context.lifespan_context
 
 
-def read_input(path: Path, root: Path | None, argument: str, max_bytes: int, what: str) -> bytes:
-    """A local input's bytes: a regular file of at most `max_bytes`, checked on the open file and read at most one
-    byte past the limit, so a file swapped for a device or grown after the check cannot flood memory."""
-    try:
-        fd = open_beneath(path, root, READ_FLAGS, argument)
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            os.close(fd)
-            raise DoubaoError(f"{argument}: {path} is a folder, not {what}." if stat.S_ISDIR(info.st_mode) else
-                              f"{argument}: {path} is not a regular file.")
-        with os.fdopen(fd, "rb", buffering=0) as file:
-            data = b""
-            while len(data) <= max_bytes and (chunk := file.read(max_bytes + 1 - len(data))):
-                data += chunk
-    except FileNotFoundError as error:
-        raise DoubaoError(f"{argument}: {path} does not exist.") from error
-    except OSError as error:
-        raise DoubaoError(f"{argument}: {path} cannot be read: {error.strerror or error}.") from error
-    if len(data) > max_bytes:  # its size said so, or it grew while being read
-        size = f"is {_size(info.st_size)}, over" if info.st_size > max_bytes else "is over"
-        raise DoubaoError(f"{argument}: {path} {size} Ark's {_size(max_bytes)} limit for this input.")
-    return data
+TOOL_SPECS: list[tuple[Callable[..., Awaitable[Any]], bool, bool, dict[str, Any]]] = []
 
 
-class Folder:
-    """A folder to save into, held open from the moment it is checked. Files are created relative to this
-    descriptor, so a folder swapped for a link mid-call still gets them and nothing lands anywhere else.
+def tool(viewer: bool = False, new_work: bool = False, **hints: Any) -> Callable[[T], T]:
+    """Publish a tool: `viewer` links the MCP Apps viewer to its results; `new_work` refuses it while the server
+    stops; `hints` are its annotations, all four always stated (some clients read a missing one as unknown)."""
+    def register(fn: T) -> T:
+        TOOL_SPECS.append((fn, viewer, new_work, hints))  # type: ignore[arg-type]
+        return fn
+    return register
 
-    It is closed when its last user lets go (the call, or a save job still running after its caller left), so
-    never under a thread that is still writing into it."""
 
-    def __init__(self, path: Path, fd: int | None):
-        self.path, self.fd, self.swept = path, fd, False
+def tool_arguments(name: str) -> frozenset[str]:
+    """A tool's argument names, which `extra` may not override."""
+    return frozenset(next(t for t in published_tools() if t.name == name).parameters["properties"])
 
-    def _at(self, name: str) -> tuple[str, dict[str, int]]:
-        return (name, {"dir_fd": self.fd}) if self.fd is not None else (str(self.path / name), {})
 
-    def create(self, name: str) -> int:
-        """A new file, never an existing one and never through a link."""
-        where, at = self._at(name)
-        return os.open(where, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666, **at)
+def remembered(app: App, tasks: list[Any]) -> list[Any]:
+    """Tasks as Ark described them, written to the record where that changed, with the files saved for them and a
+    background save that failed."""
+    if app.record is None:
+        return tasks
+    app.record.observed(tasks)
+    known = app.record.files_of(task["task_id"] for task in tasks)
+    return [with_record(task, known[task["task_id"]]) if task["task_id"] in known else task for task in tasks]
 
-    def unlink(self, name: str) -> None:
-        where, at = self._at(name)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(where, **at)
 
-    def replace(self, source: str, target: str) -> None:
-        if self.fd is None:
-            os.replace(self.path / source, self.path / target)
-        else:
-            os.replace(source, target, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+def fetch_task(app: App, task_id: str, api_key: str, retry: bool = True) -> VideoTask:
+    """GET one task from Ark, shaped, written to the record, with what the record holds of its files."""
+    return remembered(app, [shape_task(app.client.get_task(task_id, api_key, retry=retry), task_id)])[0]
 
-    def sweep(self) -> None:
-        """Remove the .part files a killed process left here, at once: a live download holds a lock on its own (where
-        there are no locks, on Windows, one older than any download can be is removed)."""
-        self.swept = True
-        with contextlib.suppress(OSError), os.scandir(self.fd if self.fd is not None else self.path) as entries:
-            for entry in entries:
-                if not PART_FILE.fullmatch(entry.name):
-                    continue
-                if fcntl is None:
-                    if time.time() - entry.stat(follow_symlinks=False).st_mtime > STALE_PART_SECONDS:
-                        self.unlink(entry.name)
-                    continue
-                where, at = self._at(entry.name)
-                with contextlib.suppress(OSError):
-                    fd = os.open(where, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0), **at)
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # taken: nobody is writing it
-                        self.unlink(entry.name)
-                    finally:
-                        os.close(fd)
 
-    def create_part(self, stem: str) -> tuple[str, int]:
-        """A new hidden .part file, locked for as long as it is open: the lock is what tells a live download from one
-        a killed process left. Made again if a sweep removed it between its creation and its lock."""
+def save_once(app: App, task: VideoTask, folder: Folder) -> VideoTask:
+    """Save what of a succeeded task is not saved yet (see `save_missing`)."""
+    known = app.record.files_of([task["task_id"]]).get(task["task_id"]) if app.record else None
+    saved = save_missing(app.client, app.record, task, folder, app.config.max_download_bytes, known)
+    if saved is None:
+        return _with(task, next_step="It is being saved right now, by this server's watcher or another server "
+                     "process: ask again in a moment to see its saved_files.")
+    return saved
+
+
+async def finish_task(app: App, ctx: Context, task: VideoTask | None, task_id: str, wait_seconds: float,
+                      save_to: Folder | None, api_key: str) -> VideoTask:
+    """Shared by generate_video and query_video_task: wait if asked, then save if it succeeded, or have the watcher
+    save it when it does."""
+    async def poll() -> VideoTask:
+        return await app.run("quick", fetch_task, app, task_id, api_key, False)
+
+    async def report(elapsed: float, message: str) -> None:
+        await ctx.report_progress(round(min(elapsed, wait_seconds), 1), wait_seconds, message)
+
+    task = task or await app.run("quick", fetch_task, app, task_id, api_key)
+    task = await wait_for_task(poll, task, wait_seconds, report, app.config.poll_intervals, sleep=app.stopping.sleep,
+                               stopped=lambda: app.stopping.is_set)
+    if save_to and task["status"] == "succeeded":
+        return await app.run("slow", save_once, app, task, save_to)
+    if save_to and task["status"] in ("queued", "running"):
+        if app.watcher and api_key == app.config.api_key:  # the watcher polls with the server's own key only
+            folder = app.watcher.watch(task_id, save_to.path)
+            return _with(task, next_step=task["next_step"] + f" It is saved into {folder} when it finishes, even if "
+                         "nobody asks again (at the next start, if this server stops first).")
+        return _with(task, next_step=task["next_step"] + " Pass save_dir again to save it.")
+    return task
+
+
+async def with_heartbeat(ctx: Context, what: str, work: Awaitable[T]) -> T:
+    """Send progress every few seconds while `work` runs, so clients that reset their timeout on progress keep
+    waiting for a long synchronous generation."""
+    async def beat() -> None:
+        start = time.monotonic()
         while True:
-            name = f".{stem}.{uuid.uuid4().hex[:8]}.part"
-            fd = self.create(name)
-            if fcntl is None:
-                return name, fd
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            if os.fstat(fd).st_nlink:
-                return name, fd
-            os.close(fd)
+            await anyio.sleep(HEARTBEAT_SECONDS)
+            elapsed = time.monotonic() - start
+            await ctx.report_progress(round(elapsed, 1), None, f"{what}, {elapsed:.0f} s elapsed")
 
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-    __del__ = close
-
-
-def open_folder(path: Path, root: Path | None, argument: str = "save_dir") -> Folder:
-    """The folder at `path`, made when missing (parents too), held open; refused when it is a file or cannot hold
-    new files. `argument` is what to name in errors: save_dir, or the DOUBAO_OUTPUT_DIR setting."""
-    try:
-        if WALK_BENEATH:
-            fd: int | None = open_beneath(path, root, os.O_RDONLY | os.O_DIRECTORY, argument, make_folders=True)
-        else:  # Windows opens no folder: it is used by path
-            os.makedirs(path, exist_ok=True)
-            fd = None
-    except (NotADirectoryError, FileExistsError) as error:
-        raise DoubaoError(f"{argument} {path} is a file (or inside one), not a folder.") from error
-    except OSError as error:
-        raise DoubaoError(f"{argument} {path} cannot be made or opened as a folder: {error.strerror or error}."
-                          ) from error
-    folder = Folder(path, fd)
-    probe = f".doubao-write-test-{uuid.uuid4().hex[:8]}"
-    try:
-        os.close(folder.create(probe))
-        folder.unlink(probe)
-    except OSError as error:
-        folder.close()
-        raise DoubaoError(f"{argument} {path} cannot hold new files ({error.strerror or error}): choose another "
-                          "folder.") from error
-    return folder
-
-
-def write_file(folder: Folder, stem: str, chunks: Iterable[bytes], kind: str, max_bytes: int) -> SavedFile:
-    """Stream chunks to a hidden .part file, check that the bytes are the `kind` of file expected ("image" or
-    "video"), then move it to a name no existing file has. A failure at any point leaves nothing behind; the
-    extension comes from the content."""
-    if not folder.swept:
-        folder.sweep()
-    stem = re.sub(r"[^A-Za-z0-9._-]", "_", stem).lstrip(".")[:100] or "doubao"
-    part, fd = folder.create_part(stem)
-    live = str(folder.path / part)
-    size, head, found, digest = 0, b"", None, hashlib.sha256()
-    _LIVE_PARTS.add(live)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for chunk in chunks:
-                size += len(chunk)
-                if size > max_bytes:
-                    raise DoubaoError(f"the file is larger than the {_size(max_bytes)} download cap")
-                head += chunk[: 16 - len(head)]
-                if found is None and len(head) == 16:
-                    found = _expect(head, kind)
-                digest.update(chunk)
-                out.write(chunk)
-        ext = (found or _expect(head, kind))[1]
-        for n in range(1000):
-            final = f"{stem}{f'-{n}' if n else ''}{ext}"
-            try:
-                os.close(folder.create(final))  # claims the name atomically: an existing file is never replaced
-            except FileExistsError:
-                continue
-            try:
-                folder.replace(part, final)
-            except OSError:
-                folder.unlink(final)
-                raise
-            return SavedFile(path=str(folder.path / final), bytes=size, sha256=digest.hexdigest())
-        raise DoubaoError(f"{folder.path} already has 1000 files named {stem}*{ext}")
-    finally:
-        folder.unlink(part)
-        _LIVE_PARTS.discard(live)
-
-
-def _expect(head: bytes, kind: str) -> tuple[str, str]:
-    """(MIME type, extension) of a download that must be an image or a video; anything else is refused, and never
-    quoted: it may be another service's secret."""
-    found = sniff(head)
-    if not found or not found[0].startswith(kind + "/"):
-        raise DoubaoError(f"the download is not {'an image' if kind == 'image' else 'a video'} ("
-                          f"{found[0] if found else 'no known file type'}): not saved")
-    return found
-
-
-def remove_live_parts() -> None:
-    """At exit: the .part files of downloads that never finished."""
-    for live in list(_LIVE_PARTS):
-        with contextlib.suppress(OSError):
-            os.unlink(live)
-
-
-def save_task_files(client: ArkClient, task: VideoTask, folder: Folder, max_bytes: int,
-                    wanted: Iterable[str] = ("video_url", "last_frame_url")) -> VideoTask:
-    """Download a succeeded task's `wanted` files (its video_url, last_frame_url); a failed download is reported,
-    not raised. Each saved file says its kind, so nothing is ever told apart by its name."""
-    named = {"video_url": (task["task_id"], "video"), "last_frame_url": (f"{task['task_id']}{LAST_FRAME_NAME}", "image")}
-    return _with(task, **_save_each(
-        (task[key], partial(_tagged, {"kind": FILE_KINDS[key]}, client.download, task[key], folder, *named[key],
-                            max_bytes)) for key in wanted if task.get(key)))
-
-
-def _tagged(tags: Mapping[str, Any], save: Callable[..., SavedFile], *args: Any) -> SavedFile:
-    return SavedFile(**save(*args), **tags)  # type: ignore[typeddict-item]
-
-
-def save_images(client: ArkClient, data: list[Any], result: ImageResult, folder: Folder,
-                max_bytes: int) -> ImageResult:
-    """Save each generated image, from its URL or its inline b64_json, named by time and index."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    jobs = []
-    for image in result["images"]:
-        index, item = image["index"], data[image["index"]]
-        stem, tags = f"doubao-{stamp}-{index}", {"kind": "image", "index": index}
-        if image.get("url"):
-            jobs.append((image["url"], partial(_tagged, tags, client.download, image["url"], folder, stem, "image",
-                                               max_bytes)))
-        else:  # map() decodes as write_file reads, so a bad payload is this image's save error
-            chunks = map(base64.b64decode, [item["b64_json"]])
-            jobs.append((f"image {index} (b64_json)", partial(_tagged, tags, write_file, folder, stem, chunks, "image",
-                                                              max_bytes)))
-    return ImageResult(**result, **_save_each(jobs))
-
-
-def _save_each(jobs: Iterable[tuple[str, Callable[[], SavedFile]]]) -> dict[str, Any]:
-    """Run each (source, save) job; the result's `saved_files` and `save_errors`, where there are any."""
-    saved: list[SavedFile] = []
-    errors: list[SaveError] = []
-    for source, job in jobs:
+    failure: Exception | None = None
+    async with anyio.create_task_group() as beats:
+        beats.start_soon(beat)
         try:
-            saved.append(job())
-        except (DoubaoError, OSError, ValueError) as error:
-            log.warning("Saving %s failed: %s", source[:100], error)
-            errors.append(SaveError(source=source, error=str(error)))
-    return _compact({"saved_files": saved or None, "save_errors": errors or None})
+            result = await work
+        except Exception as error:  # raised below, outside the group, so it is not wrapped in a group
+            failure = error
+        beats.cancel_scope.cancel()
+    if failure:
+        raise failure
+    return result
 
 
-# --- The Ark client --------------------------------------------------------------------------
+async def previews(app: App, result: Mapping[str, Any]) -> list[bytes]:
+    """JPEG previews of what a result shows (its images, or a finished video's last frame), from the saved file when
+    there is one, else fetched like a download. Made at once, within PREVIEW_SECONDS; one that fails or comes late is
+    left out, with a log line. None with DOUBAO_PREVIEWS=0."""
+    if not app.config.previews:
+        return []
+    saved = [f for f in result.get("saved_files", []) if not f.get("missing")]
+    if isinstance(result.get("images"), list):  # each image by its index, never by a file name
+        sources = [(image.get("url"), next((f["path"] for f in saved if f.get("index") == image["index"]), None))
+                   for image in result["images"]]
+    elif result.get("status") == "succeeded" and result.get("last_frame_url"):
+        sources = [(result["last_frame_url"], next((f["path"] for f in saved if f.get("kind") == "last_frame"), None))]
+    else:
+        return []
+    made: dict[int, bytes] = {}
+
+    async def one(index: int, url: str | None, path: str | None) -> None:
+        try:
+            made[index] = await app.run("slow", preview_of, app, url, path)
+        except Exception as error:
+            log.warning("No preview of %s: %s", _text(path or url, 100), error)
+
+    with anyio.move_on_after(PREVIEW_SECONDS):
+        async with anyio.create_task_group() as group:
+            for index, (url, path) in enumerate(sources):
+                group.start_soon(one, index, url, path)
+    return [made[index] for index in sorted(made)]
+
+
+def preview_of(app: App, url: str | None, path: str | None) -> bytes:
+    """A preview from the saved file (no second download), else from the URL."""
+    if path:
+        data = read_input(Path(path), app.config.allowed_dir, "preview", PREVIEW_SOURCE_MAX_BYTES, "an image")
+    elif url:
+        data = app.client.fetch(url, "image", PREVIEW_SECONDS)
+    else:
+        raise DoubaoError("an inline image that was not saved")
+    return make_preview(data)
+
+
+def advice(error: ArkAPIError, caller_key: bool) -> str | None:
+    """What to do about an Ark error, where the call says more than the error: a key the caller sent, not
+    ARK_API_KEY. (Advice about the model is `first_usable`'s.)"""
+    if error.status == 401 and caller_key:
+        return ("Ark refused the key this request sent (X-API-Key or Authorization: Bearer): check it in the Ark "
+                "console (API Key management), for the region this server uses.")
+    return None
+
+
+@tool(viewer=True, new_work=True, title="Generate images", read_only_hint=False, destructive_hint=False,
+      idempotent_hint=False)
+async def generate_image(
+    ctx: Context,
+    prompt: Annotated[Prompt, Field(description="What to draw, or how to edit the reference images.")],
+    model: Annotated[ModelId, Field(description="Model or endpoint id (default DOUBAO_IMAGE_MODEL, or best fit).")] = None,
+    images: Annotated[MediaList, Field(description=f"Images to edit or combine: {MEDIA_FORMS}.")] = None,
+    size: Annotated[str | None, _optional(_image_size),
+                    Field(description="Per model: 1K, 1.5K, 2K, 3K, 4K, auto, adaptive or WIDTHxHEIGHT.")] = None,
+    max_images: Annotated[int | None, Field(ge=1, le=MAX_SET, description="Above 1: a set of up to this many "
+                          "related images.")] = None,
+    seed: Annotated[int | None, Field(ge=-1, le=2147483647)] = None,
+    guidance_scale: Annotated[float | None, Field(ge=1, le=10, description="Seedream 3.0, SeedEdit.")] = None,
+    watermark: bool | None = None,
+    output_format: Literal["jpeg", "png"] | None = None,
+    web_search: Annotated[bool | None, Field(description="Let the model search the web (Seedream 5.0).")] = None,
+    background: Annotated[Literal["auto", "transparent", "opaque"] | None, Field(description="Seedream 5.5.")] = None,
+    extra: Annotated[Extra, Field(description=EXTRA.format(examples="optimize_prompt_options, layer_decomposition"))
+                     ] = None,
+    save_dir: SaveDir = None,
+) -> ImageResult:
+    """Generate images with Doubao Seedream from a prompt, optionally editing or combining reference images.
+    Returns image URLs (valid 24 h), per-image errors, and saved file paths with save_dir. Relative paths start
+    in the server's folder."""
+    app, config = app_of(ctx), app_of(ctx).config
+    choice = candidates("image", ImageAsk(len(images or []), size, max_images, bool(web_search), background), config,
+                        model)
+    extra = check_extra(extra, tool_arguments("generate_image"))
+    api_key = config.api_key_for(ctx.headers)
+    save_to = await app.run("quick", output_dir, save_dir, config)
+    refs = await app.run("slow", load_inputs, [("images", "image", ref) for ref in images or []], config)
+    body = image_request(prompt, choice.models[0], refs, size, max_images, web_search, extra, seed=seed,
+                         guidance_scale=guidance_scale, watermark=watermark, output_format=output_format,
+                         background=background)
+    data, used, skipped = await with_heartbeat(ctx, "generating images", app.run(
+        "slow", first_usable, "image", choice, lambda chosen: app.client.generate_images({**body, "model": chosen},
+                                                                                      api_key),
+        app.memory, api_key, config.region))
+    result = shape_images(data)
+    if note := model_note("image", used, skipped, config.region):
+        result = ImageResult(**{**result, "note": f"{note} {result['note']}"})  # type: ignore[typeddict-item]
+    if save_to:
+        result = await app.run("slow", save_images, app.client, data["data"], result, save_to,
+                               config.max_download_bytes)
+    return result
+
+
+@tool(viewer=True, new_work=True, title="Generate a video", read_only_hint=False, destructive_hint=False,
+      idempotent_hint=False)
+async def generate_video(
+    ctx: Context,
+    prompt: Annotated[Prompt | None, Field(description="Scene and motion, best under 500 chars; cite references as "
+                      "@Image1, @Video1, @Audio1.")] = None,
+    model: Annotated[ModelId, Field(description="Model or endpoint id (default DOUBAO_VIDEO_MODEL, or best fit).")] = None,
+    first_frame: MediaArg = None,
+    last_frame: Annotated[MediaArg, Field(description="Image to end on; needs first_frame.")] = None,
+    reference_images: Annotated[MediaList, Field(description="Images to draw on; not with first/last frames.")] = None,
+    reference_videos: Annotated[MediaList, Field(description="Videos to follow, edit or extend (URL or asset:// id)."
+                                )] = None,
+    reference_audios: Annotated[MediaList, Field(description="WAV/MP3 audio (Seedance 2.x).")] = None,
+    draft_task_id: Annotated[str | None, _optional(_task_id),
+                             Field(description="Render the final video of this draft task.")] = None,
+    resolution: Resolution | None = None,
+    ratio: Ratio | None = None,
+    duration: Annotated[int | None, _optional(_duration),
+                        Field(description="Seconds (2-30 by model), or -1: model decides.")] = None,
+    frames: Annotated[int | None, Field(description="25+4n frames, instead of duration (Seedance 1.0)."),
+                      _optional(_frames)] = None,
+    seed: Annotated[int | None, Field(ge=-1, le=4294967295)] = None,
+    camera_fixed: bool | None = None,
+    watermark: bool | None = None,
+    generate_audio: bool | None = None,
+    return_last_frame: bool | None = None,
+    draft: Annotated[bool | None, Field(description="480p preview to render later with draft_task_id (2.5).")] = None,
+    web_search: Annotated[bool | None, Field(description="Let the model search the web.")] = None,
+    service_tier: Annotated[ServiceTier | None, Field(description="flex: cheaper, slower.")] = None,
+    callback_url: Annotated[str | None, _optional(_callback_url),
+                            Field(description="Ark POSTs task updates here.")] = None,
+    extra: Annotated[Extra, Field(description=EXTRA.format(
+        examples="priority, execution_expires_after, output_format, omni_reference_task_type"))] = None,
+    wait_seconds: StartWait = 0,
+    save_dir: SaveDir = None,
+) -> VideoTask:
+    """Start a Doubao Seedance video task from text, a first (and last) frame, reference images, videos and
+    audios, or a draft. Returns a task_id; with wait_seconds, waits for the video. If the call times out, find
+    the task with list_video_tasks. Relative paths start in the server's folder."""
+    app, config = app_of(ctx), app_of(ctx).config
+    given = {"first_frame": [first_frame] if first_frame else [], "last_frame": [last_frame] if last_frame else [],
+             "reference_images": reference_images or [], "reference_videos": reference_videos or [],
+             "reference_audios": reference_audios or []}
+    extra = check_extra(extra, tool_arguments("generate_video"))
+    choice = candidates("video", VideoAsk(
+        {argument: len(values) for argument, values in given.items()}, bool(prompt), bool(draft_task_id), duration,
+        frames, resolution, ratio, bool(draft), bool(generate_audio), bool(web_search),
+        _string(extra.get("omni_reference_task_type")), _string(extra.get("output_format"))), config, model)
+    api_key = config.api_key_for(ctx.headers)
+    save_to = await app.run("quick", output_dir, save_dir, config)
+    inputs = [(argument, kind, item, role, ref) for argument, kind, item, role in VIDEO_INPUTS for ref in given[argument]]
+    loaded = await app.run("slow", load_inputs, [(argument, kind, ref) for argument, kind, _, _, ref in inputs], config)
+    body = video_request(
+        choice.models[0], prompt, [(item, role, url) for (_, _, item, role, _), url in zip(inputs, loaded)],
+        draft_task_id, web_search, extra, resolution=resolution, ratio=ratio, duration=duration, frames=frames,
+        seed=seed, camera_fixed=camera_fixed, watermark=watermark, generate_audio=generate_audio,
+        return_last_frame=return_last_frame, draft=draft, service_tier=service_tier, callback_url=callback_url)
+    created, note = await app.run("slow", create_task, app, choice, body, api_key, save_to)
+    task = await finish_task(app, ctx, created, created["task_id"], wait_seconds, save_to, api_key)
+    return _with(task, note=note) if note else task
+
+
+def create_task(app: App, choice: Choice, body: dict[str, Any], api_key: str,
+                save_to: Folder | None) -> tuple[VideoTask, str | None]:
+    """POST the task to the first usable model of `choice`, and write its row in the record on the same thread (the
+    record costs the call no extra hop): the new task, and the note on its model."""
+    answer, used, skipped = first_usable("video", choice, lambda chosen: app.client.create_task(
+        {**body, "model": chosen}, api_key), app.memory, api_key, app.config.region)
+    if not _task_id_of(answer):
+        raise _unreadable("a new task without a usable task id (the task may exist: see list_video_tasks)", answer)
+    created = shape_task({"status": "queued", "model": used, **answer})
+    if app.record:
+        own = api_key == app.config.api_key
+        app.record.created(created, {**body, "model": used}, save_to and save_to.path,
+                           key_fingerprint(api_key) if own else None, watched=bool(app.watcher and own and save_to))
+    return created, model_note("video", used, skipped, app.config.region)
+
+
+@tool(viewer=True, title="Check a video task", read_only_hint=True, destructive_hint=False, idempotent_hint=True)
+async def query_video_task(task_id: TaskId, ctx: Context, wait_seconds: WaitSeconds = 0,
+                           save_dir: SaveDir = None) -> VideoTask:
+    """Get a video task's status and, once succeeded, its video URL (valid 24 h). With wait_seconds, waits
+    for it to finish; with save_dir, saves the video. Relative paths start in the server's folder."""
+    app = app_of(ctx)
+    api_key = app.config.api_key_for(ctx.headers)
+    save_to = await app.run("quick", output_dir, save_dir, app.config)
+    return await finish_task(app, ctx, None, task_id, wait_seconds, save_to, api_key)
+
+
+@tool(title="List video tasks", read_only_hint=True, destructive_hint=False, idempotent_hint=True)
+async def list_video_tasks(
+    ctx: Context,
+    status: TaskStatus | None = None,
+    model: Annotated[ModelId, Field(description="Only tasks of this model or endpoint id.")] = None,
+    service_tier: ServiceTier | None = None,
+    task_ids: Annotated[list[Annotated[str, AfterValidator(_task_id)]] | None,
+                        Field(max_length=500, description="Only these tasks.")] = None,
+    page_num: Annotated[int | None, Field(ge=1, le=500)] = None,
+    page_size: Annotated[int | None, Field(ge=1, le=500)] = None,
+) -> TaskList:
+    """List video tasks from the last 7 days, newest first, optionally filtered."""
+    app = app_of(ctx)
+    params = list_query(status, model, service_tier, task_ids or [], page_num, page_size)
+
+    def listing(api_key: str) -> TaskList:
+        listed = shape_task_list(app.client.list_tasks(params, api_key), task_ids or [])
+        return TaskList(total=listed["total"], tasks=remembered(app, listed["tasks"]))
+    return await app.run("quick", listing, app.config.api_key_for(ctx.headers))
+
+
+@tool(title="Cancel or delete a video task", read_only_hint=False, destructive_hint=True, idempotent_hint=False)
+async def cancel_video_task(task_id: TaskId, ctx: Context) -> CancelResult:
+    """Cancel a queued video task, or delete the record of a finished one. A running task cannot be
+    cancelled."""
+    app = app_of(ctx)
+    api_key = app.config.api_key_for(ctx.headers)
+    status = (await app.run("quick", fetch_task, app, task_id, api_key))["status"]
+    outcome: Literal["cancelled", "deleted"] = "cancelled" if status == "queued" else "deleted"
+
+    def cancel() -> None:
+        app.client.delete_task(task_id, api_key)
+        if app.record:  # nothing left to save: no watcher, now or after a restart, waits for it
+            app.record.gave_up(task_id, None)
+    try:
+        await app.run("quick", cancel)
+    except ArkAPIError as error:
+        if status in ("running", "cancelled") and 400 <= error.status < 500:
+            error.hint = (f"The task is {status}: Ark cannot cancel or delete it now. "
+                          + ("Wait until it finishes, then call cancel_video_task again to delete its record."
+                             if status == "running" else "Ark keeps cancelled tasks for 7 days."))
+        raise
+    message = ("The task was cancelled before it started." if outcome == "cancelled"
+               else f"The {status} task's record was deleted; its URLs stop working.")
+    return CancelResult(task_id=task_id, previous_status=status, outcome=outcome, message=message)
+
+
+# --- build_server and main: the wiring -------------------------------------------------------------------------
+
+
+def build_server(config: Config, client: ArkClient | None = None, stopping: Stopping | None = None,
+                 record: Record | None = None, watcher: Watcher | None = None) -> MCPServer:
+    """The MCP server: the five tools and the viewer, bound to one App (a configuration, an Ark client, worker lanes,
+    and a task record and a watcher that saves videos on its own, when they are given)."""
+    app = App(config, client or ArkClient(config.base_url, config.image_timeout, secrets=[config.api_key or ""],
+                                          limits=config.limits, media_domains=config.media_domains),
+              stopping or Stopping(), make_lanes(config.limits), record, watcher)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: MCPServer) -> AsyncIterator[App]:
+        yield app
+
+    apps = Apps()  # the viewer, for hosts that speak MCP Apps; others ignore it and get the same results
+    apps.add_html_resource(VIEWER_URI, VIEWER_HTML, name="doubao-mcp viewer", description="Shows generated images, "
+                           "and a video player or a task's progress.", prefers_border=True,
+                           csp=ResourceCsp(resource_domains=list(config.media_domains)))
+    return MCPServer(
+        "doubao-mcp", version=__version__, tools=list(published_tools()), extensions=[apps], lifespan=lifespan,
+        instructions="Generate images (Seedream) and videos (Seedance) with ByteDance Doubao models on "
+        "Volcengine Ark. Videos are asynchronous tasks: generate_video returns a task_id to check with "
+        "query_video_task. Result URLs expire after 24 hours.",
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    env = os.environ
+    parser = argparse.ArgumentParser(
+        prog="doubao-image-video-mcp",
+        description="MCP server for Doubao Seedream images and Seedance videos (Volcengine Ark). Configure "
+        "it with ARK_API_KEY, ARK_BASE_URL, DOUBAO_IMAGE_MODEL, DOUBAO_VIDEO_MODEL, ARK_TIMEOUT, "
+        "DOUBAO_OUTPUT_DIR, DOUBAO_ALLOWED_DIR and DOUBAO_STATE_DIR (the task record's folder, or off). Each "
+        "option below also reads the variable named in it.",
+    )
+    parser.add_argument("--transport", choices=TRANSPORTS,
+                        default=env.get("DOUBAO_MCP_TRANSPORT", "stdio"),
+                        help="stdio (default) for a local client; streamable-http (or http) to host it "
+                        "(DOUBAO_MCP_TRANSPORT)")
+    parser.add_argument("--host", default=env.get("DOUBAO_MCP_HOST", "127.0.0.1"),
+                        help="HTTP bind address, default 127.0.0.1 (DOUBAO_MCP_HOST)")
+    parser.add_argument("--port", type=int, default=env.get("DOUBAO_MCP_PORT", "8000"),
+                        help="HTTP port, default 8000 (DOUBAO_MCP_PORT)")
+    parser.add_argument("--allowed-hosts", default=env.get("DOUBAO_MCP_ALLOWED_HOSTS", ""),
+                        help="comma-separated Host names clients use, e.g. mcp.example.com; turns on "
+                        "DNS-rebinding protection for non-loopback binds (DOUBAO_MCP_ALLOWED_HOSTS)")
+    parser.add_argument("--allowed-origins", default=env.get("DOUBAO_MCP_ALLOWED_ORIGINS", ""),
+                        help="comma-separated browser Origins allowed with --allowed-hosts (DOUBAO_MCP_ALLOWED_ORIGINS)")
+    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS,
+                        default=env.get("DOUBAO_MCP_LOG_LEVEL", "WARNING"),
+                        help="stderr log level, default WARNING (DOUBAO_MCP_LOG_LEVEL)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    args = parser.parse_args(argv)
+    if args.transport not in TRANSPORTS or args.log_level not in LOG_LEVELS:  # argparse checks no defaults
+        parser.error(f"DOUBAO_MCP_TRANSPORT must be one of {TRANSPORTS} and DOUBAO_MCP_LOG_LEVEL one of {LOG_LEVELS}")
+    # stdout is the protocol channel on stdio: every log line goes to stderr, set before MCPServer() sets its own.
+    logging.basicConfig(level=args.log_level, stream=sys.stderr, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serving_http = args.transport != "stdio"
+    if not serving_http:
+        signal.signal(signal.SIGINT, _exit_at_once)
+    try:
+        config = replace(Config.from_env(), serving_http=serving_http)
+        output_dir(None, config)  # DOUBAO_OUTPUT_DIR is made now if missing, and an unusable one reported now
+    except (ValueError, DoubaoError) as error:
+        sys.exit(f"doubao-mcp: {error}")  # SystemExit with a message writes it to stderr
+    client = ArkClient(config.base_url, config.image_timeout, secrets=[config.api_key or ""], limits=config.limits,
+                       media_domains=config.media_domains)
+    record = open_record(config, explicit=bool(env.get("DOUBAO_STATE_DIR", "").strip()))
+    watcher = Watcher(client, record, config.api_key, config) if record and config.api_key else None
+    stopping = Stopping()
+    server = build_server(config, client, stopping, record, watcher)
+    try:
+        if watcher:
+            watcher.resume()
+        if not serving_http:
+            if not config.api_key:
+                log.warning("ARK_API_KEY is not set: tools are listed, but calls will ask for a key.")
+            if sys.stdin.isatty():  # started by hand: say why nothing seems to happen
+                sys.stderr.write("doubao-mcp is serving MCP on stdin/stdout and waits for an MCP client (see the "
+                                 "README's client configuration). Ctrl-C stops it.\n")
+            anyio.run(serve_stdio, server)  # returns when stdin closes; what runs on the lanes' daemon threads ends
+            return
+        if not is_loopback(args.host):
+            if config.api_key:
+                log.warning("Serving on %s with ARK_API_KEY set: requests without a key of their own spend "
+                            "this account's credit.", args.host)
+            if not args.allowed_hosts:
+                log.warning("DNS-rebinding protection is off for %s: set DOUBAO_MCP_ALLOWED_HOSTS to the host "
+                            "names clients use.", args.host)
+        signal.signal(signal.SIGINT, _stop_quietly)
+        signal.signal(signal.SIGTERM, _stop_quietly)
+        where = f"[{args.host}]" if ":" in args.host else args.host
+        sys.stderr.write(f"doubao-mcp is serving MCP over streamable HTTP at http://{where}:{args.port}/mcp. "
+                         "Ctrl-C stops it.\n")
+        http_server(server, args.host, args.port, args.allowed_hosts.split(","), args.allowed_origins.split(","),
+                    args.log_level.lower(), config.limits, stopping).run()
+    finally:
+        if watcher:
+            watcher.stop()
+        client.close()  # ends every exchange still in flight, the watcher's too
+        remove_live_parts()
+
+
+# --- The Ark client and retries: every request, its answer read within a cap, mapped to data or an error ----------
+# Machinery from here on: each section owns one concern, read when you change it.
 
 
 class _BearerAuth(AuthBase):
@@ -1648,165 +1933,6 @@ class _BearerAuth(AuthBase):
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         request.headers["Authorization"] = f"Bearer {self.api_key}"
         return request
-
-
-class DeadlineExceeded(requests.exceptions.Timeout):
-    """The watchdog ended the exchange: past its deadline, or slower than its minimum rate."""
-
-
-_current = threading.local()  # the Exchange this thread is making, for the connection classes below
-
-
-class Exchange:
-    """One HTTP attempt (its redirects included): a deadline, and for downloads a minimum rate over each window.
-    A per-read timeout alone never ends an answer that trickles a byte before each timeout; the watchdog ends an
-    exchange that runs over by shutting its socket, which wakes the thread blocked on it."""
-
-    def __init__(self, watchdog: Watchdog, now: float, deadline: float, seconds: float, min_rate: float,
-                 window: float):
-        self.watchdog, self.seconds = watchdog, seconds  # the whole call's time, retries included, for messages
-        self.deadline, self.min_rate, self.window = deadline, min_rate, window
-        self.received, self.window_start, self.window_bytes = 0, now, 0
-        self.socket: socket.socket | None = None
-        self.failure: str | None = None
-        self.guard: Callable[[str, str], str | None] | None = None  # (host, address connected to): why refused
-
-    def due(self) -> float:
-        return min(self.deadline, self.window_start + self.window) if self.min_rate else self.deadline
-
-    def check(self, now: float) -> str | None:
-        if now >= self.deadline:
-            return f"no complete answer within {self.seconds:g} s"
-        if self.min_rate and now >= self.window_start + self.window:
-            if self.received - self.window_bytes < self.min_rate * self.window:
-                return f"slower than {self.min_rate / 1024:g} KB/s for {self.window:g} s"
-            self.window_start, self.window_bytes = now, self.received
-        return None
-
-    def explain(self, error: requests.RequestException) -> requests.RequestException:
-        """The watchdog's reason when it ended this exchange (the error seen is only a broken socket)."""
-        return DeadlineExceeded(self.failure) if self.failure else error
-
-
-class Watchdog:
-    """The one thread that holds every exchange to its deadline and rate. It sleeps until the next one is due."""
-
-    def __init__(self, clock: Callable[[], float]):
-        self.clock = clock
-        self.lock = threading.Condition()
-        self.exchanges: set[Exchange] = set()
-        self.owners: dict[socket.socket, Exchange] = {}  # a kept-alive socket serves one exchange at a time
-        self.thread: threading.Thread | None = None
-        self.wakes_at = math.inf  # when the watchdog thread next looks
-
-    @contextlib.contextmanager
-    def watch(self, deadline: float, seconds: float, min_rate: float = 0.0, window: float = 0.0) -> Iterator[Exchange]:
-        exchange = Exchange(self, self.clock(), deadline, seconds, min_rate, window)
-        with self.lock:
-            self.exchanges.add(exchange)
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._run, name="doubao-watchdog", daemon=True)
-                self.thread.start()
-            if exchange.due() < self.wakes_at:  # only an earlier deadline is news: no wake-up per request
-                self.lock.notify()
-        _current.exchange = exchange
-        try:
-            yield exchange
-        finally:
-            _current.exchange = None
-            with self.lock:
-                self.exchanges.discard(exchange)
-                if exchange.socket is not None and self.owners.get(exchange.socket) is exchange:
-                    del self.owners[exchange.socket]
-
-    def carry(self, exchange: Exchange, sock: socket.socket) -> None:
-        """This socket now carries the exchange (told on the requesting thread by the connection classes)."""
-        with self.lock:
-            exchange.socket, self.owners[sock] = sock, exchange
-            if exchange.failure:
-                self._shut(exchange)
-
-    def end_all(self, reason: str) -> None:
-        with self.lock:
-            for exchange in self.exchanges:
-                exchange.failure = exchange.failure or reason
-                self._shut(exchange)
-
-    def _shut(self, exchange: Exchange) -> None:
-        if exchange.socket is not None and self.owners.get(exchange.socket) is exchange:
-            with contextlib.suppress(OSError):  # the base method: on TLS sockets too, without touching TLS state
-                socket.socket.shutdown(exchange.socket, socket.SHUT_RDWR)
-
-    def _run(self) -> None:
-        with self.lock:
-            while True:
-                now = self.clock()
-                for exchange in self.exchanges:
-                    if exchange.failure is None and (reason := exchange.check(now)):
-                        exchange.failure = reason
-                        self._shut(exchange)
-                due = [e.due() for e in self.exchanges if e.failure is None]
-                self.wakes_at = min(due, default=math.inf)
-                self.lock.wait(max(self.wakes_at - self.clock(), 0.01) if due else None)
-
-
-def _carried_by(sock: socket.socket) -> None:
-    exchange = getattr(_current, "exchange", None)
-    if exchange is not None:
-        exchange.watchdog.carry(exchange, sock)
-
-
-def _check_peer(connection: Any) -> None:
-    """The address a download actually connected to, checked again: a name that resolved to a public address when it
-    was checked may resolve to a loopback one when connected (DNS rebinding)."""
-    exchange = getattr(_current, "exchange", None)
-    if exchange is None or exchange.guard is None:
-        return
-    try:
-        peer = connection.sock.getpeername()[0]
-    except OSError:
-        return
-    reason = exchange.guard(connection.host, peer)
-    if reason:
-        exchange.failure = reason
-        connection.sock.close()
-        raise ConnectionRefusedError(reason)
-
-
-def _watched(connection_class: type) -> type:
-    class Watched(connection_class):  # type: ignore[valid-type, misc]
-        """Tells the watchdog which socket carries this thread's exchange: once connected, and when reused."""
-
-        def connect(self) -> None:
-            super().connect()
-            _carried_by(self.sock)
-            _check_peer(self)
-
-        def request(self, *args: Any, **kwargs: Any) -> None:
-            if self.sock is not None:
-                _carried_by(self.sock)
-            super().request(*args, **kwargs)
-
-    return Watched
-
-WATCHED_POOLS = {
-    "http": type("WatchedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": _watched(HTTPConnection)}),
-    "https": type("WatchedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": _watched(HTTPSConnection)}),
-}
-
-
-class _WatchedAdapter(HTTPAdapter):
-    """Connection pools whose connections report their sockets to the watchdog, direct and through a proxy."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = WATCHED_POOLS
-
-    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **kwargs)
-        if not proxy.lower().startswith("socks"):  # SOCKS brings its own pools: those keep per-read timeouts only
-            manager.pool_classes_by_scheme = WATCHED_POOLS
-        return manager
 
 
 @dataclass(frozen=True)
@@ -2242,7 +2368,588 @@ class ArkClient:
         return self._request("DELETE", f"{TASKS_PATH}/{quote(task_id, safe='')}", api_key)
 
 
-# --- The task record, and saving that finishes on its own --------------------------------------------
+# --- Deadlines: how an exchange is timed and ended ----------------------------------------------------------------
+# A per-read timeout alone never ends an answer that trickles a byte before each timeout. Every exchange is watched
+# by one thread, which ends one that runs past its deadline (or below its minimum rate) by shutting its socket. The
+# socket is learnt from the connection classes of urllib3's pools, installed in one place: `watch_pools`.
+
+
+class DeadlineExceeded(requests.exceptions.Timeout):
+    """The watchdog ended the exchange: past its deadline, or slower than its minimum rate."""
+
+_current = threading.local()  # the Exchange this thread is making, for the connection classes below
+
+
+class Exchange:
+    """One HTTP attempt (its redirects included): a deadline, and for downloads a minimum rate over each window.
+    A per-read timeout alone never ends an answer that trickles a byte before each timeout; the watchdog ends an
+    exchange that runs over by shutting its socket, which wakes the thread blocked on it."""
+
+    def __init__(self, watchdog: Watchdog, now: float, deadline: float, seconds: float, min_rate: float,
+                 window: float):
+        self.watchdog, self.seconds = watchdog, seconds  # the whole call's time, retries included, for messages
+        self.deadline, self.min_rate, self.window = deadline, min_rate, window
+        self.received, self.window_start, self.window_bytes = 0, now, 0
+        self.socket: socket.socket | None = None
+        self.failure: str | None = None
+        self.guard: Callable[[str, str], str | None] | None = None  # (host, address connected to): why refused
+
+    def due(self) -> float:
+        return min(self.deadline, self.window_start + self.window) if self.min_rate else self.deadline
+
+    def check(self, now: float) -> str | None:
+        if now >= self.deadline:
+            return f"no complete answer within {self.seconds:g} s"
+        if self.min_rate and now >= self.window_start + self.window:
+            if self.received - self.window_bytes < self.min_rate * self.window:
+                return f"slower than {self.min_rate / 1024:g} KB/s for {self.window:g} s"
+            self.window_start, self.window_bytes = now, self.received
+        return None
+
+    def explain(self, error: requests.RequestException) -> requests.RequestException:
+        """The watchdog's reason when it ended this exchange (the error seen is only a broken socket)."""
+        return DeadlineExceeded(self.failure) if self.failure else error
+
+
+class Watchdog:
+    """The one thread that holds every exchange to its deadline and rate. It sleeps until the next one is due."""
+
+    def __init__(self, clock: Callable[[], float]):
+        self.clock = clock
+        self.lock = threading.Condition()
+        self.exchanges: set[Exchange] = set()
+        self.owners: dict[socket.socket, Exchange] = {}  # a kept-alive socket serves one exchange at a time
+        self.thread: threading.Thread | None = None
+        self.wakes_at = math.inf  # when the watchdog thread next looks
+
+    @contextlib.contextmanager
+    def watch(self, deadline: float, seconds: float, min_rate: float = 0.0, window: float = 0.0) -> Iterator[Exchange]:
+        exchange = Exchange(self, self.clock(), deadline, seconds, min_rate, window)
+        with self.lock:
+            self.exchanges.add(exchange)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="doubao-watchdog", daemon=True)
+                self.thread.start()
+            if exchange.due() < self.wakes_at:  # only an earlier deadline is news: no wake-up per request
+                self.lock.notify()
+        _current.exchange = exchange
+        try:
+            yield exchange
+        finally:
+            _current.exchange = None
+            with self.lock:
+                self.exchanges.discard(exchange)
+                if exchange.socket is not None and self.owners.get(exchange.socket) is exchange:
+                    del self.owners[exchange.socket]
+
+    def carry(self, exchange: Exchange, sock: socket.socket) -> None:
+        """This socket now carries the exchange (told on the requesting thread by the connection classes)."""
+        with self.lock:
+            exchange.socket, self.owners[sock] = sock, exchange
+            if exchange.failure:
+                self._shut(exchange)
+
+    def end_all(self, reason: str) -> None:
+        with self.lock:
+            for exchange in self.exchanges:
+                exchange.failure = exchange.failure or reason
+                self._shut(exchange)
+
+    def _shut(self, exchange: Exchange) -> None:
+        if exchange.socket is not None and self.owners.get(exchange.socket) is exchange:
+            with contextlib.suppress(OSError):  # the base method: on TLS sockets too, without touching TLS state
+                socket.socket.shutdown(exchange.socket, socket.SHUT_RDWR)
+
+    def _run(self) -> None:
+        with self.lock:
+            while True:
+                now = self.clock()
+                for exchange in self.exchanges:
+                    if exchange.failure is None and (reason := exchange.check(now)):
+                        exchange.failure = reason
+                        self._shut(exchange)
+                due = [e.due() for e in self.exchanges if e.failure is None]
+                self.wakes_at = min(due, default=math.inf)
+                self.lock.wait(max(self.wakes_at - self.clock(), 0.01) if due else None)
+
+
+def _carried_by(sock: socket.socket) -> None:
+    exchange = getattr(_current, "exchange", None)
+    if exchange is not None:
+        exchange.watchdog.carry(exchange, sock)
+
+
+def _check_peer(connection: Any) -> None:
+    """The address a download actually connected to, checked again: a name that resolved to a public address when it
+    was checked may resolve to a loopback one when connected (DNS rebinding)."""
+    exchange = getattr(_current, "exchange", None)
+    if exchange is None or exchange.guard is None:
+        return
+    try:
+        peer = connection.sock.getpeername()[0]
+    except OSError:
+        return
+    reason = exchange.guard(connection.host, peer)
+    if reason:
+        exchange.failure = reason
+        connection.sock.close()
+        raise ConnectionRefusedError(reason)
+
+
+def _watched(connection_class: type) -> type:
+    class Watched(connection_class):  # type: ignore[valid-type, misc]
+        """Tells the watchdog which socket carries this thread's exchange: once connected, and when reused."""
+
+        def connect(self) -> None:
+            super().connect()
+            _carried_by(self.sock)
+            _check_peer(self)
+
+        def request(self, *args: Any, **kwargs: Any) -> None:
+            if self.sock is not None:
+                _carried_by(self.sock)
+            super().request(*args, **kwargs)
+
+    return Watched
+
+WATCHED_POOLS = {
+    "http": type("WatchedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": _watched(HTTPConnection)}),
+    "https": type("WatchedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": _watched(HTTPSConnection)}),
+}
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """Connection pools whose connections report their sockets to the watchdog, direct and through a proxy."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = WATCHED_POOLS
+
+    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        if not proxy.lower().startswith("socks"):  # SOCKS brings its own pools: those keep per-read timeouts only
+            manager.pool_classes_by_scheme = WATCHED_POOLS
+        return manager
+
+
+# --- Worker lanes and waits: blocking work off the event loop, bounded; polling until a task is done --------------
+
+
+class Lane:
+    """A fixed set of daemon threads for one kind of blocking work. A job holds its thread, and its place in the
+    count, until it really ends, even after its caller has given up: abandoned work cannot pile up, and a job
+    whose caller left before it started never runs. A caller waits up to `slot_wait` for a free thread, then is
+    told the server is busy. Threads are daemons, so a stuck one never keeps the process alive at exit."""
+
+    def __init__(self, name: str, threads: int, slot_wait: float, busy: str):
+        self.name, self.threads, self.slot_wait, self.busy = name, threads, slot_wait, busy
+        self.jobs: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], Callable[[], Any]]] = queue.SimpleQueue()
+        self.started = 0  # threads alive; each ends after THREAD_IDLE_SECONDS without work
+        self.lock = threading.Lock()
+        self.free: asyncio.Semaphore | None = None  # made in the event loop that first uses the lane
+
+    async def run(self, job: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        self.free = self.free or asyncio.Semaphore(self.threads)
+        try:
+            if self.free.locked():  # wait_for costs a task: only when there is something to wait for
+                await asyncio.wait_for(self.free.acquire(), self.slot_wait)
+            else:
+                await self.free.acquire()
+        except asyncio.TimeoutError:
+            raise DoubaoError(self.busy.format(threads=self.threads)) from None
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        waiter: asyncio.Future[T] = loop.create_future()
+
+        def settle() -> None:  # on the event loop: one wake-up frees the thread's place and hands over the outcome
+            self.free.release()  # type: ignore[union-attr]
+            if waiter.done():  # its caller gave up
+                return
+            if future.exception() is not None:
+                waiter.set_exception(future.exception())  # type: ignore[arg-type]
+            else:
+                waiter.set_result(future.result())
+
+        def finished(_: Any) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: the server stopped, nobody waits
+                loop.call_soon_threadsafe(settle)
+
+        future.add_done_callback(finished)
+        with self.lock:
+            if self.started < self.threads:
+                self.started += 1
+                threading.Thread(target=self._work, name=f"doubao-{self.name}", daemon=True).start()
+            self.jobs.put((future, job))
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            future.cancel()  # a job not started yet never runs; one running ends on its own, then frees its place
+            raise
+
+    def _work(self) -> None:
+        while True:
+            try:
+                future, job = self.jobs.get(timeout=THREAD_IDLE_SECONDS)
+            except queue.Empty:
+                with self.lock:
+                    if self.jobs.empty():  # else a job came just now: take it
+                        self.started -= 1
+                        return
+                continue
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(job())
+                except BaseException as error:  # handed to the caller, who decides
+                    future.set_exception(error)
+
+
+def make_lanes(limits: Limits) -> dict[str, Lane]:
+    """The quick lane (task queries, lists, cancels, folder checks) and the slow one (generations, uploads,
+    downloads, reading input files): a flood of slow work never slows the quick calls."""
+    return {
+        "quick": Lane("quick", limits.quick_threads, limits.slot_wait, "The server is busy: all {threads} threads "
+                      "for task queries are taken (Ark may be slow). Try again in a minute."),
+        "slow": Lane("slow", limits.slow_threads, limits.slot_wait, "The server is busy: {threads} generations, "
+                     "uploads and downloads are already running. Try again in a minute."),
+    }
+
+
+class Stopping:
+    """Set when the server is told to stop: waits end early with what they know, and new calls are refused."""
+
+    def __init__(self) -> None:
+        self.is_set = False
+        self.event: asyncio.Event | None = None
+
+    def set(self) -> None:  # on the event loop's thread
+        self.is_set = True
+        if self.event:
+            self.event.set()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep, or return as soon as the server is stopping."""
+        self.event = self.event or asyncio.Event()
+        if not self.is_set:
+            with anyio.move_on_after(seconds):
+                await self.event.wait()
+
+
+def _transient(error: Exception) -> bool:
+    return isinstance(error, ArkConnectionError) or (isinstance(error, ArkAPIError) and _transient_status(error.status))
+
+
+async def wait_for_task(poll: Callable[[], Awaitable[VideoTask]], task: VideoTask, wait_seconds: float,
+                        report: Callable[[float, str], Awaitable[None]], intervals: tuple[float, float] = POLL_INTERVALS,
+                        clock: Callable[[], float] = time.monotonic,
+                        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+                        stopped: Callable[[], bool] = lambda: False) -> VideoTask:
+    """Poll until the task is final or `wait_seconds` have passed, at growing intervals.
+
+    Sleeping happens on the event loop, so a wait holds no thread, and a cancelled call stops here at
+    once. The last poll starts no later than the deadline. `poll` makes a single attempt: the next
+    poll is the retry of a transient failure, which keeps the deadline exact. Whatever fails, and when the
+    server is stopping, the task comes back with what is known of it: the caller never loses its id.
+    """
+    start = clock()
+    interval, longest = intervals
+    failure: Exception | None = None
+    while task["status"] not in FINAL_STATUSES:
+        elapsed = clock() - start
+        if elapsed >= wait_seconds:
+            break
+        await report(elapsed, f"{task['task_id']}: {task['status']}, {elapsed:.0f} s elapsed")
+        await sleep(min(interval, wait_seconds - elapsed))
+        if stopped():
+            return _with(task, next_step="This server is stopping, so it stopped waiting; the task goes on at "
+                         f"Ark. Call query_video_task with task_id {task['task_id']!r} later.")
+        interval = min(interval * 1.5, longest)
+        try:
+            task, failure = await poll(), None
+        except Exception as error:  # any failure, expected or not: the task id must come back
+            failure = error
+            if not _transient(error):
+                break
+    if failure:
+        reason = str(failure) if isinstance(failure, DoubaoError) else f"unexpected {type(failure).__name__}"
+        return _with(task, next_step=f"Checking the task failed ({reason}); it may still be running. Call "
+                     f"query_video_task with task_id {task['task_id']!r} and wait_seconds=50 later.")
+    return task
+
+
+# --- Local files: opened once, confined, written atomically -------------------------------------------------------
+# A path is checked and used in one step: opened once, then its open descriptor is checked and read or written.
+# Under DOUBAO_ALLOWED_DIR it is opened from that folder down, one component at a time and never through a link,
+# so a link swapped in between a check and a use cannot lead outside it. (Windows has no O_NOFOLLOW or dir_fd:
+# there paths are resolved, checked, then opened.)
+
+WALK_BENEATH = hasattr(os, "O_NOFOLLOW") and os.open in os.supports_dir_fd
+
+READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)  # a FIFO must not block the open; fstat refuses it after
+
+PART_FILE = re.compile(r"\..+\.[0-9a-f]{8}\.part")
+
+_LIVE_PARTS: set[str] = set()  # this process's unfinished downloads, removed at exit however it ends
+
+
+def open_beneath(path: Path, root: Path | None, flags: int, argument: str, make_folders: bool = False) -> int:
+    """A descriptor for `path` (absolute, lexically normal), opened once; under `root` without following links.
+    With `make_folders`, `path` is a folder, made when missing, parents too."""
+    if root is None or not WALK_BENEATH:
+        if make_folders:
+            os.makedirs(path, exist_ok=True)
+        return os.open(path, flags)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    parts = path.relative_to(root).parts
+    for index, part in enumerate(parts):
+        last = index == len(parts) - 1
+        if make_folders:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, dir_fd=fd)
+        try:
+            inner = os.open(part, (flags if last else os.O_RDONLY | os.O_DIRECTORY) | os.O_NOFOLLOW, dir_fd=fd)
+        except OSError as error:
+            if error.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(part, fd):
+                raise DoubaoError(f"{argument}: {path} is or passes through a symbolic link, and links are not "
+                                  "followed inside DOUBAO_ALLOWED_DIR.") from error
+            raise
+        finally:
+            os.close(fd)
+        fd = inner
+    return fd
+
+
+def _is_link(name: str, dir_fd: int) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def read_input(path: Path, root: Path | None, argument: str, max_bytes: int, what: str) -> bytes:
+    """A local input's bytes: a regular file of at most `max_bytes`, checked on the open file and read at most one
+    byte past the limit, so a file swapped for a device or grown after the check cannot flood memory."""
+    try:
+        fd = open_beneath(path, root, READ_FLAGS, argument)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise DoubaoError(f"{argument}: {path} is a folder, not {what}." if stat.S_ISDIR(info.st_mode) else
+                              f"{argument}: {path} is not a regular file.")
+        with os.fdopen(fd, "rb", buffering=0) as file:
+            data = b""
+            while len(data) <= max_bytes and (chunk := file.read(max_bytes + 1 - len(data))):
+                data += chunk
+    except FileNotFoundError as error:
+        raise DoubaoError(f"{argument}: {path} does not exist.") from error
+    except OSError as error:
+        raise DoubaoError(f"{argument}: {path} cannot be read: {error.strerror or error}.") from error
+    if len(data) > max_bytes:  # its size said so, or it grew while being read
+        size = f"is {_size(info.st_size)}, over" if info.st_size > max_bytes else "is over"
+        raise DoubaoError(f"{argument}: {path} {size} Ark's {_size(max_bytes)} limit for this input.")
+    return data
+
+
+class Folder:
+    """A folder to save into, held open from the moment it is checked. Files are created relative to this
+    descriptor, so a folder swapped for a link mid-call still gets them and nothing lands anywhere else.
+
+    It is closed when its last user lets go (the call, or a save job still running after its caller left), so
+    never under a thread that is still writing into it."""
+
+    def __init__(self, path: Path, fd: int | None):
+        self.path, self.fd, self.swept = path, fd, False
+
+    def _at(self, name: str) -> tuple[str, dict[str, int]]:
+        return (name, {"dir_fd": self.fd}) if self.fd is not None else (str(self.path / name), {})
+
+    def create(self, name: str) -> int:
+        """A new file, never an existing one and never through a link."""
+        where, at = self._at(name)
+        return os.open(where, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666, **at)
+
+    def unlink(self, name: str) -> None:
+        where, at = self._at(name)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(where, **at)
+
+    def replace(self, source: str, target: str) -> None:
+        if self.fd is None:
+            os.replace(self.path / source, self.path / target)
+        else:
+            os.replace(source, target, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+
+    def sweep(self) -> None:
+        """Remove the .part files a killed process left here, at once: a live download holds a lock on its own (where
+        there are no locks, on Windows, one older than any download can be is removed)."""
+        self.swept = True
+        with contextlib.suppress(OSError), os.scandir(self.fd if self.fd is not None else self.path) as entries:
+            for entry in entries:
+                if not PART_FILE.fullmatch(entry.name):
+                    continue
+                if fcntl is None:
+                    if time.time() - entry.stat(follow_symlinks=False).st_mtime > STALE_PART_SECONDS:
+                        self.unlink(entry.name)
+                    continue
+                where, at = self._at(entry.name)
+                with contextlib.suppress(OSError):
+                    fd = os.open(where, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0), **at)
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # taken: nobody is writing it
+                        self.unlink(entry.name)
+                    finally:
+                        os.close(fd)
+
+    def create_part(self, stem: str) -> tuple[str, int]:
+        """A new hidden .part file, locked for as long as it is open: the lock is what tells a live download from one
+        a killed process left. Made again if a sweep removed it between its creation and its lock."""
+        while True:
+            name = f".{stem}.{uuid.uuid4().hex[:8]}.part"
+            fd = self.create(name)
+            if fcntl is None:
+                return name, fd
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_nlink:
+                return name, fd
+            os.close(fd)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    __del__ = close
+
+
+def open_folder(path: Path, root: Path | None, argument: str = "save_dir") -> Folder:
+    """The folder at `path`, made when missing (parents too), held open; refused when it is a file or cannot hold
+    new files. `argument` is what to name in errors: save_dir, or the DOUBAO_OUTPUT_DIR setting."""
+    try:
+        if WALK_BENEATH:
+            fd: int | None = open_beneath(path, root, os.O_RDONLY | os.O_DIRECTORY, argument, make_folders=True)
+        else:  # Windows opens no folder: it is used by path
+            os.makedirs(path, exist_ok=True)
+            fd = None
+    except (NotADirectoryError, FileExistsError) as error:
+        raise DoubaoError(f"{argument} {path} is a file (or inside one), not a folder.") from error
+    except OSError as error:
+        raise DoubaoError(f"{argument} {path} cannot be made or opened as a folder: {error.strerror or error}."
+                          ) from error
+    folder = Folder(path, fd)
+    probe = f".doubao-write-test-{uuid.uuid4().hex[:8]}"
+    try:
+        os.close(folder.create(probe))
+        folder.unlink(probe)
+    except OSError as error:
+        folder.close()
+        raise DoubaoError(f"{argument} {path} cannot hold new files ({error.strerror or error}): choose another "
+                          "folder.") from error
+    return folder
+
+
+def write_file(folder: Folder, stem: str, chunks: Iterable[bytes], kind: str, max_bytes: int) -> SavedFile:
+    """Stream chunks to a hidden .part file, check that the bytes are the `kind` of file expected ("image" or
+    "video"), then move it to a name no existing file has. A failure at any point leaves nothing behind; the
+    extension comes from the content."""
+    if not folder.swept:
+        folder.sweep()
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", stem).lstrip(".")[:100] or "doubao"
+    part, fd = folder.create_part(stem)
+    live = str(folder.path / part)
+    size, head, found, digest = 0, b"", None, hashlib.sha256()
+    _LIVE_PARTS.add(live)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in chunks:
+                size += len(chunk)
+                if size > max_bytes:
+                    raise DoubaoError(f"the file is larger than the {_size(max_bytes)} download cap")
+                head += chunk[: 16 - len(head)]
+                if found is None and len(head) == 16:
+                    found = _expect(head, kind)
+                digest.update(chunk)
+                out.write(chunk)
+        ext = (found or _expect(head, kind))[1]
+        for n in range(1000):
+            final = f"{stem}{f'-{n}' if n else ''}{ext}"
+            try:
+                os.close(folder.create(final))  # claims the name atomically: an existing file is never replaced
+            except FileExistsError:
+                continue
+            try:
+                folder.replace(part, final)
+            except OSError:
+                folder.unlink(final)
+                raise
+            return SavedFile(path=str(folder.path / final), bytes=size, sha256=digest.hexdigest())
+        raise DoubaoError(f"{folder.path} already has 1000 files named {stem}*{ext}")
+    finally:
+        folder.unlink(part)
+        _LIVE_PARTS.discard(live)
+
+
+def _expect(head: bytes, kind: str) -> tuple[str, str]:
+    """(MIME type, extension) of a download that must be an image or a video; anything else is refused, and never
+    quoted: it may be another service's secret."""
+    found = sniff(head)
+    if not found or not found[0].startswith(kind + "/"):
+        raise DoubaoError(f"the download is not {'an image' if kind == 'image' else 'a video'} ("
+                          f"{found[0] if found else 'no known file type'}): not saved")
+    return found
+
+
+def remove_live_parts() -> None:
+    """At exit: the .part files of downloads that never finished."""
+    for live in list(_LIVE_PARTS):
+        with contextlib.suppress(OSError):
+            os.unlink(live)
+
+
+def save_task_files(client: ArkClient, task: VideoTask, folder: Folder, max_bytes: int,
+                    wanted: Iterable[str] = ("video_url", "last_frame_url")) -> VideoTask:
+    """Download a succeeded task's `wanted` files (its video_url, last_frame_url); a failed download is reported,
+    not raised. Each saved file says its kind, so nothing is ever told apart by its name."""
+    named = {"video_url": (task["task_id"], "video"), "last_frame_url": (f"{task['task_id']}{LAST_FRAME_NAME}", "image")}
+    return _with(task, **_save_each(
+        (task[key], partial(_tagged, {"kind": FILE_KINDS[key]}, client.download, task[key], folder, *named[key],
+                            max_bytes)) for key in wanted if task.get(key)))
+
+
+def _tagged(tags: Mapping[str, Any], save: Callable[..., SavedFile], *args: Any) -> SavedFile:
+    return SavedFile(**save(*args), **tags)  # type: ignore[typeddict-item]
+
+
+def save_images(client: ArkClient, data: list[Any], result: ImageResult, folder: Folder,
+                max_bytes: int) -> ImageResult:
+    """Save each generated image, from its URL or its inline b64_json, named by time and index."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    jobs = []
+    for image in result["images"]:
+        index, item = image["index"], data[image["index"]]
+        stem, tags = f"doubao-{stamp}-{index}", {"kind": "image", "index": index}
+        if image.get("url"):
+            jobs.append((image["url"], partial(_tagged, tags, client.download, image["url"], folder, stem, "image",
+                                               max_bytes)))
+        else:  # map() decodes as write_file reads, so a bad payload is this image's save error
+            chunks = map(base64.b64decode, [item["b64_json"]])
+            jobs.append((f"image {index} (b64_json)", partial(_tagged, tags, write_file, folder, stem, chunks, "image",
+                                                              max_bytes)))
+    return ImageResult(**result, **_save_each(jobs))
+
+
+def _save_each(jobs: Iterable[tuple[str, Callable[[], SavedFile]]]) -> dict[str, Any]:
+    """Run each (source, save) job; the result's `saved_files` and `save_errors`, where there are any."""
+    saved: list[SavedFile] = []
+    errors: list[SaveError] = []
+    for source, job in jobs:
+        try:
+            saved.append(job())
+        except (DoubaoError, OSError, ValueError) as error:
+            log.warning("Saving %s failed: %s", source[:100], error)
+            errors.append(SaveError(source=source, error=str(error)))
+    return _compact({"saved_files": saved or None, "save_errors": errors or None})
+
+
+# --- The record and the watcher: no video is lost -----------------------------------------------------------------
 # A video takes minutes and its links last 24 h: a closed conversation, a client timeout or a restart must not
 # lose it. Every task this server creates gets a row in a local SQLite file; a watcher thread saves the video
 # of a task created with save_dir when it finishes, whoever still listens, and a restarted server resumes it.
@@ -2251,7 +2958,9 @@ class ArkClient:
 # recorded". A call never fails because of it, and its task id always comes back.
 
 RECORD_VERSION = 2  # PRAGMA user_version of the schema below; older versions of ours are migrated
+
 RECORD_APP_ID = 0x44424D43  # PRAGMA application_id "DBMC": this file is doubao-mcp's own
+
 RECORD_SCHEMA = ("""
 CREATE TABLE tasks (
     task_id TEXT PRIMARY KEY,
@@ -2267,20 +2976,32 @@ CREATE TABLE tasks (
     complete INTEGER NOT NULL DEFAULT 0     -- every file Ark gave (video, last frame) is saved
 )""", """
 CREATE INDEX tasks_unsaved ON tasks (owner, base_url) WHERE save_dir IS NOT NULL AND complete = 0""")
+
 V1_COLUMNS = frozenset({"task_id", "base_url", "owner", "model", "prompt", "parameters", "save_dir", "last_frame",
                         "status", "video_url", "last_frame_url", "error", "created", "updated", "finished", "files",
                         "save_error", "watcher", "watched", "saver", "saving"})
+
 LOCK_WAIT_SECONDS = 0.2  # the longest a call waits for the record's write lock; then its write is queued
+
 CLAIM_WAIT_SECONDS = 2.0  # a claim to save a video may wait longer: it is what keeps a video from being saved twice
+
 RETRY_WRITES_SECONDS = 5.0  # queued writes are tried again this often, on a thread of their own
+
 MAX_QUEUED_WRITES = 10_000  # past this, the oldest queued writes are dropped (with a warning)
+
 WATCH_BEAT_SECONDS = 30.0  # how often a watching process stamps its tasks as watched
+
 WATCH_STALE_SECONDS = 120.0  # a watcher that has not stamped them for this long is gone (a download may hold it up:
+
 # then a second process may watch too, and the claim still saves each video once)
 SAVE_STALE_SECONDS = 2 * DOWNLOAD_DEADLINE + 60  # a video and its last frame, each within its deadline
+
 LINK_LIFETIME_SECONDS = 24 * 3600.0
+
 ARK_RETENTION_SECONDS = 7 * 24 * 3600.0  # Ark forgets a task after 7 days: an older one is closed without asking
+
 RECORD_CACHE_TASKS = 10_000
+
 FILE_KINDS = {"video_url": "video", "last_frame_url": "last_frame"}  # a task's result URL, and the file saved from it
 
 
@@ -2316,17 +3037,6 @@ class TaskFiles:
     files: list[SavedFile]
     complete: bool
     error: str | None
-
-
-def with_record(task: Any, known: TaskFiles) -> Any:
-    """A task with what the record holds of its saving: its files, and a background save that failed."""
-    fields: dict[str, Any] = {"saved_files": known.files} if known.files else {}
-    if known.error and not known.complete and task["status"] == "succeeded":
-        fields["save_errors"] = [SaveError(source="saving in the background", error=known.error)]
-        if "next_step" in task:
-            fields["next_step"] = (f"Saving it in the background failed: {known.error[:300]} Call query_video_task "
-                                   "with save_dir to try again.")
-    return _with(task, **fields)
 
 
 class Record:
@@ -2667,9 +3377,10 @@ def save_missing(client: ArkClient, record: Record | None, task: VideoTask, fold
                      **{k: fetched[k] for k in ("save_errors",) if k in fetched})
     return record.save(task, folder.path, save, again=bool(known and known.files)) if record else save()  # type: ignore
 
-
 WATCH_BATCH = 100  # tasks asked about in one list request
+
 WATCH_GAP_SECONDS = 0.5  # at least this long between two of the watcher's requests: a large record floods nobody
+
 RESUME_LOG_LINES = 20  # resumed tasks named one by one in the log; the rest are counted
 
 
@@ -2789,8 +3500,10 @@ class Watcher:
                 self.alone.update(together)  # Ark will not list them: ask about each
             return again | set(together)
         found = {task["task_id"]: task for task in shape_items(listed.get("items"))}
-        self.alone.update(task_id for task_id in together if task_id not in found)
-        return again | {task_id for task_id in together if task_id not in found or self._handle(found[task_id])}
+        missing = [task_id for task_id in together if task_id not in found]
+        self.alone.update(missing)  # asked about alone now, and from now on: Ark may have forgotten it
+        again |= {task_id for task_id in missing if self._poll_one(task_id)}
+        return again | {task_id for task_id, task in found.items() if task_id in together and self._handle(task)}
 
     def _poll_one(self, task_id: str) -> bool:
         try:
@@ -2830,147 +3543,37 @@ class Watcher:
         return False
 
 
-# --- The MCP tools ---------------------------------------------------------------------------
-
-
-def advice(error: ArkAPIError, caller_key: bool) -> str | None:
-    """What to do about an Ark error, where the call says more than the error: a key the caller sent, not
-    ARK_API_KEY. (Advice about the model is `first_usable`'s.)"""
-    if error.status == 401 and caller_key:
-        return ("Ark refused the key this request sent (X-API-Key or Authorization: Bearer): check it in the Ark "
-                "console (API Key management), for the region this server uses.")
-    return None
-
-
-class Lane:
-    """A fixed set of daemon threads for one kind of blocking work. A job holds its thread, and its place in the
-    count, until it really ends, even after its caller has given up: abandoned work cannot pile up, and a job
-    whose caller left before it started never runs. A caller waits up to `slot_wait` for a free thread, then is
-    told the server is busy. Threads are daemons, so a stuck one never keeps the process alive at exit."""
-
-    def __init__(self, name: str, threads: int, slot_wait: float, busy: str):
-        self.name, self.threads, self.slot_wait, self.busy = name, threads, slot_wait, busy
-        self.jobs: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], Callable[[], Any]]] = queue.SimpleQueue()
-        self.started = 0  # threads alive; each ends after THREAD_IDLE_SECONDS without work
-        self.lock = threading.Lock()
-        self.free: asyncio.Semaphore | None = None  # made in the event loop that first uses the lane
-
-    async def run(self, job: Callable[[], T]) -> T:
-        loop = asyncio.get_running_loop()
-        self.free = self.free or asyncio.Semaphore(self.threads)
+def open_record(config: Config, explicit: bool) -> Record | None:
+    """The task record, when there is to be one. Over HTTP (many callers, maybe many replicas) it is off unless
+    DOUBAO_STATE_DIR is set. One the operator asked for must work; the default one is worth a warning only, and a
+    file there that is not ours is moved aside. (A record locked by another process is opened when it can be.)"""
+    if config.state_dir is None or (config.serving_http and not explicit):
+        return None
+    path = config.state_dir / "tasks.sqlite3"
+    try:
         try:
-            if self.free.locked():  # wait_for costs a task: only when there is something to wait for
-                await asyncio.wait_for(self.free.acquire(), self.slot_wait)
-            else:
-                await self.free.acquire()
-        except asyncio.TimeoutError:
-            raise DoubaoError(self.busy.format(threads=self.threads)) from None
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        waiter: asyncio.Future[T] = loop.create_future()
-
-        def settle() -> None:  # on the event loop: one wake-up frees the thread's place and hands over the outcome
-            self.free.release()  # type: ignore[union-attr]
-            if waiter.done():  # its caller gave up
-                return
-            if future.exception() is not None:
-                waiter.set_exception(future.exception())  # type: ignore[arg-type]
-            else:
-                waiter.set_result(future.result())
-
-        def finished(_: Any) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is gone: the server stopped, nobody waits
-                loop.call_soon_threadsafe(settle)
-
-        future.add_done_callback(finished)
-        with self.lock:
-            if self.started < self.threads:
-                self.started += 1
-                threading.Thread(target=self._work, name=f"doubao-{self.name}", daemon=True).start()
-            self.jobs.put((future, job))
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            future.cancel()  # a job not started yet never runs; one running ends on its own, then frees its place
-            raise
-
-    def _work(self) -> None:
-        while True:
-            try:
-                future, job = self.jobs.get(timeout=THREAD_IDLE_SECONDS)
-            except queue.Empty:
-                with self.lock:
-                    if self.jobs.empty():  # else a job came just now: take it
-                        self.started -= 1
-                        return
-                continue
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(job())
-                except BaseException as error:  # handed to the caller, who decides
-                    future.set_exception(error)
+            return Record(config.state_dir, config.base_url)
+        except RecordUnusable as error:
+            if explicit:
+                sys.exit(f"doubao-mcp: the task record {path} cannot be used: {error}. Move that file away, or set "
+                         "DOUBAO_STATE_DIR to another folder, or to off.")
+            aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(f"{path}{suffix}"):
+                    os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+            log.warning("The task record %s cannot be used (%s): moved it to %s and started a new one.", path, error,
+                        aside)
+            return Record(config.state_dir, config.base_url)
+    except (OSError, sqlite3.Error, RecordUnusable) as error:
+        message = (f"the task record cannot be kept in {config.state_dir} ({error}). Set DOUBAO_STATE_DIR to a "
+                   "writable folder, or to off")
+        if explicit:
+            sys.exit(f"doubao-mcp: {message}.")
+        log.warning("No task record, so videos are saved only when a call asks: %s.", message)
+        return None
 
 
-class Stopping:
-    """Set when the server is told to stop: waits end early with what they know, and new calls are refused."""
-
-    def __init__(self) -> None:
-        self.is_set = False
-        self.event: asyncio.Event | None = None
-
-    def set(self) -> None:  # on the event loop's thread
-        self.is_set = True
-        if self.event:
-            self.event.set()
-
-    async def sleep(self, seconds: float) -> None:
-        """Sleep, or return as soon as the server is stopping."""
-        self.event = self.event or asyncio.Event()
-        if not self.is_set:
-            with anyio.move_on_after(seconds):
-                await self.event.wait()
-
-
-def _transient(error: Exception) -> bool:
-    return isinstance(error, ArkConnectionError) or (isinstance(error, ArkAPIError) and _transient_status(error.status))
-
-
-async def wait_for_task(poll: Callable[[], Awaitable[VideoTask]], task: VideoTask, wait_seconds: float,
-                        report: Callable[[float, str], Awaitable[None]], intervals: tuple[float, float] = POLL_INTERVALS,
-                        clock: Callable[[], float] = time.monotonic,
-                        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
-                        stopped: Callable[[], bool] = lambda: False) -> VideoTask:
-    """Poll until the task is final or `wait_seconds` have passed, at growing intervals.
-
-    Sleeping happens on the event loop, so a wait holds no thread, and a cancelled call stops here at
-    once. The last poll starts no later than the deadline. `poll` makes a single attempt: the next
-    poll is the retry of a transient failure, which keeps the deadline exact. Whatever fails, and when the
-    server is stopping, the task comes back with what is known of it: the caller never loses its id.
-    """
-    start = clock()
-    interval, longest = intervals
-    failure: Exception | None = None
-    while task["status"] not in FINAL_STATUSES:
-        elapsed = clock() - start
-        if elapsed >= wait_seconds:
-            break
-        await report(elapsed, f"{task['task_id']}: {task['status']}, {elapsed:.0f} s elapsed")
-        await sleep(min(interval, wait_seconds - elapsed))
-        if stopped():
-            return _with(task, next_step="This server is stopping, so it stopped waiting; the task goes on at "
-                         f"Ark. Call query_video_task with task_id {task['task_id']!r} later.")
-        interval = min(interval * 1.5, longest)
-        try:
-            task, failure = await poll(), None
-        except Exception as error:  # any failure, expected or not: the task id must come back
-            failure = error
-            if not _transient(error):
-                break
-    if failure:
-        reason = str(failure) if isinstance(failure, DoubaoError) else f"unexpected {type(failure).__name__}"
-        return _with(task, next_step=f"Checking the task failed ({reason}); it may still be running. Call "
-                     f"query_video_task with task_id {task['task_id']!r} and wait_seconds=50 later.")
-    return task
-
+# --- SDK adaptations: what the MCP SDK does not do as this server needs -------------------------------------------
 
 # Argument names models reach for, and the real one each means ("a|b": whichever the tool has). Keys are
 # compared without case, spaces, dashes or underscores, so imageUrl and image-url are image_url.
@@ -2991,7 +3594,6 @@ ARGUMENT_ALIASES = {
 
 def _plain(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
-
 
 _ALIASES = {_plain(name): meant for name, meant in ARGUMENT_ALIASES.items()}
 
@@ -3024,7 +3626,6 @@ def _coerce(value: Any, schema: Mapping[str, Any]) -> Any:
     elif isinstance(value, list):
         return [_coerce(item, schema.get("items", {})) for item in value]
     return value
-
 
 # Sentences for pydantic's error types: one per bad argument, naming it, what was given and what it takes.
 INVALID = {
@@ -3104,519 +3705,78 @@ def _lean_schema(node: Any, defs: dict[str, Any] | None = None) -> Any:
     return lean
 
 
-MEDIA_FORMS = "https URL, data URL, asset:// id or file path"
-MediaArg = Annotated[str | None, Field(description=MEDIA_FORMS + ".")]
-MediaList = Annotated[list[str] | None, _optional(_at_most(MAX_REFERENCES))]
-SaveDir = Annotated[str | None, Field(description="Folder to save results in (default DOUBAO_OUTPUT_DIR).")]
-WaitSeconds = Annotated[float, Field(ge=0, le=MAX_WAIT_SECONDS, description="Seconds to wait for the video, "
-                                     "with progress.")]
-# A reply must arrive before the 60 s timeout of many clients, or the new task's id is never seen.
-StartWait = Annotated[float, Field(ge=0, le=START_WAIT_SECONDS, description="Seconds to wait for the video, with "
-                                   "progress; then query_video_task.")]
-Extra = Annotated[dict[str, Any] | None, Field(description="Other Ark fields, sent as is, e.g. {examples}.")]
+@functools.cache
+def published_tools() -> tuple[Tool, ...]:
+    """The tools as the SDK publishes them, built once for every server in this process (the schemas are the costly
+    part): arguments met halfway, lean schemas, and `answered` around each."""
+    tools = []
+    for fn, viewer, new_work, hints in TOOL_SPECS:
+        registered = LenientTool.from_function(answered(fn, new_work), description=" ".join((fn.__doc__ or "").split()),
+                                               annotations=ToolAnnotations(open_world_hint=True, **hints),
+                                               meta={"ui": {"resourceUri": VIEWER_URI}} if viewer else None)
+        registered.parameters = _lean_schema(registered.parameters)
+        registered.fn_metadata.output_schema = _lean_schema(registered.fn_metadata.output_schema)
+        tools.append(registered)
+    return tuple(tools)
 
 
-def build_server(config: Config, client: ArkClient | None = None, stopping: Stopping | None = None,
-                 record: Record | None = None, watcher: Watcher | None = None) -> MCPServer:
-    """The MCP server with its five tools, bound to one configuration and one Ark client; with a task record, and
-    a watcher that saves videos on its own, when they are given."""
-    client = client or ArkClient(config.base_url, config.image_timeout, secrets=[config.api_key or ""],
-                                 limits=config.limits)
-    stopping = stopping or Stopping()
-    limits = config.limits
-    lanes = {
-        "quick": Lane("quick", limits.quick_threads, limits.slot_wait, "The server is busy: all {threads} threads "
-                      "for task queries are taken (Ark may be slow). Try again in a minute."),
-        "slow": Lane("slow", limits.slow_threads, limits.slot_wait, "The server is busy: {threads} generations, "
-                     "uploads and downloads are already running. Try again in a minute."),
-    }
-    memory = ModelMemory()  # the default models each key cannot use
-    tools: list[Tool] = []
-    arguments: dict[str, frozenset[str]] = {}  # each tool's argument names, which `extra` may not override
-
-    def tool(viewer: bool = False, new_work: bool = False, **hints: Any) -> Any:
-        def register(fn: Any) -> Any:
-            @functools.wraps(fn)
-            async def guarded(*args: Any, **kwargs: Any) -> Any:
-                """Refuse new work while stopping (a query is answered: its wait ends at once with what is known);
-                give results as compact JSON text in the order of the structured content; make Ark's advice fit
-                this call; turn an unexpected failure into a clear error."""
-                if stopping.is_set and new_work:
-                    raise DoubaoError("This server is stopping: call again in a moment.")
-                try:
-                    result = await fn(*args, **kwargs)
-                    text = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
-                    shown = [ImageContent(type="image", data=base64.b64encode(jpeg).decode(), mime_type="image/jpeg")
-                             for jpeg in await previews(result)]
-                    return CallToolResult(content=[TextContent(type="text", text=text), *shown],
-                                          structured_content=result)
-                except ArkAPIError as error:
-                    error.hint = advice(error, bool(config.caller_key(kwargs["ctx"].headers))) or error.hint
-                    raise
-                except DoubaoError:
-                    raise
-                except Exception as error:
-                    log.exception("%s failed unexpectedly", fn.__name__)
-                    raise DoubaoError(f"{fn.__name__} failed unexpectedly ({type(error).__name__}); the server's log "
-                                      "has the details. A video task may have been created: see list_video_tasks."
-                                      ) from error
-
-            # All four hints, always: some clients read a missing one as unknown, not as the spec's default.
-            registered = LenientTool.from_function(guarded, description=" ".join(fn.__doc__.split()),
-                                                   annotations=ToolAnnotations(open_world_hint=True, **hints),
-                                                   meta={"ui": {"resourceUri": VIEWER_URI}} if viewer else None)
-            registered.parameters = _lean_schema(registered.parameters)
-            registered.fn_metadata.output_schema = _lean_schema(registered.fn_metadata.output_schema)
-            arguments[registered.name] = frozenset(registered.parameters["properties"])
-            tools.append(registered)
-            return fn
-        return register
-
-    async def previews(result: Mapping[str, Any]) -> list[bytes]:
-        """JPEG previews of what a result shows (its images, or a finished video's last frame), from the saved
-        file when there is one, else fetched like a download. Made at once, within PREVIEW_SECONDS; one that
-        fails or comes late is left out, with a log line. None with DOUBAO_PREVIEWS=0."""
-        if not config.previews:
-            return []
-        saved = [f for f in result.get("saved_files", []) if not f.get("missing")]
-        if isinstance(result.get("images"), list):  # each image by its index, never by a file name
-            sources = [(image.get("url"), next((f["path"] for f in saved if f.get("index") == image["index"]), None))
-                       for image in result["images"]]
-        elif result.get("status") == "succeeded" and result.get("last_frame_url"):
-            sources = [(result["last_frame_url"], next((f["path"] for f in saved if f.get("kind") == "last_frame"),
-                                                       None))]
-        else:
-            return []
-        made: dict[int, bytes] = {}
-
-        async def one(index: int, url: str | None, path: str | None) -> None:
-            try:
-                made[index] = await call("slow", preview_of, url, path)
-            except Exception as error:
-                log.warning("No preview of %s: %s", _text(path or url, 100), error)
-
-        with anyio.move_on_after(PREVIEW_SECONDS):
-            async with anyio.create_task_group() as group:
-                for index, (url, path) in enumerate(sources):
-                    group.start_soon(one, index, url, path)
-        return [made[index] for index in sorted(made)]
-
-    def preview_of(url: str | None, path: str | None) -> bytes:
-        """A preview from the saved file (no second download), else from the URL."""
-        if path:
-            data = read_input(Path(path), config.allowed_dir, "preview", PREVIEW_SOURCE_MAX_BYTES, "an image")
-        elif url:
-            data = client.fetch(url, "image", PREVIEW_SECONDS)
-        else:
-            raise DoubaoError("an inline image that was not saved")
-        return make_preview(data)
-
-    async def call(lane: str, function: Any, *args: Any) -> Any:
-        """Run blocking work (HTTP, files) in its lane's threads, never on the event loop. A cancelled call
-        returns at once; its job ends on its own, within its deadline, and only then frees its thread."""
-        return await lanes[lane].run(partial(function, *args))
-
-    def remembered(tasks: list[Any]) -> list[Any]:
-        """Tasks as Ark described them, written to the record where that changed, with the files saved for them and
-        a background save that failed."""
-        if record is None:
-            return tasks
-        record.observed(tasks)
-        known = record.files_of(task["task_id"] for task in tasks)
-        return [with_record(task, known[task["task_id"]]) if task["task_id"] in known else task for task in tasks]
-
-    def look(task_id: str, api_key: str, retry: bool = True) -> VideoTask:
-        return remembered([shape_task(client.get_task(task_id, api_key, retry=retry), task_id)])[0]
-
-    def save_once(task: VideoTask, folder: Folder) -> VideoTask:
-        """Save what of a succeeded task is not saved yet (see `save_missing`)."""
-        known = record.files_of([task["task_id"]]).get(task["task_id"]) if record else None
-        saved = save_missing(client, record, task, folder, config.max_download_bytes, known)
-        if saved is None:
-            return _with(task, next_step="It is being saved right now, by this server's watcher or another server "
-                         "process: ask again in a moment to see its saved_files.")
-        return saved
-
-    async def finish_task(task: VideoTask | None, task_id: str, wait_seconds: float, save_to: Folder | None,
-                          api_key: str, ctx: Context) -> VideoTask:
-        """Shared by generate_video and query_video_task: wait if asked, then save if it succeeded, or have the
-        watcher save it when it does."""
-        async def poll() -> VideoTask:
-            return await call("quick", look, task_id, api_key, False)
-
-        async def report(elapsed: float, message: str) -> None:
-            await ctx.report_progress(round(min(elapsed, wait_seconds), 1), wait_seconds, message)
-
-        task = task or await call("quick", look, task_id, api_key)
-        task = await wait_for_task(poll, task, wait_seconds, report, config.poll_intervals, sleep=stopping.sleep,
-                                   stopped=lambda: stopping.is_set)
-        if save_to and task["status"] == "succeeded":
-            return await call("slow", save_once, task, save_to)
-        if save_to and task["status"] in ("queued", "running"):
-            if watcher and api_key == config.api_key:  # the watcher polls with the server's own key only
-                folder = watcher.watch(task_id, save_to.path)
-                return _with(task, next_step=task["next_step"] + f" It is saved into {folder} when it "
-                             "finishes, even if nobody asks again (at the next start, if this server stops first).")
-            return _with(task, next_step=task["next_step"] + " Pass save_dir again to save it.")
-        return task
-
-    async def with_heartbeat(ctx: Context, what: str, work: Awaitable[Any]) -> Any:
-        """Send progress every few seconds while `work` runs, so clients that reset their timeout on
-        progress keep waiting for a long synchronous generation."""
-        async def beat() -> None:
-            start = time.monotonic()
-            while True:
-                await anyio.sleep(HEARTBEAT_SECONDS)
-                elapsed = time.monotonic() - start
-                await ctx.report_progress(round(elapsed, 1), None, f"{what}, {elapsed:.0f} s elapsed")
-
-        failure: Exception | None = None
-        async with anyio.create_task_group() as beats:
-            beats.start_soon(beat)
-            try:
-                result = await work
-            except Exception as error:  # raised below, outside the group, so it is not wrapped in a group
-                failure = error
-            beats.cancel_scope.cancel()
-        if failure:
-            raise failure
-        return result
-
-    @tool(viewer=True, new_work=True, title="Generate images", read_only_hint=False, destructive_hint=False, idempotent_hint=False)
-    async def generate_image(
-        ctx: Context,
-        prompt: Annotated[Prompt, Field(description="What to draw, or how to edit the reference images.")],
-        model: Annotated[ModelId, Field(description="Model or endpoint id (default DOUBAO_IMAGE_MODEL, or best fit)."
-                         )] = None,
-        images: Annotated[MediaList, Field(description=f"Images to edit or combine: {MEDIA_FORMS}.")] = None,
-        size: Annotated[str | None, _optional(_image_size),
-                        Field(description="Per model: 1K, 1.5K, 2K, 3K, 4K, auto, adaptive or WIDTHxHEIGHT.")] = None,
-        max_images: Annotated[int | None, Field(ge=1, le=MAX_SET, description="Above 1: a set of up to this many "
-                              "related images.")] = None,
-        seed: Annotated[int | None, Field(ge=-1, le=2147483647)] = None,
-        guidance_scale: Annotated[float | None, Field(ge=1, le=10, description="Seedream 3.0, SeedEdit.")] = None,
-        watermark: bool | None = None,
-        output_format: Literal["jpeg", "png"] | None = None,
-        web_search: Annotated[bool | None, Field(description="Let the model search the web (Seedream 5.0).")] = None,
-        background: Annotated[Literal["auto", "transparent", "opaque"] | None, Field(description="Seedream 5.5."
-                              )] = None,
-        extra: Annotated[Extra, Field(description=Extra.__metadata__[0].description.format(
-            examples="optimize_prompt_options, layer_decomposition"))] = None,
-        save_dir: SaveDir = None,
-    ) -> ImageResult:
-        """Generate images with Doubao Seedream from a prompt, optionally editing or combining reference images.
-        Returns image URLs (valid 24 h), per-image errors, and saved file paths with save_dir. Relative paths start
-        in the server's folder."""
-        choice = candidates("image", ImageAsk(len(images or []), size, max_images, bool(web_search), background),
-                            config, model)
-        extra = check_extra(extra, arguments["generate_image"])
-        api_key = config.api_key_for(ctx.headers)
-        save_to = await call("quick", output_dir, save_dir, config)
-        refs = await call("slow", load_inputs, [("images", "image", ref) for ref in images or []], config)
-        body = image_request(prompt, choice.models[0], refs, size, max_images, web_search, extra, seed=seed,
-                             guidance_scale=guidance_scale, watermark=watermark, output_format=output_format,
-                             background=background)
-        data, used, skipped = await with_heartbeat(ctx, "generating images", call(
-            "slow", first_usable, "image", choice,
-            lambda model: client.generate_images({**body, "model": model}, api_key), memory, api_key, config.region))
-        result = shape_images(data)
-        if note := model_note("image", used, skipped, config.region):
-            result = ImageResult(**{**result, "note": f"{note} {result['note']}"})  # type: ignore[typeddict-item]
-        if save_to:
-            result = await call("slow", save_images, client, data["data"], result, save_to, config.max_download_bytes)
-        return result
-
-    @tool(viewer=True, new_work=True, title="Generate a video", read_only_hint=False, destructive_hint=False, idempotent_hint=False)
-    async def generate_video(
-        ctx: Context,
-        prompt: Annotated[Prompt | None, Field(description="Scene and motion, best under 500 chars; cite "
-                          "references as @Image1, @Video1, @Audio1.")] = None,
-        model: Annotated[ModelId, Field(description="Model or endpoint id (default DOUBAO_VIDEO_MODEL, or best fit)."
-                         )] = None,
-        first_frame: MediaArg = None,
-        last_frame: Annotated[MediaArg, Field(description="Image to end on; needs first_frame.")] = None,
-        reference_images: Annotated[MediaList, Field(description="Images to draw on; not with first/last "
-                                    "frames.")] = None,
-        reference_videos: Annotated[MediaList, Field(description="Videos to follow, edit or extend (URL or "
-                                    "asset:// id).")] = None,
-        reference_audios: Annotated[MediaList, Field(description="WAV/MP3 audio (Seedance 2.x).")] = None,
-        draft_task_id: Annotated[str | None, _optional(_task_id),
-                                 Field(description="Render the final video of this draft task.")] = None,
-        resolution: Resolution | None = None,
-        ratio: Ratio | None = None,
-        duration: Annotated[int | None, _optional(_duration),
-                            Field(description="Seconds (2-30 by model), or -1: model decides.")] = None,
-        frames: Annotated[int | None, Field(description="25+4n frames, instead of duration (Seedance 1.0)."),
-                          _optional(_frames)] = None,
-        seed: Annotated[int | None, Field(ge=-1, le=4294967295)] = None,
-        camera_fixed: bool | None = None,
-        watermark: bool | None = None,
-        generate_audio: bool | None = None,
-        return_last_frame: bool | None = None,
-        draft: Annotated[bool | None, Field(description="480p preview to render later with draft_task_id (2.5)."
-                         )] = None,
-        web_search: Annotated[bool | None, Field(description="Let the model search the web.")] = None,
-        service_tier: Annotated[ServiceTier | None, Field(description="flex: cheaper, slower.")] = None,
-        callback_url: Annotated[str | None, _optional(_callback_url),
-                                Field(description="Ark POSTs task updates here.")] = None,
-        extra: Annotated[Extra, Field(description=Extra.__metadata__[0].description.format(
-            examples="priority, execution_expires_after, output_format, omni_reference_task_type"))] = None,
-        wait_seconds: StartWait = 0,
-        save_dir: SaveDir = None,
-    ) -> VideoTask:
-        """Start a Doubao Seedance video task from text, a first (and last) frame, reference images, videos and
-        audios, or a draft. Returns a task_id; with wait_seconds, waits for the video. If the call times out, find
-        the task with list_video_tasks. Relative paths start in the server's folder."""
-        given = {"first_frame": [first_frame] if first_frame else [], "last_frame": [last_frame] if last_frame else [],
-                 "reference_images": reference_images or [], "reference_videos": reference_videos or [],
-                 "reference_audios": reference_audios or []}
-        extra = check_extra(extra, arguments["generate_video"])
-        text = lambda value: value if isinstance(value, str) else ""  # noqa: E731
-        choice = candidates("video", VideoAsk(
-            {argument: len(values) for argument, values in given.items()}, bool(prompt), bool(draft_task_id), duration,
-            frames, resolution, ratio, bool(draft), bool(generate_audio), bool(web_search),
-            text(extra.get("omni_reference_task_type")), text(extra.get("output_format"))), config, model)
-        api_key = config.api_key_for(ctx.headers)
-        save_to = await call("quick", output_dir, save_dir, config)
-        inputs = [(argument, kind, item, role, ref) for argument, kind, item, role in VIDEO_INPUTS
-                  for ref in given[argument]]
-        loaded = await call("slow", load_inputs, [(argument, kind, ref) for argument, kind, _, _, ref in inputs],
-                            config)
-        body = video_request(
-            choice.models[0], prompt, [(item, role, url) for (_, _, item, role, _), url in zip(inputs, loaded)], draft_task_id,
-            web_search, extra, resolution=resolution, ratio=ratio, duration=duration, frames=frames, seed=seed,
-            camera_fixed=camera_fixed, watermark=watermark, generate_audio=generate_audio,
-            return_last_frame=return_last_frame, draft=draft, service_tier=service_tier, callback_url=callback_url)
-        def create() -> tuple[VideoTask, str | None]:
-            answer, used, skipped = first_usable("video", choice, lambda model: client.create_task(
-                {**body, "model": model}, api_key), memory, api_key, config.region)
-            if not _task_id_of(answer):
-                raise _unreadable("a new task without a usable task id (the task may exist: see list_video_tasks)",
-                                  answer)
-            created = shape_task({"status": "queued", "model": used, **answer})
-            if record:  # on the same thread: the record costs the call no extra hop
-                own = api_key == config.api_key
-                record.created(created, {**body, "model": used}, save_to and save_to.path,
-                               key_fingerprint(api_key) if own else None, watched=bool(watcher and own and save_to))
-            return created, model_note("video", used, skipped, config.region)
-        created, note = await call("slow", create)
-        task = await finish_task(created, created["task_id"], wait_seconds, save_to, api_key, ctx)
-        return _with(task, note=note) if note else task
-
-    @tool(viewer=True, title="Check a video task", read_only_hint=True, destructive_hint=False, idempotent_hint=True)
-    async def query_video_task(task_id: TaskId, ctx: Context, wait_seconds: WaitSeconds = 0,
-                               save_dir: SaveDir = None) -> VideoTask:
-        """Get a video task's status and, once succeeded, its video URL (valid 24 h). With wait_seconds, waits
-        for it to finish; with save_dir, saves the video. Relative paths start in the server's folder."""
-        api_key = config.api_key_for(ctx.headers)
-        save_to = await call("quick", output_dir, save_dir, config)
-        return await finish_task(None, task_id, wait_seconds, save_to, api_key, ctx)
-
-    @tool(title="List video tasks", read_only_hint=True, destructive_hint=False, idempotent_hint=True)
-    async def list_video_tasks(
-        ctx: Context,
-        status: TaskStatus | None = None,
-        model: Annotated[ModelId, Field(description="Only tasks of this model or endpoint id.")] = None,
-        service_tier: ServiceTier | None = None,
-        task_ids: Annotated[list[Annotated[str, AfterValidator(_task_id)]] | None,
-                            Field(max_length=500, description="Only these tasks.")] = None,
-        page_num: Annotated[int | None, Field(ge=1, le=500)] = None,
-        page_size: Annotated[int | None, Field(ge=1, le=500)] = None,
-    ) -> TaskList:
-        """List video tasks from the last 7 days, newest first, optionally filtered."""
-        params = list_query(status, model, service_tier, task_ids or [], page_num, page_size)
-
-        def listing(api_key: str) -> TaskList:
-            listed = shape_task_list(client.list_tasks(params, api_key), task_ids or [])
-            return TaskList(total=listed["total"], tasks=remembered(listed["tasks"]))
-        return await call("quick", listing, config.api_key_for(ctx.headers))
-
-    @tool(title="Cancel or delete a video task", read_only_hint=False, destructive_hint=True, idempotent_hint=False)
-    async def cancel_video_task(task_id: TaskId, ctx: Context) -> CancelResult:
-        """Cancel a queued video task, or delete the record of a finished one. A running task cannot be
-        cancelled."""
-        api_key = config.api_key_for(ctx.headers)
-        status = (await call("quick", look, task_id, api_key))["status"]
-        outcome: Literal["cancelled", "deleted"] = "cancelled" if status == "queued" else "deleted"
-
-        def cancel() -> None:
-            client.delete_task(task_id, api_key)
-            if record:  # nothing left to save: no watcher, now or after a restart, waits for it
-                record.gave_up(task_id, None)
+def answered(fn: Callable[..., Awaitable[Any]], new_work: bool) -> Callable[..., Awaitable[CallToolResult]]:
+    """A tool as the SDK calls it: refuse new work while stopping (a query is answered: its wait ends at once with
+    what is known); give the result as compact JSON text in the order of the structured content, with previews;
+    make Ark's advice fit this call; turn an unexpected failure into a clear error."""
+    @functools.wraps(fn)
+    async def guarded(*args: Any, **kwargs: Any) -> CallToolResult:
+        app = app_of(kwargs["ctx"])
+        if app.stopping.is_set and new_work:
+            raise DoubaoError("This server is stopping: call again in a moment.")
         try:
-            await call("quick", cancel)
+            result = await fn(*args, **kwargs)
+            text = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
+            shown = [ImageContent(type="image", data=base64.b64encode(jpeg).decode(), mime_type="image/jpeg")
+                     for jpeg in await previews(app, result)]
+            return CallToolResult(content=[TextContent(type="text", text=text), *shown], structured_content=result)
         except ArkAPIError as error:
-            if status in ("running", "cancelled") and 400 <= error.status < 500:
-                error.hint = (f"The task is {status}: Ark cannot cancel or delete it now. "
-                              + ("Wait until it finishes, then call cancel_video_task again to delete its record."
-                                 if status == "running" else "Ark keeps cancelled tasks for 7 days."))
+            error.hint = advice(error, bool(app.config.caller_key(kwargs["ctx"].headers))) or error.hint
             raise
-        message = ("The task was cancelled before it started." if outcome == "cancelled"
-                   else f"The {status} task's record was deleted; its URLs stop working.")
-        return CancelResult(task_id=task_id, previous_status=status, outcome=outcome, message=message)
-
-    apps = Apps()  # the viewer, for hosts that speak MCP Apps; others ignore it and get the same results
-    apps.add_html_resource(VIEWER_URI, VIEWER_HTML, name="doubao-mcp viewer", description="Shows generated images, "
-                           "and a video player or a task's progress.", prefers_border=True,
-                           csp=ResourceCsp(resource_domains=list(config.media_domains)))
-    return MCPServer(
-        "doubao-mcp", version=__version__, tools=tools, extensions=[apps],
-        instructions="Generate images (Seedream) and videos (Seedance) with ByteDance Doubao models on "
-        "Volcengine Ark. Videos are asynchronous tasks: generate_video returns a task_id to check with "
-        "query_video_task. Result URLs expire after 24 hours.",
-    )
+        except DoubaoError:
+            raise
+        except Exception as error:
+            log.exception("%s failed unexpectedly", fn.__name__)
+            raise DoubaoError(f"{fn.__name__} failed unexpectedly ({type(error).__name__}); the server's log has the "
+                              "details. A video task may have been created: see list_video_tasks.") from error
+    return guarded
 
 
-# --- The viewer (MCP Apps) -----------------------------------------------------------------------------
-# One self-contained page a host that speaks MCP Apps renders beside the results of generate_image,
-# generate_video and query_video_task: no external script, no build step. It talks JSON-RPC to the host over
-# postMessage (SEP-1865), builds its DOM with textContent only, and loads media only from http(s) and data:.
+async def serve_stdio(server: MCPServer) -> None:
+    """The SDK's stdio transport, with an answer for a line that is not JSON-RPC: mcp 2.3 drops such a line
+    silently, so its client waits for its own timeout, while over HTTP the same line gets -32700 at once. The
+    transport hands such lines on as exceptions; they are answered here and the server keeps serving."""
+    from mcp.server.stdio import stdio_server
+    from mcp.shared.message import SessionMessage
+    from mcp.types import ErrorData, JSONRPCError
 
-VIEWER_HTML = """<!doctype html>
-<html><head><meta charset="utf-8"><meta name="color-scheme" content="light dark"><title>doubao-mcp</title>
-<style>
-:root { --bg: var(--color-background-primary, #ffffff); --fg: var(--color-text-primary, #171717);
-  --muted: var(--color-text-secondary, #5c5c5c); --line: var(--color-border-primary, #d4d4d4);
-  --bad: var(--color-text-danger, #b42318); --radius: var(--border-radius-md, 8px);
-  font-family: var(--font-sans, system-ui, sans-serif); font-size: 14px; }
-:root[data-theme=dark] { --bg: var(--color-background-primary, #171717); --fg: var(--color-text-primary, #fafafa);
-  --muted: var(--color-text-secondary, #a3a3a3); --line: var(--color-border-primary, #3d3d3d);
-  --bad: var(--color-text-danger, #f97066); }
-body { margin: 0; padding: 12px; background: var(--bg); color: var(--fg); }
-.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); gap: 8px; }
-.grid img { width: 100%; aspect-ratio: 1; object-fit: cover; border-radius: var(--radius);
-  border: 1px solid var(--line); display: block; }
-video { width: 100%; max-height: 70vh; border-radius: var(--radius); background: #000; }
-h1 { font-size: 15px; margin: 0 0 8px; } .muted { color: var(--muted); } .error { color: var(--bad); }
-code { font-family: var(--font-mono, ui-monospace, monospace); } ul { margin: 6px 0; padding-left: 18px; }
-button { font: inherit; color: var(--fg); background: transparent; border: 1px solid var(--line);
-  border-radius: var(--radius); padding: 4px 12px; cursor: pointer; margin-top: 8px; }
-</style></head>
-<body><main id="view"><p class="muted">Waiting for the result…</p></main>
-<script>
-"use strict";
-const view = document.getElementById("view");
-const pending = new Map();
-let nextId = 1, ticking = null, polling = null;
+    async with stdio_server() as (read_stream, write_stream):
+        inbox_writer, inbox = anyio.create_memory_object_stream[Any](0)
 
-function send(message) { parent.postMessage(Object.assign({ jsonrpc: "2.0" }, message), "*"); }
-function request(method, params) {
-  const id = nextId++;
-  send({ id, method, params });
-  return new Promise((resolve, reject) => pending.set(id, { resolve, reject }));
-}
-addEventListener("message", (event) => {
-  const message = event.data || {};
-  if (message.method === undefined && pending.has(message.id)) {
-    const { resolve, reject } = pending.get(message.id);
-    pending.delete(message.id);
-    return message.error ? reject(new Error(message.error.message || "failed")) : resolve(message.result);
-  }
-  if (message.method === "ui/notifications/tool-result") render(message.params);
-  else if (message.method === "ui/notifications/host-context-changed") applyContext(message.params);
-  else if (message.method === "ui/resource-teardown") { stop(); send({ id: message.id, result: {} }); }
-});
+        async def sort() -> None:
+            async with inbox_writer:
+                async for item in read_stream:
+                    if not isinstance(item, Exception):
+                        await inbox_writer.send(item)
+                        continue
+                    parse = isinstance(item, ValidationError) and any(e["type"] == "json_invalid" for e in item.errors())
+                    error = ErrorData(code=-32700, message="Parse error: the line is not JSON.") if parse else \
+                        ErrorData(code=-32600, message="Invalid request: the line is JSON but not a JSON-RPC message.")
+                    await write_stream.send(SessionMessage(JSONRPCError(jsonrpc="2.0", id=None, error=error)))
 
-function applyContext(context) {
-  if (!context) return;
-  if (context.theme) document.documentElement.dataset.theme = context.theme;
-  const variables = (context.styles && context.styles.variables) || {};
-  for (const [name, value] of Object.entries(variables)) {
-    if (name.startsWith("--") && value) document.documentElement.style.setProperty(name, value);
-  }
-}
-if (matchMedia("(prefers-color-scheme: dark)").matches) document.documentElement.dataset.theme = "dark";
-
-function safe(url) { return typeof url === "string" && /^(https?:|data:image\\/)/.test(url) ? url : ""; }
-function el(tag, attributes, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attributes || {})) if (value) node.setAttribute(name, value);
-  for (const child of children) if (child) node.append(child);
-  return node;
-}
-function stop() { clearInterval(ticking); clearInterval(polling); ticking = polling = null; }
-
-function render(result) {
-  stop();
-  const data = result && result.structuredContent;
-  const thumbs = ((result && result.content) || []).filter((c) => c.type === "image")
-    .map((c) => "data:" + c.mimeType + ";base64," + c.data);
-  if (!data || result.isError) {
-    const text = ((result && result.content) || []).map((c) => c.text || "").join(" ") || "No result.";
-    return view.replaceChildren(el("p", { class: "error" }, text));
-  }
-  view.replaceChildren(...(Array.isArray(data.images) ? images(data, thumbs) : task(data, thumbs)));
-}
-
-function images(data, thumbs) {
-  const grid = el("div", { class: "grid" });
-  data.images.forEach((image, i) => {
-    const img = el("img", { src: safe(image.url) || thumbs[i], alt: image.name || "image " + (image.index + 1) });
-    img.onerror = () => { if (thumbs[i] && img.src !== thumbs[i]) img.src = thumbs[i]; };
-    grid.append(el("a", { href: safe(image.url), target: "_blank", rel: "noopener" }, img));
-  });
-  const errors = (data.errors || []).map((e) => el("li", { class: "error" }, "Image " + (e.index + 1) + ": " + e.message));
-  return [el("h1", {}, data.images.length + " image" + (data.images.length === 1 ? "" : "s") +
-            (data.model ? " by " + data.model : "")), grid, errors.length ? el("ul", {}, ...errors) : null,
-          ...files(data), el("p", { class: "muted" }, "Links expire 24 hours after generation.")].filter(Boolean);
-}
-
-function task(data, thumbs) {
-  const parts = [el("h1", {}, el("code", {}, data.task_id), " · " + data.status)];
-  if (data.status === "succeeded" && safe(data.video_url)) {
-    parts.push(el("video", { controls: "controls", src: safe(data.video_url),
-                             poster: safe(data.last_frame_url) || thumbs[0] }));
-    parts.push(el("p", { class: "muted" }, "The video link expires 24 hours after generation."));
-  } else if (data.status === "queued" || data.status === "running") {
-    const elapsed = el("p", { class: "muted" });
-    const started = Date.parse(data.created_at || "") || Date.now();
-    const tick = () => { elapsed.textContent = "Elapsed " + Math.round((Date.now() - started) / 1000) + " s"; };
-    tick();
-    ticking = setInterval(tick, 1000);
-    const button = el("button", { type: "button" }, "Check again");
-    button.onclick = () => check(data.task_id, button);
-    polling = setInterval(() => check(data.task_id, button), 30000);  // gently, while the view is open
-    parts.push(elapsed, el("p", { class: "muted" }, "Videos take from 30 s to several minutes; this view checks " +
-                              "again every 30 s while it is open."), button);
-  }
-  if (data.error_code || data.error_message) {  // next_step is advice for the model: a person reads the error
-    parts.push(el("p", { class: "error" }, [data.error_code, data.error_message].filter(Boolean).join(": ")));
-  }
-  return parts.concat(files(data));
-}
-
-function files(data) {
-  const saved = (data.saved_files || []).map((f) => el("li", {}, el("code", {}, f.path)));
-  const failed = (data.save_errors || []).map((f) => el("li", { class: "error" }, f.error));
-  return [saved.length ? el("p", {}, "Saved:") : null, saved.length ? el("ul", {}, ...saved) : null,
-          failed.length ? el("ul", {}, ...failed) : null].filter(Boolean);
-}
-
-async function check(taskId, button) {
-  button.disabled = true;
-  try {
-    render(await request("tools/call", { name: "query_video_task", arguments: { task_id: taskId } }));
-  } catch (error) {
-    button.disabled = false;
-    button.after(el("p", { class: "error" }, "Checking failed: " + error.message));
-  }
-}
-
-new ResizeObserver(() => send({ method: "ui/notifications/size-changed", params: {
-  width: document.documentElement.scrollWidth, height: document.documentElement.scrollHeight } }))
-  .observe(document.body);
-request("ui/initialize", { appInfo: { name: "doubao-mcp viewer", version: "1" }, appCapabilities: {},
-                           protocolVersion: "2026-01-26" })
-  .then((result) => { applyContext(result && result.hostContext); send({ method: "ui/notifications/initialized", params: {} }); });
-</script></body></html>
-"""
+        lowlevel = server._lowlevel_server  # what MCPServer.run_stdio_async runs, fed the sorted stream
+        async with anyio.create_task_group() as group:
+            group.start_soon(sort)
+            await lowlevel.run(inbox, write_stream, lowlevel.create_initialization_options())
+            group.cancel_scope.cancel()
 
 
-# --- Entry point -----------------------------------------------------------------------------
-
-
-TRANSPORTS = ("stdio", "streamable-http", "http")  # http: the same as streamable-http
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# --- Hosting: streamable HTTP for many callers, treated as hostile ------------------------------------------------
 
 
 def is_loopback(host: str) -> bool:
@@ -3787,142 +3947,149 @@ def _exit_at_once(signum: int, frame: Any) -> None:
     os._exit(0)
 
 
-async def serve_stdio(server: MCPServer) -> None:
-    """The SDK's stdio transport, with an answer for a line that is not JSON-RPC: mcp 2.3 drops such a line
-    silently, so its client waits for its own timeout, while over HTTP the same line gets -32700 at once. The
-    transport hands such lines on as exceptions; they are answered here and the server keeps serving."""
-    from mcp.server.stdio import stdio_server
-    from mcp.shared.message import SessionMessage
-    from mcp.types import ErrorData, JSONRPCError
+# --- The viewer (MCP Apps) ----------------------------------------------------------------------------------------
+# One self-contained page a host that speaks MCP Apps renders beside the results of generate_image,
+# generate_video and query_video_task: no external script, no build step. It talks JSON-RPC to the host over
+# postMessage (SEP-1865), builds its DOM with textContent only, and loads media only from http(s) and data:.
 
-    async with stdio_server() as (read_stream, write_stream):
-        inbox_writer, inbox = anyio.create_memory_object_stream[Any](0)
+VIEWER_HTML = """<!doctype html>
+<html><head><meta charset="utf-8"><meta name="color-scheme" content="light dark"><title>doubao-mcp</title>
+<style>
+:root { --bg: var(--color-background-primary, #ffffff); --fg: var(--color-text-primary, #171717);
+  --muted: var(--color-text-secondary, #5c5c5c); --line: var(--color-border-primary, #d4d4d4);
+  --bad: var(--color-text-danger, #b42318); --radius: var(--border-radius-md, 8px);
+  font-family: var(--font-sans, system-ui, sans-serif); font-size: 14px; }
+:root[data-theme=dark] { --bg: var(--color-background-primary, #171717); --fg: var(--color-text-primary, #fafafa);
+  --muted: var(--color-text-secondary, #a3a3a3); --line: var(--color-border-primary, #3d3d3d);
+  --bad: var(--color-text-danger, #f97066); }
+body { margin: 0; padding: 12px; background: var(--bg); color: var(--fg); }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); gap: 8px; }
+.grid img { width: 100%; aspect-ratio: 1; object-fit: cover; border-radius: var(--radius);
+  border: 1px solid var(--line); display: block; }
+video { width: 100%; max-height: 70vh; border-radius: var(--radius); background: #000; }
+h1 { font-size: 15px; margin: 0 0 8px; } .muted { color: var(--muted); } .error { color: var(--bad); }
+code { font-family: var(--font-mono, ui-monospace, monospace); } ul { margin: 6px 0; padding-left: 18px; }
+button { font: inherit; color: var(--fg); background: transparent; border: 1px solid var(--line);
+  border-radius: var(--radius); padding: 4px 12px; cursor: pointer; margin-top: 8px; }
+</style></head>
+<body><main id="view"><p class="muted">Waiting for the result…</p></main>
+<script>
+"use strict";
+const view = document.getElementById("view");
+const pending = new Map();
+let nextId = 1, ticking = null, polling = null;
 
-        async def sort() -> None:
-            async with inbox_writer:
-                async for item in read_stream:
-                    if not isinstance(item, Exception):
-                        await inbox_writer.send(item)
-                        continue
-                    parse = isinstance(item, ValidationError) and any(e["type"] == "json_invalid" for e in item.errors())
-                    error = ErrorData(code=-32700, message="Parse error: the line is not JSON.") if parse else \
-                        ErrorData(code=-32600, message="Invalid request: the line is JSON but not a JSON-RPC message.")
-                    await write_stream.send(SessionMessage(JSONRPCError(jsonrpc="2.0", id=None, error=error)))
+function send(message) { parent.postMessage(Object.assign({ jsonrpc: "2.0" }, message), "*"); }
+function request(method, params) {
+  const id = nextId++;
+  send({ id, method, params });
+  return new Promise((resolve, reject) => pending.set(id, { resolve, reject }));
+}
+addEventListener("message", (event) => {
+  const message = event.data || {};
+  if (message.method === undefined && pending.has(message.id)) {
+    const { resolve, reject } = pending.get(message.id);
+    pending.delete(message.id);
+    return message.error ? reject(new Error(message.error.message || "failed")) : resolve(message.result);
+  }
+  if (message.method === "ui/notifications/tool-result") render(message.params);
+  else if (message.method === "ui/notifications/host-context-changed") applyContext(message.params);
+  else if (message.method === "ui/resource-teardown") { stop(); send({ id: message.id, result: {} }); }
+});
 
-        lowlevel = server._lowlevel_server  # what MCPServer.run_stdio_async runs, fed the sorted stream
-        async with anyio.create_task_group() as group:
-            group.start_soon(sort)
-            await lowlevel.run(inbox, write_stream, lowlevel.create_initialization_options())
-            group.cancel_scope.cancel()
+function applyContext(context) {
+  if (!context) return;
+  if (context.theme) document.documentElement.dataset.theme = context.theme;
+  const variables = (context.styles && context.styles.variables) || {};
+  for (const [name, value] of Object.entries(variables)) {
+    if (name.startsWith("--") && value) document.documentElement.style.setProperty(name, value);
+  }
+}
+if (matchMedia("(prefers-color-scheme: dark)").matches) document.documentElement.dataset.theme = "dark";
 
+function safe(url) { return typeof url === "string" && /^(https?:|data:image\\/)/.test(url) ? url : ""; }
+function el(tag, attributes, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes || {})) if (value) node.setAttribute(name, value);
+  for (const child of children) if (child) node.append(child);
+  return node;
+}
+function stop() { clearInterval(ticking); clearInterval(polling); ticking = polling = null; }
 
-def open_record(config: Config, explicit: bool) -> Record | None:
-    """The task record, when there is to be one. Over HTTP (many callers, maybe many replicas) it is off unless
-    DOUBAO_STATE_DIR is set. One the operator asked for must work; the default one is worth a warning only, and a
-    file there that is not ours is moved aside. (A record locked by another process is opened when it can be.)"""
-    if config.state_dir is None or (config.serving_http and not explicit):
-        return None
-    path = config.state_dir / "tasks.sqlite3"
-    try:
-        try:
-            return Record(config.state_dir, config.base_url)
-        except RecordUnusable as error:
-            if explicit:
-                sys.exit(f"doubao-mcp: the task record {path} cannot be used: {error}. Move that file away, or set "
-                         "DOUBAO_STATE_DIR to another folder, or to off.")
-            aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
-            for suffix in ("", "-wal", "-shm"):
-                if os.path.exists(f"{path}{suffix}"):
-                    os.replace(f"{path}{suffix}", f"{aside}{suffix}")
-            log.warning("The task record %s cannot be used (%s): moved it to %s and started a new one.", path, error,
-                        aside)
-            return Record(config.state_dir, config.base_url)
-    except (OSError, sqlite3.Error, RecordUnusable) as error:
-        message = (f"the task record cannot be kept in {config.state_dir} ({error}). Set DOUBAO_STATE_DIR to a "
-                   "writable folder, or to off")
-        if explicit:
-            sys.exit(f"doubao-mcp: {message}.")
-        log.warning("No task record, so videos are saved only when a call asks: %s.", message)
-        return None
+function render(result) {
+  stop();
+  const data = result && result.structuredContent;
+  const thumbs = ((result && result.content) || []).filter((c) => c.type === "image")
+    .map((c) => "data:" + c.mimeType + ";base64," + c.data);
+  if (!data || result.isError) {
+    const text = ((result && result.content) || []).map((c) => c.text || "").join(" ") || "No result.";
+    return view.replaceChildren(el("p", { class: "error" }, text));
+  }
+  view.replaceChildren(...(Array.isArray(data.images) ? images(data, thumbs) : task(data, thumbs)));
+}
 
+function images(data, thumbs) {
+  const grid = el("div", { class: "grid" });
+  data.images.forEach((image, i) => {
+    const img = el("img", { src: safe(image.url) || thumbs[i], alt: image.name || "image " + (image.index + 1) });
+    img.onerror = () => { if (thumbs[i] && img.src !== thumbs[i]) img.src = thumbs[i]; };
+    grid.append(el("a", { href: safe(image.url), target: "_blank", rel: "noopener" }, img));
+  });
+  const errors = (data.errors || []).map((e) => el("li", { class: "error" }, "Image " + (e.index + 1) + ": " + e.message));
+  return [el("h1", {}, data.images.length + " image" + (data.images.length === 1 ? "" : "s") +
+            (data.model ? " by " + data.model : "")), grid, errors.length ? el("ul", {}, ...errors) : null,
+          ...files(data), el("p", { class: "muted" }, "Links expire 24 hours after generation.")].filter(Boolean);
+}
 
-def main(argv: list[str] | None = None) -> None:
-    env = os.environ
-    parser = argparse.ArgumentParser(
-        prog="doubao-image-video-mcp",
-        description="MCP server for Doubao Seedream images and Seedance videos (Volcengine Ark). Configure "
-        "it with ARK_API_KEY, ARK_BASE_URL, DOUBAO_IMAGE_MODEL, DOUBAO_VIDEO_MODEL, ARK_TIMEOUT, "
-        "DOUBAO_OUTPUT_DIR, DOUBAO_ALLOWED_DIR and DOUBAO_STATE_DIR (the task record's folder, or off). Each "
-        "option below also reads the variable named in it.",
-    )
-    parser.add_argument("--transport", choices=TRANSPORTS,
-                        default=env.get("DOUBAO_MCP_TRANSPORT", "stdio"),
-                        help="stdio (default) for a local client; streamable-http (or http) to host it "
-                        "(DOUBAO_MCP_TRANSPORT)")
-    parser.add_argument("--host", default=env.get("DOUBAO_MCP_HOST", "127.0.0.1"),
-                        help="HTTP bind address, default 127.0.0.1 (DOUBAO_MCP_HOST)")
-    parser.add_argument("--port", type=int, default=env.get("DOUBAO_MCP_PORT", "8000"),
-                        help="HTTP port, default 8000 (DOUBAO_MCP_PORT)")
-    parser.add_argument("--allowed-hosts", default=env.get("DOUBAO_MCP_ALLOWED_HOSTS", ""),
-                        help="comma-separated Host names clients use, e.g. mcp.example.com; turns on "
-                        "DNS-rebinding protection for non-loopback binds (DOUBAO_MCP_ALLOWED_HOSTS)")
-    parser.add_argument("--allowed-origins", default=env.get("DOUBAO_MCP_ALLOWED_ORIGINS", ""),
-                        help="comma-separated browser Origins allowed with --allowed-hosts (DOUBAO_MCP_ALLOWED_ORIGINS)")
-    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS,
-                        default=env.get("DOUBAO_MCP_LOG_LEVEL", "WARNING"),
-                        help="stderr log level, default WARNING (DOUBAO_MCP_LOG_LEVEL)")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    args = parser.parse_args(argv)
-    if args.transport not in TRANSPORTS or args.log_level not in LOG_LEVELS:  # argparse checks no defaults
-        parser.error(f"DOUBAO_MCP_TRANSPORT must be one of {TRANSPORTS} and DOUBAO_MCP_LOG_LEVEL one of {LOG_LEVELS}")
-    # stdout is the protocol channel on stdio: every log line goes to stderr, set before MCPServer() sets its own.
-    logging.basicConfig(level=args.log_level, stream=sys.stderr, force=True,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serving_http = args.transport != "stdio"
-    if not serving_http:
-        signal.signal(signal.SIGINT, _exit_at_once)
-    try:
-        config = replace(Config.from_env(), serving_http=serving_http)
-        output_dir(None, config)  # DOUBAO_OUTPUT_DIR is made now if missing, and an unusable one reported now
-    except (ValueError, DoubaoError) as error:
-        sys.exit(f"doubao-mcp: {error}")  # SystemExit with a message writes it to stderr
-    client = ArkClient(config.base_url, config.image_timeout, secrets=[config.api_key or ""], limits=config.limits,
-                       media_domains=config.media_domains)
-    record = open_record(config, explicit=bool(env.get("DOUBAO_STATE_DIR", "").strip()))
-    watcher = Watcher(client, record, config.api_key, config) if record and config.api_key else None
-    stopping = Stopping()
-    server = build_server(config, client, stopping, record, watcher)
-    try:
-        if watcher:
-            watcher.resume()
-        if not serving_http:
-            if not config.api_key:
-                log.warning("ARK_API_KEY is not set: tools are listed, but calls will ask for a key.")
-            if sys.stdin.isatty():  # started by hand: say why nothing seems to happen
-                sys.stderr.write("doubao-mcp is serving MCP on stdin/stdout and waits for an MCP client (see the "
-                                 "README's client configuration). Ctrl-C stops it.\n")
-            anyio.run(serve_stdio, server)  # returns when stdin closes; what runs on the lanes' daemon threads ends
-            return
-        if not is_loopback(args.host):
-            if config.api_key:
-                log.warning("Serving on %s with ARK_API_KEY set: requests without a key of their own spend "
-                            "this account's credit.", args.host)
-            if not args.allowed_hosts:
-                log.warning("DNS-rebinding protection is off for %s: set DOUBAO_MCP_ALLOWED_HOSTS to the host "
-                            "names clients use.", args.host)
-        signal.signal(signal.SIGINT, _stop_quietly)
-        signal.signal(signal.SIGTERM, _stop_quietly)
-        where = f"[{args.host}]" if ":" in args.host else args.host
-        sys.stderr.write(f"doubao-mcp is serving MCP over streamable HTTP at http://{where}:{args.port}/mcp. "
-                         "Ctrl-C stops it.\n")
-        http_server(server, args.host, args.port, args.allowed_hosts.split(","), args.allowed_origins.split(","),
-                    args.log_level.lower(), config.limits, stopping).run()
-    finally:
-        if watcher:
-            watcher.stop()
-        client.close()  # ends every exchange still in flight, the watcher's too
-        remove_live_parts()
+function task(data, thumbs) {
+  const parts = [el("h1", {}, el("code", {}, data.task_id), " · " + data.status)];
+  if (data.status === "succeeded" && safe(data.video_url)) {
+    parts.push(el("video", { controls: "controls", src: safe(data.video_url),
+                             poster: safe(data.last_frame_url) || thumbs[0] }));
+    parts.push(el("p", { class: "muted" }, "The video link expires 24 hours after generation."));
+  } else if (data.status === "queued" || data.status === "running") {
+    const elapsed = el("p", { class: "muted" });
+    const started = Date.parse(data.created_at || "") || Date.now();
+    const tick = () => { elapsed.textContent = "Elapsed " + Math.round((Date.now() - started) / 1000) + " s"; };
+    tick();
+    ticking = setInterval(tick, 1000);
+    const button = el("button", { type: "button" }, "Check again");
+    button.onclick = () => check(data.task_id, button);
+    polling = setInterval(() => check(data.task_id, button), 30000);  // gently, while the view is open
+    parts.push(elapsed, el("p", { class: "muted" }, "Videos take from 30 s to several minutes; this view checks " +
+                              "again every 30 s while it is open."), button);
+  }
+  if (data.error_code || data.error_message) {  // next_step is advice for the model: a person reads the error
+    parts.push(el("p", { class: "error" }, [data.error_code, data.error_message].filter(Boolean).join(": ")));
+  }
+  return parts.concat(files(data));
+}
 
+function files(data) {
+  const saved = (data.saved_files || []).map((f) => el("li", {}, el("code", {}, f.path)));
+  const failed = (data.save_errors || []).map((f) => el("li", { class: "error" }, f.error));
+  return [saved.length ? el("p", {}, "Saved:") : null, saved.length ? el("ul", {}, ...saved) : null,
+          failed.length ? el("ul", {}, ...failed) : null].filter(Boolean);
+}
+
+async function check(taskId, button) {
+  button.disabled = true;
+  try {
+    render(await request("tools/call", { name: "query_video_task", arguments: { task_id: taskId } }));
+  } catch (error) {
+    button.disabled = false;
+    button.after(el("p", { class: "error" }, "Checking failed: " + error.message));
+  }
+}
+
+new ResizeObserver(() => send({ method: "ui/notifications/size-changed", params: {
+  width: document.documentElement.scrollWidth, height: document.documentElement.scrollHeight } }))
+  .observe(document.body);
+request("ui/initialize", { appInfo: { name: "doubao-mcp viewer", version: "1" }, appCapabilities: {},
+                           protocolVersion: "2026-01-26" })
+  .then((result) => { applyContext(result && result.hostContext); send({ method: "ui/notifications/initialized", params: {} }); });
+</script></body></html>
+"""
 
 if __name__ == "__main__":
     main()

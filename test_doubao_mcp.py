@@ -2245,12 +2245,12 @@ async def test_the_watcher_records_failures_retries_blips_never_blocks_a_call_an
     for task_id in ("cgt-failed", "cgt-gone", "cgt-blip", "cgt-held"):
         record.created({"task_id": task_id, "status": "queued"}, body, tmp_path, doubao_mcp.key_fingerprint(KEY))
 
-    def blip(handler: BaseHTTPRequestHandler) -> None:
-        del fake_ark.faults[("GET", "/api/v3/contents/generations/tasks/cgt-blip")]
+    def blip(handler: BaseHTTPRequestHandler) -> None:  # the first poll of any kind, alone or in a list
+        del fake_ark.faults[("GET", TASKS_ROUTE)]
         answer(502, "<html>bad gateway</html>", "text/html")(handler)
 
     hold = Hold(then=answer(200, VIDEO_BYTES, "video/mp4"))
-    fake_ark.faults[("GET", "/api/v3/contents/generations/tasks/cgt-blip")] = blip
+    fake_ark.faults[("GET", TASKS_ROUTE)] = blip
     fake_ark.faults[("GET", "/files/cgt-held")] = hold
     for task_id in ("cgt-failed", "cgt-gone", "cgt-blip"):
         watcher.watch(task_id, tmp_path)
