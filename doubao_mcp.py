@@ -4,20 +4,26 @@ It talks to the Volcengine Ark v3 API (or BytePlus ModelArk) and offers five too
 generate_image, generate_video, query_video_task, list_video_tasks and cancel_video_task.
 
 Environment:
-    ARK_API_KEY          Ark API key (DOUBAO_API_KEY is accepted too). Without one the server
-                         still starts and lists its tools; tool calls say what to set.
-    ARK_BASE_URL         API root, default https://ark.cn-beijing.volces.com/api/v3
+  ARK_API_KEY            Ark API key (DOUBAO_API_KEY is read too). Without one the server still starts
+                         and lists its tools; tool calls say what to set.
+  ARK_BASE_URL           API root, default https://ark.cn-beijing.volces.com/api/v3
                          (BytePlus: https://ark.ap-southeast.bytepluses.com/api/v3).
-    DOUBAO_IMAGE_MODEL   default image model or endpoint id (fallback DOUBAO_IMAGE_ENDPOINT_ID).
-    DOUBAO_VIDEO_MODEL   default video model or endpoint id (fallback DOUBAO_VIDEO_ENDPOINT_ID).
-    ARK_TIMEOUT          seconds to wait for an image generation answer, default 300.
-    DOUBAO_OUTPUT_DIR    folder to save results in when a call gives no save_dir (relative to home).
-    DOUBAO_ALLOWED_DIR   the only folder tools may read images from and save into; required for local
+  DOUBAO_IMAGE_MODEL     the image model or endpoint id for calls that name none, never replaced
+                         (DOUBAO_IMAGE_ENDPOINT_ID is read too); unset: the first default that fits.
+  DOUBAO_VIDEO_MODEL     the same for videos (DOUBAO_VIDEO_ENDPOINT_ID is read too).
+  ARK_TIMEOUT            seconds to wait for an image generation answer, default 300.
+  DOUBAO_OUTPUT_DIR      folder to save results in when a call gives no save_dir (relative to home).
+  DOUBAO_PREVIEWS        0 turns off the image previews in results.
+  DOUBAO_MEDIA_DOMAINS   more origins results may be fetched and shown from, comma-separated
+                         (https://media.example.com, https://*.example.com).
+  DOUBAO_STATE_DIR       the task record's folder, or off (default: the platform's data folder on
+                         stdio, off over HTTP).
+  DOUBAO_ALLOWED_DIR     the only folder tools may read images from and save into; required for local
                          files over HTTP, where the server's disk is not the caller's.
-    DOUBAO_MCP_TRANSPORT, DOUBAO_MCP_HOST, DOUBAO_MCP_PORT, DOUBAO_MCP_ALLOWED_HOSTS,
-    DOUBAO_MCP_ALLOWED_ORIGINS, DOUBAO_MCP_LOG_LEVEL: defaults for the command-line options.
+  DOUBAO_MCP_TRANSPORT, DOUBAO_MCP_HOST, DOUBAO_MCP_PORT, DOUBAO_MCP_ALLOWED_HOSTS,
+  DOUBAO_MCP_ALLOWED_ORIGINS, DOUBAO_MCP_LOG_LEVEL: defaults for the command-line options.
 
-Run it over stdio with `doubao-image-video-mcp` (alias `doubao-mcp`, or `python -m doubao_mcp`), or
+Run it over stdio with `doubao-image-video-mcp` (alias `doubao-mcp`, or `python3 -m doubao_mcp`), or
 host it with `doubao-image-video-mcp --transport streamable-http --host 0.0.0.0 --port 8000`.
 """
 
@@ -100,19 +106,20 @@ T = TypeVar("T")
 
 DEFAULT_BASE_URL = "https://ark.cn-beijing.volces.com/api/v3"
 
-DEFAULT_IMAGE_TIMEOUT = 300.0  # a set of 15 4K images can take minutes; Ark's SDKs wait 600 s
+DEFAULT_IMAGE_TIMEOUT_SECONDS = 300.0  # a set of 15 4K images can take minutes; Ark's SDKs wait 600 s
 
-CONNECT_TIMEOUT = 10.0
+CONNECT_TIMEOUT_SECONDS = 10.0
 
-TASK_TIMEOUT = 15.0  # task create/get/list/delete answer in well under a second when Ark is healthy
+TASK_READ_TIMEOUT_SECONDS = 15.0  # task create/get/list/delete answer in well under a second when Ark is healthy
 
-WORKER_THREADS = 40  # anyio's default thread limit: the connection pool is sized to match it
 
 PROMPT_MAX_CHARS = 5000  # far above what Ark uses (~500 for video); stops pasted files going upstream
 
 MAX_ATTEMPTS = 4  # one call plus up to three retries of a transient failure
+RETRY_FIRST_DELAY_SECONDS, RETRY_MAX_DELAY_SECONDS = 0.5, 8.0  # doubled each retry, as in the official SDKs
+RETRY_JITTER = 0.25  # each delay grows by up to this fraction, so that retries of many callers spread out
 
-MAX_RETRY_AFTER = 30.0  # a longer Retry-After is reported to the caller, not slept through
+MAX_RETRY_AFTER_SECONDS = 30.0  # a longer Retry-After is reported to the caller, not slept through
 
 MIN_ATTEMPT_SECONDS = 1.0  # no retry starts unless its deadline leaves it at least this long
 
@@ -122,31 +129,31 @@ MAX_WAIT_SECONDS = 600
 
 START_WAIT_SECONDS = 55  # generate_video's wait: its reply, with the new task id, must beat a 60 s client timeout
 
-POLL_INTERVALS = (1.5, 12.0)  # first poll after 1.5 s, then x1.5 each time up to 12 s
+POLL_INTERVALS_SECONDS = (1.5, 12.0)  # first poll after 1.5 s, then x1.5 each time up to 12 s
 
-HEARTBEAT_SECONDS = 10.0  # progress while a long image generation runs, for clients that time out at 60 s
+HEARTBEAT_EVERY_SECONDS = 10.0  # progress while a long image generation runs, for clients that time out at 60 s
 
 THREAD_IDLE_SECONDS = 30.0  # a worker thread with no work for this long ends
 
 DEFAULT_MAX_DOWNLOAD_BYTES = 2 * 2**30
 
-DOWNLOAD_READ_TIMEOUT = 60.0  # longest silence tolerated mid-download
+DOWNLOAD_SILENCE_SECONDS = 60.0  # longest silence tolerated mid-download
 
-DOWNLOAD_DEADLINE = 600.0
+DOWNLOAD_DEADLINE_SECONDS = 600.0
 
-STALE_PART_SECONDS = DOWNLOAD_DEADLINE + 60  # a .part file this old belongs to no live download
+STALE_PART_SECONDS = DOWNLOAD_DEADLINE_SECONDS + 60  # a .part file this old belongs to no live download
 
 DOWNLOAD_CHUNK_BYTES = 64 * 2**10
 
 LAST_FRAME_NAME = "-last-frame"  # a video's last frame is saved as <task id>-last-frame.png, and known by it
 
-NAME_LIMIT, MESSAGE_LIMIT, URL_LIMIT = 200, 1000, 4096  # longest ids and codes, messages, URLs put in a result
+NAME_MAX_CHARS, MESSAGE_MAX_CHARS, URL_MAX_CHARS = 200, 1000, 4096  # longest ids and codes, messages, URLs put in a result
 
-PREVIEW_SIDE, PREVIEW_MAX_BYTES = 512, 100 * 2**10  # an image preview in a result: its longest side, its size
+PREVIEW_SIDE_PIXELS, PREVIEW_MAX_BYTES = 512, 100 * 2**10  # an image preview in a result: its longest side, its size
 
 PREVIEW_SOURCE_MAX_BYTES = 40 * 2**20  # the most of an image or frame read to make a preview
 
-PREVIEW_SECONDS = 15.0  # previews are made within this after the result is ready, or left out
+PREVIEW_DEADLINE_SECONDS = 15.0  # previews are made within this after the result is ready, or left out
 
 PREVIEW_MAX_PIXELS = 18_000_000  # the largest Seedream image is 16.78 MP (4096x4096): a bigger one is not decoded
 
@@ -298,15 +305,15 @@ IMAGE_MODELS: dict[str, ImageFamily] = {
 
 # Checks that hold for every model, known or not: they refuse only what no Seedance or Seedream model
 # could take, so that a model released after this server works from its first day.
-ANY_DURATION = (1, 600)  # or -1
+ANY_DURATION_SECONDS = (1, 600)  # or -1
 
-MAX_FRAMES = 24 * ANY_DURATION[1] + 1  # the longest duration at 24 fps (of the form 25 + 4n)
+MAX_FRAMES = 24 * ANY_DURATION_SECONDS[1] + 1  # the longest duration at 24 fps (of the form 25 + 4n)
 
-MAX_REFERENCES = 50  # per list; the table has each model's real limit
+MAX_REFERENCES_PER_LIST = 50  # per list; the table has each model's real limit
 
-SIZE_SIDES = (64, 16384)  # WIDTHxHEIGHT, each side, and at most 16:1
+SIZE_SIDE_PIXELS = (64, 16384)  # WIDTHxHEIGHT, each side, and at most 16:1
 
-MAX_SET = 15  # Ark's own limit for sequential_image_generation: reference images plus outputs
+MAX_SET_IMAGES = 15  # Ark's own limit for sequential_image_generation: reference images plus outputs
 
 IMAGE_INPUT_MAX_BYTES = 10 * 2**20  # Ark's limit for image-generation inputs
 
@@ -450,6 +457,10 @@ class ArkAPIError(DoubaoError):
         return text + (f" ({where})." if where else ".") + (f" {self.hint}" if self.hint else "")
 
 
+class ConfigError(ValueError):
+    """A setting in the environment that cannot work: start-up stops with this one line on stderr."""
+
+
 class ArkConnectionError(DoubaoError):
     """No usable answer arrived: DNS, refused or dropped connection, timeout, or an unreadable 2xx body."""
 
@@ -476,7 +487,7 @@ class Limits:
     # and one more: the watcher, which saves videos on its own
     slot_wait: float = 20.0  # longest wait for a free thread before a call is told the server is busy
     task_deadline: float = 30.0  # a task call, retries included
-    download_deadline: float = DOWNLOAD_DEADLINE
+    download_deadline: float = DOWNLOAD_DEADLINE_SECONDS
     download_min_rate: float = 64 * 2**10  # bytes per second, over every rate_window of a download
     rate_window: float = 30.0
     max_answer_bytes: int = 8 * 2**20  # an API answer; Ark's are a few KB, a list of 500 tasks about 1 MB
@@ -514,11 +525,11 @@ class Config:
     base_url: str = DEFAULT_BASE_URL
     image_model: str | None = None  # DOUBAO_IMAGE_MODEL; None: the region's DEFAULT_MODELS
     video_model: str | None = None
-    image_timeout: float = DEFAULT_IMAGE_TIMEOUT
+    image_timeout: float = DEFAULT_IMAGE_TIMEOUT_SECONDS
     output_dir: str | None = None
     allowed_dir: Path | None = None
     serving_http: bool = False  # set by main(): over HTTP, callers bring keys and the disk is not theirs
-    poll_intervals: tuple[float, float] = POLL_INTERVALS
+    poll_intervals: tuple[float, float] = POLL_INTERVALS_SECONDS
     max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES
     limits: Limits = Limits()
     working_dir: Path = field(default_factory=Path.cwd)  # the client's folder, where it started the server
@@ -533,29 +544,29 @@ class Config:
 
         base_url = (first(("ARK_BASE_URL",)) or DEFAULT_BASE_URL).rstrip("/")
         if urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).netloc:
-            raise ValueError(f"ARK_BASE_URL must be an http(s) URL such as {DEFAULT_BASE_URL}, got {base_url!r}")
+            raise ConfigError(f"ARK_BASE_URL must be an http(s) URL such as {DEFAULT_BASE_URL}, got {base_url!r}")
         timeout = first(("ARK_TIMEOUT",))
         try:
-            image_timeout = float(timeout) if timeout else DEFAULT_IMAGE_TIMEOUT
+            image_timeout = float(timeout) if timeout else DEFAULT_IMAGE_TIMEOUT_SECONDS
         except ValueError:
             image_timeout = 0
         if not 0 < image_timeout <= 3600:
-            raise ValueError(f"ARK_TIMEOUT must be a number of seconds between 1 and 3600, got {timeout!r}")
+            raise ConfigError(f"ARK_TIMEOUT must be a number of seconds between 1 and 3600, got {timeout!r}")
         allowed_dir = first(("DOUBAO_ALLOWED_DIR",))
         if allowed_dir and not Path(allowed_dir).expanduser().is_dir():
-            raise ValueError(f"DOUBAO_ALLOWED_DIR must be an existing folder, got {allowed_dir!r}")
+            raise ConfigError(f"DOUBAO_ALLOWED_DIR must be an existing folder, got {allowed_dir!r}")
         for names in (IMAGE_MODEL_ENV, VIDEO_MODEL_ENV):
             if (model := first(names)) and not re.fullmatch(ID_PATTERN, model):
-                raise ValueError(f"{next(n for n in names if env.get(n, '').strip())} must be a model id such as "
+                raise ConfigError(f"{next(n for n in names if env.get(n, '').strip())} must be a model id such as "
                                  f"{SEEDANCE_2_0[0]} or an endpoint id (ep-...), got {model[:100]!r}")
         try:
             api_key = usable_key(first(API_KEY_ENV), "ARK_API_KEY")
         except DoubaoError as error:
-            raise ValueError(str(error)) from None
+            raise ConfigError(str(error)) from None
         extra_domains = tuple(d.strip().rstrip("/") for d in env.get("DOUBAO_MEDIA_DOMAINS", "").split(",") if d.strip())
         for domain in extra_domains:
             if not re.fullmatch(r"https?://(\*\.)?[\w.-]+(:\d+)?", domain):
-                raise ValueError(f"DOUBAO_MEDIA_DOMAINS entries are origins such as https://media.example.com or "
+                raise ConfigError(f"DOUBAO_MEDIA_DOMAINS entries are origins such as https://media.example.com or "
                                  f"https://*.example.com, got {domain!r}")
         state = first(("DOUBAO_STATE_DIR",))
         return cls(
@@ -677,15 +688,15 @@ def _image_size(value: str) -> str:
     if not match:
         raise ValueError("must be a named size such as 2K, 1.5K, auto or adaptive, or WIDTHxHEIGHT such as 2048x2048")
     width, height = int(match[1]), int(match[2])
-    low, high = SIZE_SIDES
+    low, high = SIZE_SIDE_PIXELS
     if not (low <= width <= high and low <= height <= high) or max(width / height, height / width) > 16:
         raise ValueError(f"WIDTHxHEIGHT needs sides of {low} to {high} pixels and an aspect ratio within 16:1")
     return f"{width}x{height}"
 
 
 def _duration(value: int) -> int:
-    if value != -1 and not ANY_DURATION[0] <= value <= ANY_DURATION[1]:
-        raise ValueError(f"must be seconds ({ANY_DURATION[0]}-{ANY_DURATION[1]}; each model takes its own range), "
+    if value != -1 and not ANY_DURATION_SECONDS[0] <= value <= ANY_DURATION_SECONDS[1]:
+        raise ValueError(f"must be seconds ({ANY_DURATION_SECONDS[0]}-{ANY_DURATION_SECONDS[1]}; each model takes its own range), "
                          "or -1 to let the model choose")
     return value
 
@@ -725,7 +736,7 @@ MEDIA_FORMS = "https URL, data URL, asset:// id or file path"
 
 MediaArg = Annotated[str | None, Field(description=MEDIA_FORMS + ".")]
 
-MediaList = Annotated[list[str] | None, _optional(_at_most(MAX_REFERENCES))]
+MediaList = Annotated[list[str] | None, _optional(_at_most(MAX_REFERENCES_PER_LIST))]
 
 SaveDir = Annotated[str | None, Field(description="Folder to save results in (default DOUBAO_OUTPUT_DIR).")]
 
@@ -933,8 +944,8 @@ def check_any_video(ask: VideoAsk) -> None:
 
 def check_any_image(ask: ImageAsk) -> None:
     """The rules every image model shares, known to the table or not."""
-    if ask.max_images and ask.max_images > 1 and ask.images + ask.max_images > MAX_SET:
-        raise DoubaoError(f"images plus max_images may total {MAX_SET} at most, got {ask.images} + {ask.max_images}.")
+    if ask.max_images and ask.max_images > 1 and ask.images + ask.max_images > MAX_SET_IMAGES:
+        raise DoubaoError(f"images plus max_images may total {MAX_SET_IMAGES} at most, got {ask.images} + {ask.max_images}.")
 
 
 class Choice(NamedTuple):
@@ -1271,7 +1282,7 @@ class CancelResult(TypedDict):
     message: str
 
 
-def _text(value: Any, limit: int = NAME_LIMIT) -> str | None:
+def _text(value: Any, limit: int = NAME_MAX_CHARS) -> str | None:
     """A string from upstream as it may go into a result: control characters, zero-width characters and bidi
     overrides replaced, whitespace collapsed, and at most `limit` characters."""
     if not isinstance(value, str):
@@ -1282,7 +1293,7 @@ def _text(value: Any, limit: int = NAME_LIMIT) -> str | None:
 
 def _url(value: Any) -> str | None:
     """Only an http(s) URL a client can open goes into a result."""
-    if not isinstance(value, str) or len(value) > URL_LIMIT or UNSAFE_CHARACTERS.search(value) or " " in value:
+    if not isinstance(value, str) or len(value) > URL_MAX_CHARS or UNSAFE_CHARACTERS.search(value) or " " in value:
         return None
     parts = urlsplit(value)
     return value if parts.scheme in ("http", "https") and parts.netloc else None
@@ -1350,12 +1361,12 @@ def shape_images(body: dict[str, Any]) -> ImageResult:
         if isinstance(error, dict) or not (_url(item.get("url")) or isinstance(item.get("b64_json"), str)):
             error = error if isinstance(error, dict) else {}
             errors.append(ImageError(index=index, code=_text(error.get("code")) or "NoImage",
-                                     message=_text(error.get("message"), MESSAGE_LIMIT) or "Ark returned no image "
+                                     message=_text(error.get("message"), MESSAGE_MAX_CHARS) or "Ark returned no image "
                                      "here (or one at an address that is not http(s))."))
         else:  # an inline b64_json image is never put in the result: it would flood the model's context
             images.append(ImageOut(index=index, **_compact({
                 "url": _url(item.get("url")), "size": _text(item.get("size")), "name": _text(item.get("name")),
-                "description": _text(item.get("description"), MESSAGE_LIMIT), "z_index": _int(item.get("z_index")),
+                "description": _text(item.get("description"), MESSAGE_MAX_CHARS), "z_index": _int(item.get("z_index")),
                 "bounding_box": _numbers(item.get("bounding_box"))})))
     return ImageResult(**_compact({  # in the order a reader wants them: what made it, what came, what to do
         "model": _text(body.get("model")), "created_at": _time(body.get("created", body.get("created_at"))),
@@ -1385,7 +1396,7 @@ def shape_task(item: Any, asked_for: str | None = None) -> VideoTask:
         "video_url": _url(content.get("video_url")),
         "last_frame_url": _url(content.get("last_frame_url")),
         "error_code": _text(error.get("code")),
-        "error_message": _text(error.get("message"), MESSAGE_LIMIT),
+        "error_message": _text(error.get("message"), MESSAGE_MAX_CHARS),
         "created_at": _time(item.get("created_at")),
         "updated_at": _time(item.get("updated_at")),
         "resolution": _text(item.get("resolution")),
@@ -1395,7 +1406,7 @@ def shape_task(item: Any, asked_for: str | None = None) -> VideoTask:
         "fps": _int(item.get("framespersecond", item.get("fps"))),
         "seed": _int(item.get("seed")),
         "service_tier": _text(item.get("service_tier")),
-        "revised_prompt": _text(item.get("revised_prompt"), MESSAGE_LIMIT),
+        "revised_prompt": _text(item.get("revised_prompt"), MESSAGE_MAX_CHARS),
         "draft": _bool(item.get("draft")),
         "draft_task_id": _text(item.get("draft_task_id")),
         "generate_audio": _bool(item.get("generate_audio")),
@@ -1443,7 +1454,7 @@ def with_record(task: Any, known: TaskFiles) -> Any:
 
 
 def make_preview(data: bytes) -> bytes:
-    """A JPEG preview of an image: at most PREVIEW_SIDE pixels on its longest side and about PREVIEW_MAX_BYTES.
+    """A JPEG preview of an image: at most PREVIEW_SIDE_PIXELS pixels on its longest side and about PREVIEW_MAX_BYTES.
     Its size is read from its header and checked before anything is decoded (Pillow's own bomb check only warns up
     to twice its limit), and one image is decoded at a time, so that an answer of bombs costs no memory at all."""
     from PIL import Image  # only previews need Pillow: stdio start-up does not pay for its import
@@ -1454,10 +1465,10 @@ def make_preview(data: bytes) -> bytes:
         if width * height > PREVIEW_MAX_PIXELS:
             raise DoubaoError(f"the image is {width}x{height} pixels, more than any Seedream image: not decoded")
         with DECODING:
-            opened.draft("RGB", (PREVIEW_SIDE, PREVIEW_SIDE))  # JPEG decodes at a fraction of its size: faster
-            opened.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+            opened.draft("RGB", (PREVIEW_SIDE_PIXELS, PREVIEW_SIDE_PIXELS))  # JPEG decodes at a fraction of its size: faster
+            opened.thumbnail((PREVIEW_SIDE_PIXELS, PREVIEW_SIDE_PIXELS))
             image = opened.convert("RGB")
-    for side, quality in ((PREVIEW_SIDE, 80), (PREVIEW_SIDE, 60), (PREVIEW_SIDE * 3 // 4, 60), (256, 50)):
+    for side, quality in ((PREVIEW_SIDE_PIXELS, 80), (PREVIEW_SIDE_PIXELS, 60), (PREVIEW_SIDE_PIXELS * 3 // 4, 60), (256, 50)):
         image.thumbnail((side, side))
         out = io.BytesIO()
         image.save(out, "JPEG", quality=quality, optimize=True)
@@ -1566,7 +1577,7 @@ async def with_heartbeat(ctx: Context, what: str, work: Awaitable[T]) -> T:
     async def beat() -> None:
         start = time.monotonic()
         while True:
-            await anyio.sleep(HEARTBEAT_SECONDS)
+            await anyio.sleep(HEARTBEAT_EVERY_SECONDS)
             elapsed = time.monotonic() - start
             await ctx.report_progress(round(elapsed, 1), None, f"{what}, {elapsed:.0f} s elapsed")
 
@@ -1585,7 +1596,7 @@ async def with_heartbeat(ctx: Context, what: str, work: Awaitable[T]) -> T:
 
 async def previews(app: App, result: Mapping[str, Any]) -> list[bytes]:
     """JPEG previews of what a result shows (its images, or a finished video's last frame), from the saved file when
-    there is one, else fetched like a download. Made at once, within PREVIEW_SECONDS; one that fails or comes late is
+    there is one, else fetched like a download. Made at once, within PREVIEW_DEADLINE_SECONDS; one that fails or comes late is
     left out, with a log line. None with DOUBAO_PREVIEWS=0."""
     if not app.config.previews:
         return []
@@ -1605,7 +1616,7 @@ async def previews(app: App, result: Mapping[str, Any]) -> list[bytes]:
         except Exception as error:
             log.warning("No preview of %s: %s", _text(path or url, 100), error)
 
-    with anyio.move_on_after(PREVIEW_SECONDS):
+    with anyio.move_on_after(PREVIEW_DEADLINE_SECONDS):
         async with anyio.create_task_group() as group:
             for index, (url, path) in enumerate(sources):
                 group.start_soon(one, index, url, path)
@@ -1617,7 +1628,7 @@ def preview_of(app: App, url: str | None, path: str | None) -> bytes:
     if path:
         data = read_input(Path(path), app.config.allowed_dir, "preview", PREVIEW_SOURCE_MAX_BYTES, "an image")
     elif url:
-        data = app.client.fetch(url, "image", PREVIEW_SECONDS)
+        data = app.client.fetch(url, "image", PREVIEW_DEADLINE_SECONDS)
     else:
         raise DoubaoError("an inline image that was not saved")
     return make_preview(data)
@@ -1641,7 +1652,7 @@ async def generate_image(
     images: Annotated[MediaList, Field(description=f"Images to edit or combine: {MEDIA_FORMS}.")] = None,
     size: Annotated[str | None, _optional(_image_size),
                     Field(description="Per model: 1K, 1.5K, 2K, 3K, 4K, auto, adaptive or WIDTHxHEIGHT.")] = None,
-    max_images: Annotated[int | None, Field(ge=1, le=MAX_SET, description="Above 1: a set of up to this many "
+    max_images: Annotated[int | None, Field(ge=1, le=MAX_SET_IMAGES, description="Above 1: a set of up to this many "
                           "related images.")] = None,
     seed: Annotated[int | None, Field(ge=-1, le=2147483647)] = None,
     guidance_scale: Annotated[float | None, Field(ge=1, le=10, description="Seedream 3.0, SeedEdit.")] = None,
@@ -1845,11 +1856,11 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
 def main(argv: list[str] | None = None) -> None:
     env = os.environ
     parser = argparse.ArgumentParser(
-        prog="doubao-image-video-mcp",
-        description="MCP server for Doubao Seedream images and Seedance videos (Volcengine Ark). Configure "
-        "it with ARK_API_KEY, ARK_BASE_URL, DOUBAO_IMAGE_MODEL, DOUBAO_VIDEO_MODEL, ARK_TIMEOUT, "
-        "DOUBAO_OUTPUT_DIR, DOUBAO_ALLOWED_DIR and DOUBAO_STATE_DIR (the task record's folder, or off). Each "
-        "option below also reads the variable named in it.",
+        prog="doubao-image-video-mcp", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="MCP server for Doubao Seedream images and Seedance videos (Volcengine Ark). Each option "
+        "below also reads the variable named in it.",
+        epilog=(__doc__ or "")[(__doc__ or "").index("Environment:"):].split("\n\nRun it", 1)[0].replace(
+            "Environment:", "environment:", 1),
     )
     parser.add_argument("--transport", choices=TRANSPORTS,
                         default=env.get("DOUBAO_MCP_TRANSPORT", "stdio"),
@@ -1880,7 +1891,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         config = replace(Config.from_env(), serving_http=serving_http)
         output_dir(None, config)  # DOUBAO_OUTPUT_DIR is made now if missing, and an unusable one reported now
-    except (ValueError, DoubaoError) as error:
+    except (ConfigError, DoubaoError) as error:
         sys.exit(f"doubao-mcp: {error}")  # SystemExit with a message writes it to stderr
     client = ArkClient(config.base_url, config.image_timeout, secrets=[config.api_key or ""], limits=config.limits,
                        media_domains=config.media_domains)
@@ -1945,6 +1956,17 @@ class Answer:
     body: bytes
 
 
+def capped(chunks: Iterable[bytes], cap: int, too_big: Callable[[], Exception]) -> Iterator[bytes]:
+    """Chunks as they come, and `too_big()` raised as soon as they add up to more than `cap` bytes: the one reading
+    helper of API answers, downloads, preview sources and input files, none read more than a chunk past its cap."""
+    total = 0
+    for chunk in chunks:
+        total += len(chunk)
+        if total > cap:
+            raise too_big()
+        yield chunk
+
+
 def _read_answer(response: requests.Response, exchange: Exchange, cap: int) -> Answer:
     """API answers are small: anything over `cap` is refused before it is parsed (or even read, when declared)."""
     declared = response.headers.get("Content-Length", "")
@@ -1952,12 +1974,9 @@ def _read_answer(response: requests.Response, exchange: Exchange, cap: int) -> A
                                  "(is ARK_BASE_URL a proxy or another service?).")
     if declared.isdigit() and int(declared) > cap:
         raise too_big
-    body = bytearray()
-    for chunk in response.iter_content(DOWNLOAD_CHUNK_BYTES):  # decoded: a gzip bomb counts at its real size
-        body += chunk
-        if len(body) > cap:
-            raise too_big
-    return Answer(response.status_code, response.reason or "", response.headers, bytes(body))
+    # iter_content decodes: a gzip bomb counts at its real size
+    body = b"".join(capped(response.iter_content(DOWNLOAD_CHUNK_BYTES), cap, lambda: too_big))
+    return Answer(response.status_code, response.reason or "", response.headers, body)
 
 
 def _redact(text: str, secrets: Iterable[str]) -> str:
@@ -2001,7 +2020,7 @@ def _unescaped(text: str) -> str:
 def _excerpt(text: str, headers: Mapping[str, str]) -> str:
     """A short, single-line view of a body that is not Ark's JSON (a proxy's HTML page, say)."""
     text = " ".join(re.sub(r"<[^>]*>", " ", text[:2000]).split())
-    kind = _text(headers.get("Content-Type", "no content type").split(";")[0], NAME_LIMIT)
+    kind = _text(headers.get("Content-Type", "no content type").split(";")[0], NAME_MAX_CHARS)
     return f"non-JSON response ({kind}): {_text(text, 160)!r}" if text else f"empty response ({kind})"
 
 
@@ -2105,7 +2124,7 @@ def parse_answer(answer: Answer, path: str, secrets: Iterable[str], sent_request
     passes through: keys are redacted here, before anything is parsed. Only non-2xx is an ArkAPIError."""
     secrets = tuple(secrets)
     raw = answer.body.decode("utf-8", "replace")
-    header = lambda name: _text(_redact(_unescaped(answer.headers.get(name, "")), secrets), NAME_LIMIT)  # noqa: E731
+    header = lambda name: _text(_redact(_unescaped(answer.headers.get(name, "")), secrets), NAME_MAX_CHARS)  # noqa: E731
     try:
         # A success keeps what only a short key (no real Ark key is) would mangle: a common word in a URL, say.
         body = _redact_values(json.loads(raw), secrets if answer.status >= 300 else tuple(
@@ -2120,18 +2139,18 @@ def parse_answer(answer: Answer, path: str, secrets: Iterable[str], sent_request
         return body
     error = body.get("error") if isinstance(body, dict) else None
     error = error if isinstance(error, dict) else {}
-    message = _text(error.get("message"), MESSAGE_LIMIT)
+    message = _text(error.get("message"), MESSAGE_MAX_CHARS)
     if message is None and 300 <= answer.status < 400:
         message = f"redirect to {header('Location') or '?'}"
     elif message is None:
         excerpt = _excerpt(text, answer.headers)
-        message = f"{_text(answer.reason, NAME_LIMIT)}; {excerpt}" if _text(answer.reason) else excerpt
+        message = f"{_text(answer.reason, NAME_MAX_CHARS)}; {excerpt}" if _text(answer.reason) else excerpt
     # Ark appends "Request id: ..." to its messages; lift it out so the id is shown once.
     found = re.search(r"\s*Request id: ?(\S+?)\.?\s*$", message)
     if found:
         message = message[: found.start()]
     request_id = (found and found[1]) or header("X-Request-Id") or header("X-Client-Request-Id") or sent_request_id
-    code, param = _text(error.get("code"), NAME_LIMIT), _text(error.get("param"), NAME_LIMIT)
+    code, param = _text(error.get("code"), NAME_MAX_CHARS), _text(error.get("param"), NAME_MAX_CHARS)
     raise ArkAPIError(answer.status, code, message.rstrip(" ."), param, request_id,
                       _hint(answer.status, code, param, path, base_url))
 
@@ -2184,15 +2203,16 @@ def _retry_delay(method: str, attempt: int, response: requests.Response | None =
             return None
         asked = _retry_after(response.headers.get("Retry-After"))
         if asked is not None:
-            return asked if asked <= MAX_RETRY_AFTER else None
-    return min(0.5 * 2 ** (attempt - 1), 8.0) * random.uniform(1.0, 1.25)
+            return asked if asked <= MAX_RETRY_AFTER_SECONDS else None
+    return min(RETRY_FIRST_DELAY_SECONDS * 2 ** (attempt - 1), RETRY_MAX_DELAY_SECONDS) * random.uniform(
+        1.0, 1.0 + RETRY_JITTER)
 
 
 class ArkClient:
     """Synchronous client for the two Ark endpoints this server uses, and for result downloads. Call it from
     worker threads. Every exchange has a deadline, every answer a size cap, and no key leaves through an error."""
 
-    def __init__(self, base_url: str, image_timeout: float = DEFAULT_IMAGE_TIMEOUT, secrets: Iterable[str] = (),
+    def __init__(self, base_url: str, image_timeout: float = DEFAULT_IMAGE_TIMEOUT_SECONDS, secrets: Iterable[str] = (),
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
                  limits: Limits | None = None, media_domains: Iterable[str] = ()):
         self.base_url = base_url.rstrip("/")
@@ -2211,45 +2231,40 @@ class ArkClient:
         self.session.headers["User-Agent"] = f"doubao-mcp/{__version__} {requests.utils.default_user_agent()}"
 
     def _send(self, method: str, url: str, seconds: float, read: Callable[[requests.Response, Exchange], T], *,
-              attempts: int = MAX_ATTEMPTS, read_timeout: float = TASK_TIMEOUT, min_rate: float = 0.0,
+              attempts: int = MAX_ATTEMPTS, read_timeout: float = TASK_READ_TIMEOUT_SECONDS, min_rate: float = 0.0,
               guard: Callable[[str, str], str | None] | None = None, deadline: float | None = None,
               **kwargs: Any) -> T:
         """One HTTP exchange, retried with backoff while the failure is transient (see `_retry_delay`) and the
         deadline `seconds` from now leaves room; `read` consumes the answer kept, within the same deadline."""
         deadline = deadline or self.clock() + seconds
-        for attempt in range(1, attempts + 1):
+        attempt = 0
+        while True:  # ends with the last try's outcome, returned or raised
+            attempt += 1
             with self.watchdog.watch(deadline, seconds, min_rate, self.limits.rate_window) as exchange:
                 exchange.guard = guard
-                remaining = max(deadline - self.clock(), 0.001)
-                response, error = None, None
-                try:
-                    response = self.session.request(method, url, stream=True, **kwargs, timeout=(
-                        min(CONNECT_TIMEOUT, remaining), min(read_timeout, remaining)))
-                except requests.RequestException as failure:
-                    error = exchange.explain(failure)
+                response, error = self._attempt(method, url, deadline, read_timeout, exchange, kwargs)
                 delay = _retry_delay(method, attempt, response, error) if attempt < attempts else None
                 if delay is None or self.clock() + delay + MIN_ATTEMPT_SECONDS > deadline:
-                    if error is not None:
-                        raise error
-                    assert response is not None
-                    with response:
-                        try:
-                            result = read(response, exchange)
-                        except requests.RequestException as failure:
-                            raise exchange.explain(failure) from failure
-                    if exchange.failure:  # the socket was shut after the last byte looked like a clean end
-                        raise DeadlineExceeded(exchange.failure)
-                    return result
-                outcome = type(error).__name__ if error else f"HTTP {response.status_code}"
+                    return _kept(response, error, exchange, read)
+                outcome = type(error).__name__ if response is None else f"HTTP {response.status_code}"
                 if response is not None:
                     response.close()
             log.info("%s %s: %s; retry %d in %.1f s", method, urlsplit(url).path, outcome, attempt, delay)
             self.sleep(delay)
-        raise AssertionError("unreachable: the last attempt always returns or raises")
+
+    def _attempt(self, method: str, url: str, deadline: float, read_timeout: float, exchange: Exchange,
+                 kwargs: Mapping[str, Any]) -> tuple[requests.Response | None, requests.RequestException | None]:
+        """One try: the answer's head, or why none came (the watchdog's reason where it ended the exchange)."""
+        remaining = max(deadline - self.clock(), 0.001)
+        try:
+            return self.session.request(method, url, stream=True, **kwargs, timeout=(
+                min(CONNECT_TIMEOUT_SECONDS, remaining), min(read_timeout, remaining))), None
+        except requests.RequestException as failure:
+            return None, exchange.explain(failure)
 
     def _request(self, method: str, path: str, api_key: str, *, json: Any = None, retry: bool = True,
                  params: list[tuple[str, Any]] | None = None, seconds: float | None = None,
-                 read_timeout: float = TASK_TIMEOUT) -> dict[str, Any]:
+                 read_timeout: float = TASK_READ_TIMEOUT_SECONDS) -> dict[str, Any]:
         """Every Ark API call goes through here: one place for auth, deadlines, retries, caps and error mapping."""
         url = self.base_url + path
         request_id = uuid.uuid4().hex
@@ -2266,14 +2281,14 @@ class ArkClient:
             )
         except requests.RequestException as error:
             if _never_connected(error):
-                advice = "Check your network, proxy and ARK_BASE_URL, then try again."
+                what_next = "Check your network, proxy and ARK_BASE_URL, then try again."
             elif method == "POST":  # it may have been processed, and billed
-                advice = ("Ark may have created the task anyway: check list_video_tasks before trying again."
+                what_next = ("Ark may have created the task anyway: check list_video_tasks before trying again."
                           if path == TASKS_PATH else "Ark may have processed it; try again if no result arrives.")
             else:
-                advice = "Try again in a moment."
+                what_next = "Try again in a moment."
             raise ArkConnectionError(_redact(f"Ark request failed ({method} {url}): "
-                                             f"{_failure_reason(error, read_timeout)}. {advice}", secrets)) from error
+                                             f"{_failure_reason(error, read_timeout)}. {what_next}", secrets)) from error
         return parse_answer(answer, path, secrets, request_id, self.base_url)
 
     @property
@@ -2296,13 +2311,9 @@ class ArkClient:
         """A result file read into memory, as a download is written to disk, and only when its bytes are the
         expected `kind` of file."""
         def read(chunks: Iterator[bytes]) -> bytes:
-            data = bytearray()
-            for chunk in chunks:
-                data += chunk
-                if len(data) > max_bytes:
-                    raise DoubaoError(f"the file is over {_size(max_bytes)}")
-            _expect(bytes(data[:16]), kind)
-            return bytes(data)
+            data = b"".join(capped(chunks, max_bytes, lambda: DoubaoError(f"the file is over {_size(max_bytes)}")))
+            _expect(data[:16], kind)
+            return data
         return self._get_file(url, seconds, max_bytes, read)
 
     def _get_file(self, url: str, seconds: float, max_bytes: int, keep: Callable[[Iterator[bytes]], T]) -> T:
@@ -2316,14 +2327,14 @@ class ArkClient:
                 if hop and urlsplit(url).scheme not in ("http", "https"):
                     raise DoubaoError(f"redirected to a URL that is not http(s) ({_text(url, 100)})")
                 answer = self._send("GET", url, seconds, partial(self._read_file, max_bytes=max_bytes, keep=keep),
-                                    read_timeout=DOWNLOAD_READ_TIMEOUT, min_rate=self.limits.download_min_rate,
+                                    read_timeout=DOWNLOAD_SILENCE_SECONDS, min_rate=self.limits.download_min_rate,
                                     allow_redirects=False, guard=self.media.check(url), deadline=deadline)
                 if not isinstance(answer, Redirect):
                     return answer
                 url = urljoin(url, answer.location)
             raise DoubaoError(f"more than {MAX_REDIRECTS} redirects")
         except requests.RequestException as error:
-            raise DoubaoError(_redact(_failure_reason(error, DOWNLOAD_READ_TIMEOUT), self.secrets)) from error
+            raise DoubaoError(_redact(_failure_reason(error, DOWNLOAD_SILENCE_SECONDS), self.secrets)) from error
         except DoubaoError as error:
             raise DoubaoError(_redact(str(error), self.secrets)) from None
 
@@ -2496,6 +2507,22 @@ def _check_peer(connection: Any) -> None:
         raise ConnectionRefusedError(reason)
 
 
+def _kept(response: requests.Response | None, error: requests.RequestException | None, exchange: Exchange,
+          read: Callable[[requests.Response, Exchange], T]) -> T:
+    """The last try's outcome: its error raised, or its answer read whole by `read` within the same exchange. A
+    socket the watchdog shut after the last byte looked like a clean end is still its failure."""
+    if response is None:
+        raise error or requests.ConnectionError("no answer")
+    with response:
+        try:
+            result = read(response, exchange)
+        except requests.RequestException as failure:
+            raise exchange.explain(failure) from failure
+    if exchange.failure:
+        raise DeadlineExceeded(exchange.failure)
+    return result
+
+
 def _watched(connection_class: type) -> type:
     class Watched(connection_class):  # type: ignore[valid-type, misc]
         """Tells the watchdog which socket carries this thread's exchange: once connected, and when reused."""
@@ -2518,18 +2545,24 @@ WATCHED_POOLS = {
 }
 
 
+def watch_pools(manager: Any) -> Any:
+    """The one place urllib3's internals are touched: a pool manager's pools are made of Watched connections. Written
+    for urllib3 2.x (`PoolManager.pool_classes_by_scheme`), the major version pyproject.toml pins."""
+    manager.pool_classes_by_scheme = WATCHED_POOLS
+    return manager
+
+
 class _WatchedAdapter(HTTPAdapter):
     """Connection pools whose connections report their sockets to the watchdog, direct and through a proxy."""
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = WATCHED_POOLS
+        watch_pools(self.poolmanager)
 
     def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
         manager = super().proxy_manager_for(proxy, **kwargs)
-        if not proxy.lower().startswith("socks"):  # SOCKS brings its own pools: those keep per-read timeouts only
-            manager.pool_classes_by_scheme = WATCHED_POOLS
-        return manager
+        # SOCKS brings its own pools: those keep per-read timeouts only
+        return manager if proxy.lower().startswith("socks") else watch_pools(manager)
 
 
 # --- Worker lanes and waits: blocking work off the event loop, bounded; polling until a task is done --------------
@@ -2639,7 +2672,7 @@ def _transient(error: Exception) -> bool:
 
 
 async def wait_for_task(poll: Callable[[], Awaitable[VideoTask]], task: VideoTask, wait_seconds: float,
-                        report: Callable[[float, str], Awaitable[None]], intervals: tuple[float, float] = POLL_INTERVALS,
+                        report: Callable[[float, str], Awaitable[None]], intervals: tuple[float, float] = POLL_INTERVALS_SECONDS,
                         clock: Callable[[], float] = time.monotonic,
                         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
                         stopped: Callable[[], bool] = lambda: False) -> VideoTask:
@@ -2735,18 +2768,14 @@ def read_input(path: Path, root: Path | None, argument: str, max_bytes: int, wha
             os.close(fd)
             raise DoubaoError(f"{argument}: {path} is a folder, not {what}." if stat.S_ISDIR(info.st_mode) else
                               f"{argument}: {path} is not a regular file.")
+        size = f"is {_size(info.st_size)}, over" if info.st_size > max_bytes else "is over"  # or it grew since
+        too_big = DoubaoError(f"{argument}: {path} {size} Ark's {_size(max_bytes)} limit for this input.")
         with os.fdopen(fd, "rb", buffering=0) as file:
-            data = b""
-            while len(data) <= max_bytes and (chunk := file.read(max_bytes + 1 - len(data))):
-                data += chunk
+            return b"".join(capped(iter(partial(file.read, DOWNLOAD_CHUNK_BYTES), b""), max_bytes, lambda: too_big))
     except FileNotFoundError as error:
         raise DoubaoError(f"{argument}: {path} does not exist.") from error
     except OSError as error:
         raise DoubaoError(f"{argument}: {path} cannot be read: {error.strerror or error}.") from error
-    if len(data) > max_bytes:  # its size said so, or it grew while being read
-        size = f"is {_size(info.st_size)}, over" if info.st_size > max_bytes else "is over"
-        raise DoubaoError(f"{argument}: {path} {size} Ark's {_size(max_bytes)} limit for this input.")
-    return data
 
 
 class Folder:
@@ -2859,10 +2888,9 @@ def write_file(folder: Folder, stem: str, chunks: Iterable[bytes], kind: str, ma
     _LIVE_PARTS.add(live)
     try:
         with os.fdopen(fd, "wb") as out:
-            for chunk in chunks:
+            for chunk in capped(chunks, max_bytes, lambda: DoubaoError(
+                    f"the file is larger than the {_size(max_bytes)} download cap")):
                 size += len(chunk)
-                if size > max_bytes:
-                    raise DoubaoError(f"the file is larger than the {_size(max_bytes)} download cap")
                 head += chunk[: 16 - len(head)]
                 if found is None and len(head) == 16:
                     found = _expect(head, kind)
@@ -2994,7 +3022,7 @@ WATCH_BEAT_SECONDS = 30.0  # how often a watching process stamps its tasks as wa
 WATCH_STALE_SECONDS = 120.0  # a watcher that has not stamped them for this long is gone (a download may hold it up:
 
 # then a second process may watch too, and the claim still saves each video once)
-SAVE_STALE_SECONDS = 2 * DOWNLOAD_DEADLINE + 60  # a video and its last frame, each within its deadline
+SAVE_STALE_SECONDS = 2 * DOWNLOAD_DEADLINE_SECONDS + 60  # a video and its last frame, each within its deadline
 
 LINK_LIFETIME_SECONDS = 24 * 3600.0
 
@@ -3612,8 +3640,8 @@ def lenient_arguments(tool: str, arguments: dict[str, Any], schema: dict[str, An
 def _unknown_argument(key: str, tool: str, properties: Mapping[str, Any]) -> str:
     meant = [name for name in _ALIASES.get(_plain(key), "").split("|") if name in properties]
     meant = meant or difflib.get_close_matches(key, list(properties), n=1, cutoff=0.6)
-    advice = f"use {' or '.join(meant)}" if meant else f"its arguments are {', '.join(properties)}"
-    return f"{_text(key, 60)!r} is not an argument of {tool}: {advice}."
+    instead = f"use {' or '.join(meant)}" if meant else f"its arguments are {', '.join(properties)}"
+    return f"{_text(key, 60)!r} is not an argument of {tool}: {instead}."
 
 
 def _coerce(value: Any, schema: Mapping[str, Any]) -> Any:

@@ -925,9 +925,9 @@ def test_requests_use_connect_and_read_timeouts(ark: Any) -> None:
     client = ArkClient(BASE, image_timeout=120)
     client.generate_images({"model": "m", "prompt": "p"}, KEY)
     client.get_task("cgt-1", KEY)
-    assert ark.calls[0].request.req_kwargs["timeout"] == (doubao_mcp.CONNECT_TIMEOUT, pytest.approx(120, abs=1))
-    assert ark.calls[1].request.req_kwargs["timeout"] == (doubao_mcp.CONNECT_TIMEOUT,
-                                                          pytest.approx(doubao_mcp.TASK_TIMEOUT, abs=1))
+    assert ark.calls[0].request.req_kwargs["timeout"] == (doubao_mcp.CONNECT_TIMEOUT_SECONDS, pytest.approx(120, abs=1))
+    assert ark.calls[1].request.req_kwargs["timeout"] == (doubao_mcp.CONNECT_TIMEOUT_SECONDS,
+                                                          pytest.approx(doubao_mcp.TASK_READ_TIMEOUT_SECONDS, abs=1))
 
 
 async def test_without_a_key_tools_are_listed_and_calls_name_ark_api_key(ark: Any) -> None:
@@ -1347,7 +1347,7 @@ def test_no_retry_starts_more_than_30_s_after_the_first_try(ark: Any) -> None:
     now = [0.0]
 
     def hung(request: Any) -> Any:
-        now[0] += doubao_mcp.TASK_TIMEOUT  # each try waits out its read timeout
+        now[0] += doubao_mcp.TASK_READ_TIMEOUT_SECONDS  # each try waits out its read timeout
         raise requests.ReadTimeout("read timed out")
 
     ark.add_callback("GET", f"{TASKS}/cgt-1", callback=hung)
@@ -1768,8 +1768,8 @@ async def test_what_goes_into_a_result_is_bounded_and_clean(ark: Any) -> None:
     task = result.structured_content
     assert len(result.content[0].text) < 6000
     assert task["model"].startswith("evil [31mred m") and task["model"].endswith("m…")  # marked as cut
-    assert len(task["model"]) == doubao_mcp.NAME_LIMIT
-    assert len(task["error_message"]) == doubao_mcp.MESSAGE_LIMIT
+    assert len(task["model"]) == doubao_mcp.NAME_MAX_CHARS
+    assert len(task["error_message"]) == doubao_mcp.MESSAGE_MAX_CHARS
     assert not re.search("[\x00-\x1f\u202a-\u202e]", json.dumps(task, ensure_ascii=False))
     assert "video_url" not in task and "last_frame_url" not in task  # only http(s) URLs
     assert task["usage"]["total_tokens"] == 10 and len(task["usage"]) <= 32 and "text" not in task["usage"]
@@ -2768,3 +2768,13 @@ async def test_while_stopping_a_wait_that_arrived_is_answered_and_only_new_work_
     assert "This server is stopping" in error_text(refused)
 
 
+
+
+def test_help_lists_every_setting_the_readme_documents(capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (Path(__file__).parent / "README.md").read_text()
+    configuration = readme[readme.index("## Configuration"):readme.index("## Client configuration")]
+    documented = set(re.findall(r"`((?:ARK|DOUBAO)_[A-Z_]+)`", configuration))
+    with pytest.raises(SystemExit):
+        doubao_mcp.main(["--help"])
+    shown = capsys.readouterr().out
+    assert len(documented) >= 12 and not [name for name in documented if name not in shown], documented
