@@ -67,8 +67,9 @@ SUCCEEDED_TASK = {
 TASK_ID = SUCCEEDED_TASK["id"]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def anyio_backend() -> str:
+    """asyncio, for a whole module: a module-scoped async fixture (one server for many cases) shares its loop."""
     return "asyncio"
 
 

@@ -438,17 +438,26 @@ def video_limit_cases() -> list[Any]:
 
 
 @pytest.mark.parametrize("model, arguments, expected", video_limit_cases())
-async def test_each_video_model_at_and_past_its_limits(ark: Any, model: str, arguments: dict[str, Any],
+async def test_each_video_model_at_and_past_its_limits(ark: Any, limits_client: Any, model: str,
+                                                        arguments: dict[str, Any],
                                                         expected: Any) -> None:
-    await at_the_limit(ark, "generate_video", TASKS, {"id": "cgt-1"}, {"model": model, **arguments}, expected)
+    await at_the_limit(ark, limits_client, "generate_video", TASKS, {"id": "cgt-1"}, {"model": model, **arguments}, expected)
 
 
-async def at_the_limit(ark: Any, tool: str, route: str, reply: Any, arguments: dict[str, Any], expected: Any) -> None:
+@pytest.fixture(scope="module")
+async def limits_client() -> Any:
+    """One in-process server for every case of the limit tables: the cases differ only in their arguments."""
+    async with Client(server(Config(api_key=KEY, base_url=BASE, previews=False))) as client:
+        yield client
+
+
+async def at_the_limit(ark: Any, client: Any, tool: str, route: str, reply: Any, arguments: dict[str, Any],
+                       expected: Any) -> None:
     """A call at a limit sends `expected` (a request body) upstream; one past it gets `expected` (a text) as its
     error, and nothing is sent."""
     if isinstance(expected, dict):
         ark.post(route, json=reply)
-    result = await call(tool, {"prompt": "a fox", **arguments})
+    result = await client.call_tool(tool, {"prompt": "a fox", **arguments})
     if isinstance(expected, dict):
         assert not result.is_error, result.content[0].text
         assert sent_json(ark) == expected
@@ -504,12 +513,12 @@ VIDEO_RULES = [
 
 
 @pytest.mark.parametrize("model, arguments, expected", VIDEO_RULES)
-async def test_what_a_video_model_does_and_does_not_take(ark: Any, model: str, arguments: dict[str, Any],
+async def test_what_a_video_model_does_and_does_not_take(ark: Any, limits_client: Any, model: str, arguments: dict[str, Any],
                                                          expected: Any) -> None:
     if isinstance(expected, dict):
         ark.post(TASKS, json={"id": "cgt-1"})
     arguments = {k: v for k, v in {"prompt": "a fox", "model": model, **arguments}.items() if v is not None}
-    result = await call("generate_video", arguments)
+    result = await limits_client.call_tool("generate_video", arguments)
     if isinstance(expected, dict):
         assert not result.is_error, result.content[0].text
         assert sent_json(ark) == {"model": model, "content": [{"type": "text", "text": "a fox"}], **expected}
@@ -593,9 +602,10 @@ def image_limit_cases() -> list[Any]:
 
 
 @pytest.mark.parametrize("model, arguments, expected", image_limit_cases())
-async def test_each_image_model_at_and_past_its_limits(ark: Any, model: str, arguments: dict[str, Any],
+async def test_each_image_model_at_and_past_its_limits(ark: Any, limits_client: Any, model: str,
+                                                        arguments: dict[str, Any],
                                                         expected: Any) -> None:
-    await at_the_limit(ark, "generate_image", IMAGES, {"data": []}, {"model": model, **arguments}, expected)
+    await at_the_limit(ark, limits_client, "generate_image", IMAGES, {"data": []}, {"model": model, **arguments}, expected)
 
 
 async def test_seedream_5_takes_png_web_search_and_extra_fields(ark: Any) -> None:
@@ -2431,8 +2441,9 @@ async def test_a_draft_on_seedance_2_5_then_its_final_video(fake_ark: FakeArk) -
     (S45, {"background": "opaque"}, f"background: doubao-seedream-4-5 takes no background setting; {S55} takes "
                                     "background opaque."),
 ])
-async def test_seedream_5_5_and_dola_ids(ark: Any, model: str, arguments: dict[str, Any], expected: Any) -> None:
-    await at_the_limit(ark, "generate_image", IMAGES, {"data": []}, {"model": model, **arguments},
+async def test_seedream_5_5_and_dola_ids(ark: Any, limits_client: Any, model: str, arguments: dict[str, Any],
+                                         expected: Any) -> None:
+    await at_the_limit(ark, limits_client, "generate_image", IMAGES, {"data": []}, {"model": model, **arguments},
                        {"model": model, "prompt": "a fox", **expected} if isinstance(expected, dict) else expected)
 
 
@@ -2778,3 +2789,49 @@ def test_help_lists_every_setting_the_readme_documents(capsys: pytest.CaptureFix
         doubao_mcp.main(["--help"])
     shown = capsys.readouterr().out
     assert len(documented) >= 12 and not [name for name in documented if name not in shown], documented
+
+
+def test_the_module_reads_top_to_bottom() -> None:
+    """What the server does comes first, the machinery after it; no module-level name is used, when the module runs,
+    above its definition (function bodies and annotations run later); no function is over 80 lines, and
+    build_server is wiring."""
+    import ast
+
+    source = Path(doubao_mcp.__file__).read_text()
+    sections = re.findall(r"^# --- ([^:\n-]+)", source, re.MULTILINE)
+    assert [s.strip() for s in sections] == [
+        "Tables", "Models", "Errors", "Settings", "Argument types", "Rules and request bodies", "Result shaping",
+        "The tools", "build_server and main", "The Ark client and retries", "Deadlines", "Worker lanes and waits",
+        "Local files", "The record and the watcher", "SDK adaptations", "Hosting", "The viewer (MCP Apps)"]
+    tree = ast.parse(source)
+    import builtins
+
+    defined = set(dir(builtins)) | {"__name__", "__doc__", "__file__"}
+    early = []
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom, ast.Try)):
+            defined |= {(a.asname or a.name).split(".")[0] for n in ast.walk(node)
+                        if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+            defined |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+            continue
+        run_now: list[ast.AST] = []  # what runs when the statement does
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            run_now = [*node.decorator_list, *node.args.defaults, *filter(None, node.args.kw_defaults)]
+        elif isinstance(node, ast.ClassDef):
+            run_now = [*node.decorator_list, *node.bases] + [
+                b.value for b in node.body if isinstance(b, (ast.Assign, ast.AnnAssign)) and b.value is not None]
+        elif not isinstance(node, ast.AnnAssign):
+            run_now = [node]
+        local = {n.id for part in run_now for n in ast.walk(part)
+                 if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        local |= {b.name for b in getattr(node, "body", []) if isinstance(b, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        early += [(n.id, n.lineno) for part in run_now for n in ast.walk(part) if isinstance(n, ast.Name)
+                  and isinstance(n.ctx, ast.Load) and n.id not in defined | local
+                  and not any(isinstance(p, ast.Lambda) for p in ast.walk(part) if n in ast.walk(p))]
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", node)]
+        defined |= {getattr(node, "name", "")} | {n.id for t in targets for n in ast.walk(t)
+                                                   if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    assert early == []
+    lengths = {n.name: n.end_lineno - min([n.lineno] + [d.lineno for d in n.decorator_list]) + 1
+               for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    assert lengths["build_server"] <= 60 and max(lengths.values()) <= 80, {k: v for k, v in lengths.items() if v > 80}
