@@ -2572,7 +2572,12 @@ class Lane:
     """A fixed set of daemon threads for one kind of blocking work. A job holds its thread, and its place in the
     count, until it really ends, even after its caller has given up: abandoned work cannot pile up, and a job
     whose caller left before it started never runs. A caller waits up to `slot_wait` for a free thread, then is
-    told the server is busy. Threads are daemons, so a stuck one never keeps the process alive at exit."""
+    told the server is busy. Threads are daemons, so a stuck one never keeps the process alive at exit.
+
+    Not concurrent.futures.ThreadPoolExecutor: its threads are joined at interpreter exit, so one job stuck on a
+    dead upstream would hold the process up to its deadline (ten minutes for a download), and its idle threads
+    never end. This pool is that executor's queue and futures, with daemon threads that end after
+    THREAD_IDLE_SECONDS without work."""
 
     def __init__(self, name: str, threads: int, slot_wait: float, busy: str):
         self.name, self.threads, self.slot_wait, self.busy = name, threads, slot_wait, busy
