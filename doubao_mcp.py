@@ -3432,6 +3432,7 @@ class Watcher:
         self.new: set[str] = set()  # tasks not polled yet
         self.alone: set[str] = set()  # tasks a list answer left out: asked about one by one
         self.condition = threading.Condition()
+        self.stopping = threading.Event()  # what a pause between requests waits on: a new task does not shorten it
         self.stopped = self.resuming = False
         self.thread: threading.Thread | None = None
         self.beat = 0.0
@@ -3468,6 +3469,7 @@ class Watcher:
     def stop(self) -> None:
         with self.condition:
             self.stopped = True
+            self.stopping.set()
             self.condition.notify()
 
     def _resume(self) -> None:
@@ -3510,33 +3512,42 @@ class Watcher:
                     else:
                         del self.tasks[task_id]
                         self.alone.discard(task_id)
-                if not self.stopped:
-                    self.condition.wait(self.gap)  # the pace: one request per gap at most
+            self.stopping.wait(self.gap)  # the pace: one request per gap at most (a stop cuts it short)
             if time.monotonic() - self.beat > WATCH_BEAT_SECONDS:
                 self.beat = time.monotonic()
                 self.record.heartbeat()
 
     def _poll(self, batch: list[str]) -> set[str]:
-        """Ask Ark about these tasks: one by one where a list answer left them out before, else in one list request.
-        The ids to poll again."""
+        """Ask Ark about these tasks: in one list request, and one by one those a list answer left out (asked about
+        alone from then on: Ark may have forgotten them), each request a gap after the one before. The ids to poll
+        again."""
         together = [task_id for task_id in batch if task_id not in self.alone]
-        again = {task_id for task_id in batch if task_id in self.alone and self._poll_one(task_id)}
-        if len(together) == 1:
-            return again | ({together[0]} if self._poll_one(together[0]) else set())
-        if not together:
-            return again
-        try:
-            listed = self.client.list_tasks([("page_size", len(together))] + [("filter.task_ids", t) for t in together],
-                                            self.api_key)
-        except DoubaoError as error:
-            if isinstance(error, ArkAPIError) and not _transient_status(error.status):
-                self.alone.update(together)  # Ark will not list them: ask about each
-            return again | set(together)
-        found = {task["task_id"]: task for task in shape_items(listed.get("items"))}
-        missing = [task_id for task_id in together if task_id not in found]
-        self.alone.update(missing)  # asked about alone now, and from now on: Ark may have forgotten it
-        again |= {task_id for task_id in missing if self._poll_one(task_id)}
-        return again | {task_id for task_id, task in found.items() if task_id in together and self._handle(task)}
+        alone = [task_id for task_id in batch if task_id in self.alone]
+        again: set[str] = set()
+        requests = 0
+        if len(together) > 1:
+            requests += 1
+            try:
+                listed = self.client.list_tasks([("page_size", len(together))] + [
+                    ("filter.task_ids", t) for t in together], self.api_key)
+            except DoubaoError as error:
+                if isinstance(error, ArkAPIError) and not _transient_status(error.status):
+                    self.alone.update(together)  # Ark will not list them: ask about each
+                return set(batch)
+            found = {task["task_id"]: task for task in shape_items(listed.get("items")) if task["task_id"] in together}
+            missing = [task_id for task_id in together if task_id not in found]
+            self.alone.update(missing)
+            alone, together = missing + alone, []
+            again |= {task_id for task_id, task in found.items() if self._handle(task)}
+        for task_id in together + alone:
+            if requests:
+                self.stopping.wait(self.gap)
+            if self.stopped:
+                break
+            requests += 1
+            if self._poll_one(task_id):
+                again.add(task_id)
+        return again
 
     def _poll_one(self, task_id: str) -> bool:
         try:
