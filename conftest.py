@@ -531,3 +531,9 @@ def bomb(side: int = 11580) -> bytes:
     header = side.to_bytes(4, "big") * 2 + bytes([1, 0, 0, 0, 0])
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: one worker more than the cores. Many tests wait on a spawned server or a socket, so a third worker
+    on two cores keeps both busy."""
+    return (os.cpu_count() or 1) + 1

@@ -968,14 +968,14 @@ def test_a_foreign_record_is_moved_aside_at_the_default_place_and_refused_by_nam
 async def test_a_background_save_that_failed_shows_in_query_and_list_results(fake_ark: FakeArk, tmp_path: Path) -> None:
     """Item 7."""
     fake_ark.polls_to_finish = 1
-    fake_ark.faults[("GET", "/files/")] = answer(500, "<h1>oops</h1>", "text/html")
+    fake_ark.faults[("GET", "/files/")] = answer(403, "<h1>expired</h1>", "text/html")  # final: not retried
     async with started(fake_ark, tmp_path / "state") as (session, errors):
         task_id = (await session.call_tool("generate_video", {"prompt": "a fox", "save_dir": str(tmp_path / "out")})
                    ).structured_content["task_id"]
         await anyio.to_thread.run_sync(errors.seen, f"Saving {task_id} failed")
         queried = (await session.call_tool("query_video_task", {"task_id": task_id})).structured_content
         listed = (await session.call_tool("list_video_tasks", {"task_ids": [task_id]})).structured_content
-    assert queried["save_errors"] == [{"source": "saving in the background", "error": "the download answered HTTP 500"}]
+    assert queried["save_errors"] == [{"source": "saving in the background", "error": "the download answered HTTP 403"}]
     assert queried["next_step"].startswith("Saving it in the background failed") and "with save_dir" in \
         queried["next_step"]
     assert listed["tasks"][0]["save_errors"] == queried["save_errors"]
