@@ -58,6 +58,7 @@ import signal
 import socket
 import sqlite3
 import stat
+import statistics
 import sys
 import threading
 import time
@@ -129,8 +130,14 @@ MAX_WAIT_SECONDS = 600
 
 START_WAIT_SECONDS = 55  # generate_video's wait: its reply, with the new task id, must beat a 60 s client timeout
 
-POLL_INTERVALS_SECONDS = (1.5, 12.0)  # first poll after 1.5 s, then x1.5 each time up to 12 s
+POLL_INTERVALS_SECONDS = (1.5, 10.0)  # the densest polls (around and after a task's estimate), the sparsest (early)
+RESOLUTION_COST = {"480p": 0.6, "720p": 1.0, "1080p": 1.8, "4k": 4.0}  # a prior's scale, by resolution
+ESTIMATE_SAMPLES = 20  # an estimate is the median of this many recent tasks of the kind
+ESTIMATE_MIN_SAMPLES = 3  # fewer than this: the kind is widened (family only), then the family's prior is used
 
+PROGRESS_EVERY_SECONDS = 3.0  # a wait reports progress at least this often, between its polls
+OVERRUN_POLL_SECONDS = 3.5  # the sparsest poll of a task past its estimate (until it has run twice as long)
+MAX_TASK_RUN_SECONDS = 259_200  # Ark's longest execution_expires_after: no running task is older
 HEARTBEAT_EVERY_SECONDS = 10.0  # progress while a long image generation runs, for clients that time out at 60 s
 
 THREAD_IDLE_SECONDS = 30.0  # a worker thread with no work for this long ends
@@ -241,6 +248,7 @@ class VideoFamily:
     web_search: Literal["no", "text-to-video", "yes"] = "no"
     omni: bool = False  # Seedance 2.5: frames at ratio adaptive, extra.omni_reference_task_type, mov output
     lifecycle: Lifecycle | None = None
+    seconds: float = 90.0  # how long a 5 s 720p video takes, before this server has seen any (the prior)
 
 
 @dataclass(frozen=True)
@@ -257,7 +265,7 @@ _SEEDANCE_2 = {"prompt_optional": True, "audio": True, "web_search": "yes"}
 
 _SEEDANCE_2_0 = {**_SEEDANCE_2, "web_search": "text-to-video", "total_refs": 12, "audio_alone": False}
 
-_SEEDANCE_2_5 = {**_SEEDANCE_2, "drafts": ("480p",), "omni": True}
+_SEEDANCE_2_5 = {**_SEEDANCE_2, "drafts": ("480p",), "omni": True, "seconds": 120.0}
 
 _480_1080 = ("480p", "720p", "1080p")
 
@@ -268,8 +276,8 @@ VIDEO_MODELS: dict[str, VideoFamily] = {
     "seedance-2-5": VideoFamily((4, 30), True, _480_1080, (30, 10, 10), **_SEEDANCE_2_5),
     "seedance-2-5-premium": VideoFamily((4, 30), True, (*_480_1080, "4k"), (30, 10, 10), **_SEEDANCE_2_5),
     "seedance-2-0": VideoFamily((4, 15), True, (*_480_1080, "4k"), (9, 3, 3), **_SEEDANCE_2_0),
-    "seedance-2-0-fast": VideoFamily((4, 15), True, ("480p", "720p"), (9, 3, 3), **_SEEDANCE_2_0),
-    "seedance-2-0-mini": VideoFamily((4, 15), True, ("480p", "720p"), (9, 3, 3), **_SEEDANCE_2_0),
+    "seedance-2-0-fast": VideoFamily((4, 15), True, ("480p", "720p"), (9, 3, 3), **_SEEDANCE_2_0, seconds=45.0),
+    "seedance-2-0-mini": VideoFamily((4, 15), True, ("480p", "720p"), (9, 3, 3), **_SEEDANCE_2_0, seconds=40.0),
     "seedance-1-5-pro": VideoFamily((4, 12), True, _480_1080, drafts=_480_1080, audio=True, lifecycle=Lifecycle(
         "Seedance 1.5 pro", "being retired", SEEDANCE_2_5, "it makes drafts too, at 480p", retired=False)),
     "seedance-1-0-pro": VideoFamily((2, 12), False, _480_1080, frames=True, lifecycle=_RETIRED_1_0),
@@ -1494,6 +1502,7 @@ class App:
     record: Record | None = None
     watcher: Watcher | None = None
     memory: ModelMemory = field(default_factory=ModelMemory)  # the default models each key cannot use
+    estimates: Estimates = field(default_factory=lambda: Estimates(None))  # how long videos take
 
     async def run(self, lane: str, function: Callable[..., T], *args: Any) -> T:
         """Run blocking work (HTTP, files) in its lane's threads, never on the event loop. A cancelled call returns
@@ -1525,6 +1534,7 @@ def tool_arguments(name: str) -> frozenset[str]:
 def remembered(app: App, tasks: list[Any]) -> list[Any]:
     """Tasks as Ark described them, written to the record where that changed, with the files saved for them and a
     background save that failed."""
+    app.estimates.learn(tasks)
     if app.record is None:
         return tasks
     app.record.observed(tasks)
@@ -1548,18 +1558,22 @@ def save_once(app: App, task: VideoTask, folder: Folder) -> VideoTask:
 
 
 async def finish_task(app: App, ctx: Context, task: VideoTask | None, task_id: str, wait_seconds: float,
-                      save_to: Folder | None, api_key: str) -> VideoTask:
+                      save_to: Folder | None, api_key: str, kind: tuple[str | None, int | None] | None = None
+                      ) -> VideoTask:
     """Shared by generate_video and query_video_task: wait if asked, then save if it succeeded, or have the watcher
-    save it when it does."""
+    save it when it does. `kind`: the (resolution, duration) asked for, where Ark's answer does not say yet."""
     async def poll() -> VideoTask:
         return await app.run("quick", fetch_task, app, task_id, api_key, False)
 
-    async def report(elapsed: float, message: str) -> None:
-        await ctx.report_progress(round(min(elapsed, wait_seconds), 1), wait_seconds, message)
+    async def report(age: float, total: float, message: str) -> None:
+        await ctx.report_progress(round(age, 1), round(total, 1), message)
 
     task = task or await app.run("quick", fetch_task, app, task_id, api_key)
-    task = await wait_for_task(poll, task, wait_seconds, report, app.config.poll_intervals, sleep=app.stopping.sleep,
-                               stopped=lambda: app.stopping.is_set)
+    if wait_seconds and task["status"] not in FINAL_STATUSES:
+        estimate = await app.run("quick", app.estimates.estimate, task.get("model") or "", *kind or (
+            task.get("resolution"), task.get("duration")))
+        task = await wait_for_task(poll, task, wait_seconds, report, app.config.poll_intervals, estimate,
+                                   age_of(task), sleep=app.stopping.sleep, stopped=lambda: app.stopping.is_set)
     if save_to and task["status"] == "succeeded":
         return await app.run("slow", save_once, app, task, save_to)
     if save_to and task["status"] in ("queued", "running"):
@@ -1748,7 +1762,8 @@ async def generate_video(
         seed=seed, camera_fixed=camera_fixed, watermark=watermark, generate_audio=generate_audio,
         return_last_frame=return_last_frame, draft=draft, service_tier=service_tier, callback_url=callback_url)
     created, note = await app.run("slow", create_task, app, choice, body, api_key, save_to)
-    task = await finish_task(app, ctx, created, created["task_id"], wait_seconds, save_to, api_key)
+    task = await finish_task(app, ctx, created, created["task_id"], wait_seconds, save_to, api_key,
+                             (resolution, duration))
     return _with(task, note=note) if note else task
 
 
@@ -1835,7 +1850,7 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
     and a task record and a watcher that saves videos on its own, when they are given)."""
     app = App(config, client or ArkClient(config.base_url, config.image_timeout, secrets=[config.api_key or ""],
                                           limits=config.limits, media_domains=config.media_domains),
-              stopping or Stopping(), make_lanes(config.limits), record, watcher)
+              stopping or Stopping(), make_lanes(config.limits), record, watcher, estimates=Estimates(record))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[App]:
@@ -2676,31 +2691,125 @@ def _transient(error: Exception) -> bool:
     return isinstance(error, ArkConnectionError) or (isinstance(error, ArkAPIError) and _transient_status(error.status))
 
 
+def _timestamp(value: Any) -> float | None:
+    """Unix seconds from a time a result shows (ISO 8601, as `_time` writes Ark's), or None."""
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except (AttributeError, ValueError):
+        return None
+
+
+def age_of(task: Mapping[str, Any]) -> float:
+    """Seconds since Ark created the task: 0 when its answer did not say, or said something no running task can be
+    (older than Ark lets a task run, or a clock skewed into the future)."""
+    created = _timestamp(task.get("created_at"))
+    age = time.time() - created if created else 0.0
+    return age if 0 <= age <= MAX_TASK_RUN_SECONDS else 0.0
+
+
+class Estimates:
+    """How long a video task takes: the median of recent succeeded tasks of its family, of its resolution and
+    duration where there are enough of those, else of the family, else the family's prior in VIDEO_MODELS. Fed by
+    the task record at first use and by every task this process sees succeed, kept in memory (so over HTTP without
+    a record too)."""
+
+    def __init__(self, record: Record | None):
+        self.record, self.loaded = record, record is None
+        self.seen: collections.deque[tuple[str, Any, Any, float]] = collections.deque(maxlen=500)
+        self.learnt: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def _family(model: Any) -> str:
+        shown, _ = family_of(model if isinstance(model, str) else "", VIDEO_MODELS)
+        return re.sub(r"^(doubao|dreamina|dola)-", "", shown.lower())
+
+    def _add(self, task_id: str, model: Any, resolution: Any, duration: Any, seconds: float) -> None:
+        with self.lock:
+            if task_id in self.learnt or seconds <= 0:
+                return
+            self.learnt[task_id] = None
+            if len(self.learnt) > 5000:
+                self.learnt.popitem(last=False)
+            self.seen.append((self._family(model), resolution, duration, seconds))
+
+    def learn(self, tasks: Iterable[Mapping[str, Any]]) -> None:
+        """Tasks Ark reported: each succeeded one teaches how long its kind takes (Ark's own created and updated)."""
+        for task in tasks:
+            start, end = _timestamp(task.get("created_at")), _timestamp(task.get("updated_at"))
+            if task.get("status") == "succeeded" and start and end:
+                self._add(task["task_id"], task.get("model"), task.get("resolution"), task.get("duration"), end - start)
+
+    def estimate(self, model: str, resolution: Any = None, duration: Any = None) -> float:
+        """Seconds from creation to a finished video. Reads the record on its first call: on a worker thread."""
+        if not self.loaded and self.record is not None:
+            self.loaded = True
+            for task_id, stored, parameters, seconds in self.record.recent_durations(self.seen.maxlen or 500):
+                kept = json.loads(parameters or "{}")
+                self._add(task_id, stored, kept.get("resolution"), kept.get("duration"), seconds)
+        family = self._family(model)
+        with self.lock:
+            seen = list(self.seen)
+        for alike in ([s for f, r, d, s in seen if (f, r, d) == (family, resolution, duration)],
+                      [s for f, _, _, s in seen if f == family]):
+            if len(alike) >= ESTIMATE_MIN_SAMPLES:
+                return statistics.median(alike[-ESTIMATE_SAMPLES:])
+        row = family_row("video", model)
+        seconds = max(duration if isinstance(duration, int) and duration > 0 else 5, 5)
+        return (row.seconds if row else VideoFamily.seconds) * RESOLUTION_COST.get(resolution or "720p", 1.0) * (
+            seconds / 5)
+
+
+def poll_interval(age: float, estimate: float, intervals: tuple[float, float]) -> float:
+    """Seconds until the next poll of a task `age` seconds old that should take about `estimate`: rare early, dense
+    around and after the estimate, and slowly sparser as it runs on past it."""
+    near, far = intervals
+    left = estimate - age
+    if left > 0:
+        return min(far, max(near, left / 3))
+    return min(far if -left > estimate else OVERRUN_POLL_SECONDS, near + -left / 15)  # sparser only far past it
+
+
+def grown(estimate: float, age: float) -> float:
+    """A task past its estimate: the estimate grows with it (progress is shown against it, and never goes back)."""
+    return max(estimate, age * 1.2 + 1)
+
+
 async def wait_for_task(poll: Callable[[], Awaitable[VideoTask]], task: VideoTask, wait_seconds: float,
-                        report: Callable[[float, str], Awaitable[None]], intervals: tuple[float, float] = POLL_INTERVALS_SECONDS,
-                        clock: Callable[[], float] = time.monotonic,
+                        report: Callable[[float, float, str], Awaitable[None]],
+                        intervals: tuple[float, float] = POLL_INTERVALS_SECONDS, estimate: float = 90.0,
+                        age: float = 0.0, clock: Callable[[], float] = time.monotonic,
                         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
                         stopped: Callable[[], bool] = lambda: False) -> VideoTask:
-    """Poll until the task is final or `wait_seconds` have passed, at growing intervals.
+    """Poll until the task is final or `wait_seconds` have passed: once soon, then timed by how long it should take
+    (`estimate` seconds from its creation, `age` seconds ago). Progress, the task's age against its estimate, is
+    reported every few seconds.
 
-    Sleeping happens on the event loop, so a wait holds no thread, and a cancelled call stops here at
-    once. The last poll starts no later than the deadline. `poll` makes a single attempt: the next
-    poll is the retry of a transient failure, which keeps the deadline exact. Whatever fails, and when the
-    server is stopping, the task comes back with what is known of it: the caller never loses its id.
+    Sleeping happens on the event loop, so a wait holds no thread, and a cancelled call stops here at once. The last
+    poll starts no later than the deadline. `poll` makes a single attempt: the next poll is the retry of a
+    transient failure, which keeps the deadline exact. Whatever fails, and when the server is stopping, the task
+    comes back with what is known of it: the caller never loses its id.
     """
     start = clock()
-    interval, longest = intervals
+    total, polled = estimate, False
     failure: Exception | None = None
     while task["status"] not in FINAL_STATUSES:
         elapsed = clock() - start
         if elapsed >= wait_seconds:
             break
-        await report(elapsed, f"{task['task_id']}: {task['status']}, {elapsed:.0f} s elapsed")
-        await sleep(min(interval, wait_seconds - elapsed))
-        if stopped():
-            return _with(task, next_step="This server is stopping, so it stopped waiting; the task goes on at "
-                         f"Ark. Call query_video_task with task_id {task['task_id']!r} later.")
-        interval = min(interval * 1.5, longest)
+        # The first poll comes soon whatever the estimate: Ark refuses a prompt or an image within seconds.
+        poll_at = min(elapsed + (poll_interval(age + elapsed, estimate, intervals) if polled else intervals[0]),
+                      wait_seconds)
+        polled = True
+        while elapsed < poll_at:  # progress every few seconds between polls: a client's silence timer never fires
+            total = max(total, grown(estimate, age + elapsed))
+            await report(age + elapsed, total, f"{task['task_id']}: {task['status']}, {age + elapsed:.0f} s of "
+                         f"about {total:.0f} s")
+            await sleep(min(PROGRESS_EVERY_SECONDS, poll_at - elapsed))
+            if stopped():
+                return _with(task, next_step="This server is stopping, so it stopped waiting; the task goes on at "
+                             f"Ark. Call query_video_task with task_id {task['task_id']!r} later.")
+            elapsed = clock() - start
         try:
             task, failure = await poll(), None
         except Exception as error:  # any failure, expected or not: the task id must come back
@@ -3300,6 +3409,12 @@ class Record:
         """Nothing more to save for this task (cancelled, deleted, or Ark refuses it; `error` says why, when it is a
         failure): no start-up resumes it."""
         self._write("UPDATE tasks SET save_dir = NULL, save_error = ?, saver = NULL WHERE task_id = ?", error, task_id)
+
+    def recent_durations(self, limit: int) -> list[tuple[str, str, str, float]]:
+        """(task id, model, parameters, seconds from creation to finish seen) of the latest succeeded tasks this
+        server created (a task first seen by a save has no parameters, and no creation time of its own)."""
+        return self._read("SELECT task_id, model, parameters, finished - created FROM tasks WHERE status = 'succeeded' "
+                          "AND finished IS NOT NULL AND parameters IS NOT NULL ORDER BY finished DESC LIMIT ?", limit)
 
     def failed(self, task_id: str, error: str) -> None:
         """Saving failed before it began (the folder went away): shown to callers, tried again at the next start."""

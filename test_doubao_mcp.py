@@ -996,43 +996,49 @@ async def test_tool_definitions_stay_within_their_token_budget() -> None:
 # --- Waiting for a video -----------------------------------------------------------------------
 
 
-async def wait_for(finish_at: float, wait_seconds: float, failures: tuple[Exception, ...] = ()) -> tuple[Any, list]:
-    """Run wait_for_task on a task that succeeds at `finish_at` fake seconds; returns it and the poll times.
-    The first polls raise `failures`."""
+async def wait_for(finish_at: float, wait_seconds: float, failures: tuple[Exception, ...] = (), estimate: float = 120,
+                   reports: list[tuple[float, float, str]] | None = None) -> tuple[Any, list]:
+    """Run wait_for_task on a task that succeeds at `finish_at` fake seconds and should take about `estimate`;
+    returns it and the poll times. The first polls raise `failures`."""
     failing = list(failures)
     now, polls = FakeTime(), []
 
     async def poll() -> Any:
-        polls.append(now.now)
+        polls.append(round(now.now, 3))
         if failing:
             raise failing.pop(0)
         return doubao_mcp.shape_task({"id": "cgt-1", "status": "succeeded" if now.now >= finish_at else "running"})
 
-    async def report(elapsed: float, message: str) -> None:
-        pass
+    async def report(age: float, total: float, message: str) -> None:
+        if reports is not None:
+            reports.append((age, total, message))
 
     queued = doubao_mcp.shape_task({"id": "cgt-1", "status": "queued"})
-    task = await doubao_mcp.wait_for_task(poll, queued, wait_seconds, report, clock=now.clock, sleep=now.sleep)
+    task = await doubao_mcp.wait_for_task(poll, queued, wait_seconds, report, estimate=estimate, clock=now.clock,
+                                          sleep=now.sleep)
     return task, polls
 
 
-async def test_polling_backs_off_so_a_two_minute_video_costs_fourteen_polls() -> None:
-    task, polls = await wait_for(finish_at=120, wait_seconds=600)
+async def test_polls_are_rare_early_and_dense_around_the_estimate_so_a_finished_video_is_seen_within_2_s() -> None:
+    task, polls = await wait_for(finish_at=120, wait_seconds=600, estimate=120)
+    gaps = [b - a for a, b in zip([0.0, *polls], polls)]
     assert task["status"] == "succeeded"
-    assert polls[:5] == [1.5, 3.75, 7.125, 12.1875, 19.78125]  # 1.5 s, then x1.5 ...
-    assert max(b - a for a, b in zip(polls, polls[1:])) == 12.0  # ... up to 12 s
-    assert len(polls) == 14 and polls[-1] - 120 < 12
+    assert gaps[0] == 1.5  # once soon: Ark refuses a prompt or an image within seconds
+    assert gaps[1] == 10.0 and gaps[1:] == sorted(gaps[1:], reverse=True)  # then 10 s apart, closer and closer
+    assert 0 <= polls[-1] - 120 <= 1.5 and len(polls) <= 18
+    late, late_polls = await wait_for(finish_at=150, wait_seconds=600, estimate=120)  # past its estimate
+    assert late["status"] == "succeeded" and late_polls[-1] - 150 <= 4
 
 
-async def test_a_quick_task_is_noticed_within_a_few_seconds() -> None:
-    task, polls = await wait_for(finish_at=5, wait_seconds=600)
-    assert task["status"] == "succeeded" and polls == [1.5, 3.75, 7.125]
+async def test_a_quick_task_with_a_good_estimate_is_noticed_within_a_second_and_a_half() -> None:
+    task, polls = await wait_for(finish_at=5, wait_seconds=600, estimate=5)
+    assert task["status"] == "succeeded" and polls[0] == 1.5 and 0 <= polls[-1] - 5 <= 1.5
 
 
 async def test_a_transient_poll_failure_is_retried_by_the_next_poll() -> None:
     outage = (doubao_mcp.ArkConnectionError("reset"), ArkAPIError(503, None, "busy"), ArkAPIError(429, "R", "slow"))
-    task, polls = await wait_for(finish_at=5, wait_seconds=600, failures=outage)
-    assert task["status"] == "succeeded" and polls == [1.5, 3.75, 7.125, 12.1875]
+    task, polls = await wait_for(finish_at=5, wait_seconds=600, failures=outage, estimate=5)
+    assert task["status"] == "succeeded" and len(polls) == 4 and polls[-1] >= 5
 
 
 async def test_a_wait_ends_at_its_deadline_when_the_task_never_finishes() -> None:
@@ -1040,6 +1046,54 @@ async def test_a_wait_ends_at_its_deadline_when_the_task_never_finishes() -> Non
     assert task["status"] == "running"
     assert polls[-1] == 30 and all(t <= 30 for t in polls)
     assert "call query_video_task with task_id 'cgt-1' and wait_seconds=50" in task["next_step"]
+
+
+async def test_progress_is_the_tasks_age_against_an_estimate_that_grows_past_it_and_never_goes_back() -> None:
+    reports: list[tuple[float, float, str]] = []
+    await wait_for(finish_at=40, wait_seconds=600, estimate=20, reports=reports)
+    ages, totals = [age for age, _, _ in reports], [total for _, total, _ in reports]
+    assert ages == sorted(ages) and totals == sorted(totals) and totals[0] == 20 and totals[-1] > ages[-1]
+    assert reports[0][2] == "cgt-1: queued, 0 s of about 20 s" and "s of about " in reports[-1][2]
+
+
+def test_an_estimate_is_the_median_of_recent_tasks_of_its_kind_else_of_its_family_else_the_prior(
+        tmp_path: Path) -> None:
+    record = doubao_mcp.Record(tmp_path / "state", BASE)
+    body = {"model": "doubao-seedance-2-0-260128", "content": [], "resolution": "720p", "duration": 5}
+    for n, seconds in enumerate((30, 40, 50)):
+        record.created({"task_id": f"cgt-{n}", "status": "queued"}, body, None, None)
+        record._write("UPDATE tasks SET status = 'succeeded', finished = created + ? WHERE task_id = ?", seconds,
+                      f"cgt-{n}")
+    from_record = doubao_mcp.Estimates(record)
+    assert from_record.estimate("dreamina-seedance-2-0-260128", "720p", 5) == 40  # same family, BytePlus id
+    assert from_record.estimate("doubao-seedance-2-0-260128", "1080p", 10) == 40  # few of that kind: the family
+    memory = doubao_mcp.Estimates(None)
+    assert memory.estimate("doubao-seedance-2-0-fast-260128", "480p", 10) == pytest.approx(45 * 0.6 * 2)  # prior
+    assert memory.estimate("ep-20260101-x") == 90  # an endpoint hides its model: the generic prior
+    memory.learn([{"task_id": f"cgt-{n}", "status": "succeeded", "model": "doubao-seedance-2-5-260628",
+                   "resolution": "720p", "duration": 10, "created_at": "2026-11-30T10:00:00Z",
+                   "updated_at": f"2026-11-30T10:0{n + 1}:00Z"} for n in range(3)] * 2)  # each task counts once
+    assert memory.estimate("doubao-seedance-2-5-260628", "720p", 10) == 120
+
+
+async def test_a_wait_reports_progress_against_the_estimate_from_history(ark: Any, tmp_path: Path) -> None:
+    task = {"id": "cgt-9", "model": "doubao-seedance-2-0-260128", "resolution": "720p", "duration": 5}
+    for status in ("running", "succeeded"):
+        ark.get(f"{TASKS}/cgt-9", json={**task, "status": status})
+    server, record = record_server(tmp_path, poll_intervals=(0.01, 0.02))
+    body = {"model": "doubao-seedance-2-0-260128", "content": [], "resolution": "720p", "duration": 5}
+    for n in range(3):
+        record.created({"task_id": f"cgt-{n}", "status": "queued"}, body, None, None)
+        record._write("UPDATE tasks SET status = 'succeeded', finished = created + 64 WHERE task_id = ?", f"cgt-{n}")
+    updates: list[tuple[float, float | None, str | None]] = []
+
+    async def progress(value: float, total: float | None, message: str | None) -> None:
+        updates.append((value, total, message))
+
+    async with Client(server) as client:
+        await client.call_tool("query_video_task", {"task_id": "cgt-9", "wait_seconds": 30},
+                               progress_callback=progress)
+    assert updates and {total for _, total, _ in updates} == {64} and "of about 64 s" in updates[0][2]
 
 
 def fast_polls(**changes: Any) -> Config:
@@ -1058,9 +1112,10 @@ async def test_waiting_sends_progress_to_the_client(ark: Any) -> None:
                         progress_callback=progress)
     assert result.structured_content["status"] == "succeeded"
     assert len(ark.calls) == 4
-    assert [message for _, _, message in updates] == ["cgt-1: queued, 0 s elapsed", "cgt-1: running, 0 s elapsed",
-                                                      "cgt-1: running, 0 s elapsed"]
-    assert {total for _, total, _ in updates} == {30}
+    assert [message for _, _, message in updates] == ["cgt-1: queued, 0 s of about 90 s",
+                                                      "cgt-1: running, 0 s of about 90 s",
+                                                      "cgt-1: running, 0 s of about 90 s"]
+    assert {total for _, total, _ in updates} == {90}  # no history, no model named: the generic prior
     assert [value for value, _, _ in updates] == sorted(value for value, _, _ in updates)
     assert all(value == round(value, 1) for value, _, _ in updates)  # no 1.28e-06 for a person to read
 
