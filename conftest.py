@@ -282,17 +282,16 @@ class FakeArk:
                 return 200, {"id": task_id}
             if method == "GET" and path == "/api/v3/contents/generations/tasks":
                 wanted = {v for k, v in query if k == "filter.task_ids"}
+                for task in self.tasks.values():  # asked about by id: a poll, as a GET of it is
+                    if task["id"] in wanted:
+                        self._advance(task)
                 items = [self._view(t) for t in reversed(self.tasks.values()) if not wanted or t["id"] in wanted]
                 return 200, {"total": len(items), "items": items}
             task = self.tasks.get(path.rsplit("/", 1)[-1])
             if task is None:
                 return 404, {"error": {"code": "ResourceNotFound", "message": "task not found"}}
             if method == "GET":
-                task["polls"] += 1
-                if task["status"] in ("queued", "running"):
-                    done = (time.monotonic() - task["born"] >= self.seconds_to_finish if self.seconds_to_finish
-                            else task["polls"] >= self.polls_to_finish)
-                    task["status"] = "succeeded" if done else "running" if task["polls"] > 1 else "queued"
+                self._advance(task)
                 return 200, self._view(task)
             if method == "DELETE":
                 if task["status"] == "queued":
@@ -304,6 +303,14 @@ class FakeArk:
                                            "message": f"cannot delete a {task['status']} task"}}
                 return 200, {}
         return 404, None  # no such route: a plain web server's page, not Ark's JSON
+
+    def _advance(self, task: dict[str, Any]) -> None:
+        """A poll of the task: queued at the first, running after, succeeded when its time or poll count is up."""
+        task["polls"] += 1
+        if task["status"] in ("queued", "running"):
+            done = (time.monotonic() - task["born"] >= self.seconds_to_finish if self.seconds_to_finish
+                    else task["polls"] >= self.polls_to_finish)
+            task["status"] = "succeeded" if done else "running" if task["polls"] > 1 else "queued"
 
     ROLES = {"image_url": {None, "first_frame", "last_frame", "reference_image"}, "video_url": {"reference_video"},
              "audio_url": {"reference_audio"}}

@@ -136,6 +136,8 @@ ESTIMATE_SAMPLES = 20  # an estimate is the median of this many recent tasks of 
 ESTIMATE_MIN_SAMPLES = 3  # fewer than this: the kind is widened (family only), then the family's prior is used
 
 PROGRESS_EVERY_SECONDS = 3.0  # a wait reports progress at least this often, between its polls
+POLL_BATCH_SECONDS = 0.1  # polls of one key within this of each other share one request
+POLL_GRID_SECONDS = 0.5  # polls fall on this grid of the clock, so that waits' polls meet
 OVERRUN_POLL_SECONDS = 3.5  # the sparsest poll of a task past its estimate (until it has run twice as long)
 MAX_TASK_RUN_SECONDS = 259_200  # Ark's longest execution_expires_after: no running task is older
 HEARTBEAT_EVERY_SECONDS = 10.0  # progress while a long image generation runs, for clients that time out at 60 s
@@ -1503,6 +1505,16 @@ class App:
     watcher: Watcher | None = None
     memory: ModelMemory = field(default_factory=ModelMemory)  # the default models each key cannot use
     estimates: Estimates = field(default_factory=lambda: Estimates(None))  # how long videos take
+    batchers: dict[str, PollBatcher] = field(default_factory=dict)  # one per API key: keys never share a request
+
+    def poller(self, api_key: str) -> PollBatcher:
+        """The batcher of this key's polls (a bounded few: over HTTP every caller brings a key)."""
+        slot = hashlib.sha256(api_key.encode()).hexdigest()
+        if slot not in self.batchers:
+            if len(self.batchers) >= 256:
+                self.batchers.pop(next(iter(self.batchers)))
+            self.batchers[slot] = PollBatcher(self, api_key)
+        return self.batchers[slot]
 
     async def run(self, lane: str, function: Callable[..., T], *args: Any) -> T:
         """Run blocking work (HTTP, files) in its lane's threads, never on the event loop. A cancelled call returns
@@ -1563,7 +1575,7 @@ async def finish_task(app: App, ctx: Context, task: VideoTask | None, task_id: s
     """Shared by generate_video and query_video_task: wait if asked, then save if it succeeded, or have the watcher
     save it when it does. `kind`: the (resolution, duration) asked for, where Ark's answer does not say yet."""
     async def poll() -> VideoTask:
-        return await app.run("quick", fetch_task, app, task_id, api_key, False)
+        return await app.poller(api_key).poll(task_id)
 
     async def report(age: float, total: float, message: str) -> None:
         await ctx.report_progress(round(age, 1), round(total, 1), message)
@@ -2760,6 +2772,69 @@ class Estimates:
             seconds / 5)
 
 
+class PollBatcher:
+    """The polls of one API key's waits that fall within a moment of each other go to Ark as one request: a GET for
+    one task, a list (`filter.task_ids`) for several, each waiter handed its own task. Twenty waits on videos of one
+    kind, started together and timed alike, cost one request a poll instead of twenty. On the event loop."""
+
+    def __init__(self, app: App, api_key: str):
+        self.app, self.api_key = app, api_key
+        self.pending: dict[str, list[asyncio.Future[VideoTask]]] = {}
+
+    async def poll(self, task_id: str) -> VideoTask:
+        future: asyncio.Future[VideoTask] = asyncio.get_running_loop().create_future()
+        first = not self.pending
+        self.pending.setdefault(task_id, []).append(future)
+        if first:
+            asyncio.get_running_loop().call_later(POLL_BATCH_SECONDS, lambda: asyncio.ensure_future(self._send()))
+        return await future
+
+    async def _send(self) -> None:
+        pending, self.pending = self.pending, {}
+        ids = list(pending)[:WATCH_BATCH]
+        for task_id in list(pending)[WATCH_BATCH:]:  # past a list's page: the next batch
+            for future in pending[task_id]:
+                asyncio.ensure_future(self._requeue(task_id, future))
+        try:
+            found = await self.app.run("quick", fetch_tasks, self.app, ids, self.api_key)
+        except Exception as error:  # each waiter decides what a failure means for its wait
+            found = {task_id: error for task_id in ids}
+        for task_id in ids:
+            for future in pending[task_id]:
+                if not future.done():
+                    outcome = found[task_id]
+                    future.set_exception(outcome) if isinstance(outcome, Exception) else future.set_result(outcome)
+
+    async def _requeue(self, task_id: str, future: asyncio.Future[VideoTask]) -> None:
+        try:
+            result = await self.poll(task_id)
+        except Exception as error:
+            if not future.done():
+                future.set_exception(error)
+            return
+        if not future.done():
+            future.set_result(result)
+
+
+def fetch_tasks(app: App, task_ids: list[str], api_key: str) -> dict[str, VideoTask | Exception]:
+    """One task by a GET, several by one list request; a task the list left out is asked about alone (Ark may have
+    forgotten it). Single attempts: the next poll is a wait's retry. Runs on a worker thread."""
+    if len(task_ids) > 1:
+        listed = app.client.list_tasks([("page_size", len(task_ids))] + [("filter.task_ids", t) for t in task_ids],
+                                       api_key)
+        found = {task["task_id"]: task for task in remembered(app, [
+            task for task in shape_items(listed.get("items")) if task["task_id"] in task_ids])}
+    else:
+        found = {}
+    outcomes: dict[str, VideoTask | Exception] = {}
+    for task_id in task_ids:
+        try:
+            outcomes[task_id] = found.get(task_id) or fetch_task(app, task_id, api_key, False)
+        except Exception as error:
+            outcomes[task_id] = error
+    return outcomes
+
+
 def poll_interval(age: float, estimate: float, intervals: tuple[float, float]) -> float:
     """Seconds until the next poll of a task `age` seconds old that should take about `estimate`: rare early, dense
     around and after the estimate, and slowly sparser as it runs on past it."""
@@ -2798,8 +2873,10 @@ async def wait_for_task(poll: Callable[[], Awaitable[VideoTask]], task: VideoTas
         if elapsed >= wait_seconds:
             break
         # The first poll comes soon whatever the estimate: Ark refuses a prompt or an image within seconds.
-        poll_at = min(elapsed + (poll_interval(age + elapsed, estimate, intervals) if polled else intervals[0]),
-                      wait_seconds)
+        poll_at = elapsed + (poll_interval(age + elapsed, estimate, intervals) if polled else intervals[0])
+        # On a grid of the clock: waits polling at about the same time poll at the same time, in one request.
+        grid = min(POLL_GRID_SECONDS, intervals[0])
+        poll_at = min(math.ceil(round((start + poll_at) / grid, 6)) * grid - start, wait_seconds)
         polled = True
         while elapsed < poll_at:  # progress every few seconds between polls: a client's silence timer never fires
             total = max(total, grown(estimate, age + elapsed))

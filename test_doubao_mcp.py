@@ -2890,3 +2890,40 @@ def test_the_module_reads_top_to_bottom() -> None:
     lengths = {n.name: n.end_lineno - min([n.lineno] + [d.lineno for d in n.decorator_list]) + 1
                for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
     assert lengths["build_server"] <= 60 and max(lengths.values()) <= 80, {k: v for k, v in lengths.items() if v > 80}
+
+
+async def test_concurrent_waits_of_one_key_share_their_polls(fake_ark: FakeArk) -> None:
+    """Issue 18: 20 waits on videos done in about a second poll together, one list request for all of them."""
+    fake_ark.seconds_to_finish = 1.0
+    config = Config(api_key=KEY, base_url=fake_ark.url, previews=False, poll_intervals=(0.05, 0.2))
+    async with Client(server(config)) as client:
+        ids = [(await client.call_tool("generate_video", {"prompt": f"fox {n}"})).structured_content["task_id"]
+               for n in range(20)]
+        done: list[Any] = []
+
+        async def wait(task_id: str) -> None:
+            done.append(await client.call_tool("query_video_task", {"task_id": task_id, "wait_seconds": 30}))
+
+        async with anyio.create_task_group() as group:
+            for task_id in ids:
+                group.start_soon(wait, task_id)
+    polls = [r for r in fake_ark.requests if r["method"] == "GET" and r["path"].startswith(TASKS_ROUTE)]
+    asked = [len([v for k, v in r["query"] if k == "filter.task_ids"]) for r in polls if r["path"] == TASKS_ROUTE]
+    assert [r.structured_content["status"] for r in done] == ["succeeded"] * 20
+    assert len(polls) <= 40 and max(asked) >= 10, (len(polls), asked)  # alone, each would poll about 10 times
+
+
+async def test_one_keys_tasks_are_never_polled_with_another_key(fake_ark: FakeArk) -> None:
+    for task_id in ("cgt-a1", "cgt-a2", "cgt-b1", "cgt-b2"):
+        fake_ark.add_task(task_id, status="running")
+    config = Config(api_key=KEY, base_url=fake_ark.url)
+    app = doubao_mcp.App(config, ArkClient(fake_ark.url), doubao_mcp.Stopping(), doubao_mcp.make_lanes(config.limits))
+    owners = {"cgt-a1": "key-a-0123456789", "cgt-a2": "key-a-0123456789", "cgt-b1": "key-b-0123456789",
+              "cgt-b2": "key-b-0123456789"}
+    async with anyio.create_task_group() as group:
+        for task_id, key in owners.items():
+            group.start_soon(app.poller(key).poll, task_id)
+    for request in fake_ark.requests:
+        asked = [v for k, v in request["query"] if k == "filter.task_ids"] or [request["path"].rsplit("/", 1)[-1]]
+        assert {f"Bearer {owners[t]}" for t in asked} == {request["authorization"]}, request
+    assert len(fake_ark.requests) == 2  # one list request per key
