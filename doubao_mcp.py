@@ -740,7 +740,7 @@ Prompt = Annotated[str, Field(max_length=PROMPT_MAX_CHARS), AfterValidator(_nonb
 
 ModelId = Annotated[str | None, _optional(_model_id)]
 
-TaskId = Annotated[str, Field(description="Task id from generate_video, e.g. cgt-2025..."), AfterValidator(_task_id)]
+TaskId = Annotated[str, Field(description="Task id from generate_video."), AfterValidator(_task_id)]
 
 MEDIA_FORMS = "https URL, data URL, asset:// id or file path"
 
@@ -1205,7 +1205,7 @@ OPEN = ConfigDict(json_schema_extra={"additionalProperties": True})
 class SavedFile(TypedDict):
     path: str
     bytes: int
-    missing: NotRequired[bool]  # the record knew this file, and it is no longer there
+    missing: NotRequired[Unlisted[bool]]  # the record knew this file, and it is no longer there
     sha256: NotRequired[Unlisted[str]]
     kind: NotRequired[Unlisted[str]]  # video, last_frame or image: what it is, never read from its name
     index: NotRequired[Unlisted[int]]  # an image's place in its result
@@ -1691,8 +1691,8 @@ async def generate_image(
     save_dir: SaveDir = None,
 ) -> ImageResult:
     """Generate images with Doubao Seedream from a prompt, optionally editing or combining reference images.
-    Returns image URLs (valid 24 h), per-image errors, and saved file paths with save_dir. Relative paths start
-    in the server's folder."""
+    Returns image URLs (valid 24 h), per-image errors, and saved file paths with save_dir. Relative paths: the
+    server's folder."""
     app, config = app_of(ctx), app_of(ctx).config
     choice = candidates("image", ImageAsk(len(images or []), size, max_images, bool(web_search), background), config,
                         model)
@@ -1726,8 +1726,8 @@ async def generate_video(
     first_frame: MediaArg = None,
     last_frame: Annotated[MediaArg, Field(description="Image to end on; needs first_frame.")] = None,
     reference_images: Annotated[MediaList, Field(description="Images to draw on; not with first/last frames.")] = None,
-    reference_videos: Annotated[MediaList, Field(description="Videos to follow, edit or extend (URL or asset:// id)."
-                                )] = None,
+    reference_videos: Annotated[MediaList, Field(description="Videos to follow, edit or extend (URL, asset://).")
+                                ] = None,
     reference_audios: Annotated[MediaList, Field(description="WAV/MP3 audio (Seedance 2.x).")] = None,
     draft_task_id: Annotated[str | None, _optional(_task_id),
                              Field(description="Render the final video of this draft task.")] = None,
@@ -1748,13 +1748,13 @@ async def generate_video(
     callback_url: Annotated[str | None, _optional(_callback_url),
                             Field(description="Ark POSTs task updates here.")] = None,
     extra: Annotated[Extra, Field(description=EXTRA.format(
-        examples="priority, execution_expires_after, output_format, omni_reference_task_type"))] = None,
+        examples="output_format, omni_reference_task_type, priority"))] = None,
     wait_seconds: StartWait = 0,
     save_dir: SaveDir = None,
 ) -> VideoTask:
-    """Start a Doubao Seedance video task from text, a first (and last) frame, reference images, videos and
-    audios, or a draft. Returns a task_id; with wait_seconds, waits for the video. If the call times out, find
-    the task with list_video_tasks. Relative paths start in the server's folder."""
+    """Start a Doubao Seedance video task from text, frames, reference images, videos and audios, or a
+    draft. Returns a task_id; with wait_seconds, waits for the video. If the call times out, find
+    the task with list_video_tasks. Relative paths: the server's folder."""
     app, config = app_of(ctx), app_of(ctx).config
     given = {"first_frame": [first_frame] if first_frame else [], "last_frame": [last_frame] if last_frame else [],
              "reference_images": reference_images or [], "reference_videos": reference_videos or [],
@@ -1798,8 +1798,8 @@ def create_task(app: App, choice: Choice, body: dict[str, Any], api_key: str,
 @tool(viewer=True, title="Check a video task", read_only_hint=True, destructive_hint=False, idempotent_hint=True)
 async def query_video_task(task_id: TaskId, ctx: Context, wait_seconds: WaitSeconds = 0,
                            save_dir: SaveDir = None) -> VideoTask:
-    """Get a video task's status and, once succeeded, its video URL (valid 24 h). With wait_seconds, waits
-    for it to finish; with save_dir, saves the video. Relative paths start in the server's folder."""
+    """Get a video task's status and, once done, its video URL (valid 24 h). With wait_seconds, waits for it;
+    with save_dir, saves the video. Relative paths: the server's folder."""
     app = app_of(ctx)
     api_key = app.config.api_key_for(ctx.headers)
     save_to = await app.run("quick", output_dir, save_dir, app.config)
@@ -1810,24 +1810,76 @@ async def query_video_task(task_id: TaskId, ctx: Context, wait_seconds: WaitSeco
 async def list_video_tasks(
     ctx: Context,
     status: TaskStatus | None = None,
-    model: Annotated[ModelId, Field(description="Only tasks of this model or endpoint id.")] = None,
+    model: Annotated[ModelId, Field(description="Only this model or endpoint id.")] = None,
     service_tier: ServiceTier | None = None,
     task_ids: Annotated[list[Annotated[str, AfterValidator(_task_id)]] | None,
                         Field(max_length=500, description="Only these tasks.")] = None,
     page_num: Annotated[int | None, Field(ge=1, le=500)] = None,
     page_size: Annotated[int | None, Field(ge=1, le=500)] = None,
+    wait_seconds: Annotated[float, Field(ge=0, le=START_WAIT_SECONDS, description="With task_ids: wait for all, "
+                            "with progress.")] = 0,
+    save_dir: SaveDir = None,
 ) -> TaskList:
-    """List video tasks from the last 7 days, newest first, optionally filtered."""
+    """List video tasks of the last 7 days, newest first. With task_ids, can wait for them and save each finished
+    video."""
     app = app_of(ctx)
+    if (wait_seconds or save_dir) and not task_ids:
+        raise DoubaoError("wait_seconds and save_dir need task_ids: the tasks to wait for and save.")
+    api_key = app.config.api_key_for(ctx.headers)
+    save_to = await app.run("quick", output_dir, save_dir, app.config) if task_ids else None
     params = list_query(status, model, service_tier, task_ids or [], page_num, page_size)
 
-    def listing(api_key: str) -> TaskList:
+    def listing() -> TaskList:
         listed = shape_task_list(app.client.list_tasks(params, api_key), task_ids or [])
         return TaskList(total=listed["total"], tasks=remembered(app, listed["tasks"]))
-    return await app.run("quick", listing, app.config.api_key_for(ctx.headers))
+    listed = await app.run("quick", listing)
+    if not (wait_seconds or save_to):
+        return listed
+    tasks = await wait_for_all(app, ctx, listed["tasks"], wait_seconds, api_key)
+    if save_to:
+        tasks = [await app.run("slow", save_once, app, task, save_to) if task["status"] == "succeeded" else task
+                 for task in tasks]
+    return TaskList(total=listed["total"], tasks=[ListedTask(**{k: v for k, v in task.items()  # type: ignore[typeddict-item]
+                                                                  if k != "next_step"}) for task in tasks])
 
 
-@tool(title="Cancel or delete a video task", read_only_hint=False, destructive_hint=True, idempotent_hint=False)
+async def wait_for_all(app: App, ctx: Context, tasks: list[Any], wait_seconds: float, api_key: str) -> list[Any]:
+    """Wait until every task is final or `wait_seconds` have passed: one wait per task, each timed by its own
+    estimate, their polls shared. Progress counts the tasks done: `2 of 3 done`."""
+    found = {task["task_id"]: task for task in tasks}
+    done, sent, told = sum(task["status"] in FINAL_STATUSES for task in tasks), 0.0, -1
+
+    async def counted() -> None:  # at each task done, and else at most once a second
+        nonlocal sent, told
+        if done != told or time.monotonic() - sent >= 1:
+            sent, told = time.monotonic(), done
+            await ctx.report_progress(done, len(tasks), f"{done} of {len(tasks)} done")
+
+    async def one(task: Any) -> None:
+        nonlocal done
+        async def poll() -> VideoTask:
+            return await app.poller(api_key).poll(task["task_id"])
+
+        async def report(age: float, total: float, message: str) -> None:
+            await counted()
+
+        estimate = await app.run("quick", app.estimates.estimate, task.get("model") or "", task.get("resolution"),
+                                 task.get("duration"))
+        found[task["task_id"]] = await wait_for_task(
+            poll, _with(task, next_step=""), wait_seconds, report, app.config.poll_intervals, estimate, age_of(task),
+            sleep=app.stopping.sleep, stopped=lambda: app.stopping.is_set)
+        done += found[task["task_id"]]["status"] in FINAL_STATUSES
+        await counted()
+
+    await counted()
+    async with anyio.create_task_group() as group:
+        for task in tasks:
+            if task["status"] not in FINAL_STATUSES:
+                group.start_soon(one, task)
+    return [found[task["task_id"]] for task in tasks]
+
+
+@tool(title="Cancel a video task", read_only_hint=False, destructive_hint=True, idempotent_hint=False)
 async def cancel_video_task(task_id: TaskId, ctx: Context) -> CancelResult:
     """Cancel a queued video task, or delete the record of a finished one. A running task cannot be
     cancelled."""

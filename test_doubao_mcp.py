@@ -2927,3 +2927,30 @@ async def test_one_keys_tasks_are_never_polled_with_another_key(fake_ark: FakeAr
         asked = [v for k, v in request["query"] if k == "filter.task_ids"] or [request["path"].rsplit("/", 1)[-1]]
         assert {f"Bearer {owners[t]}" for t in asked} == {request["authorization"]}, request
     assert len(fake_ark.requests) == 2  # one list request per key
+
+
+async def test_one_list_call_waits_for_many_tasks_saves_each_and_counts_them_done(
+        fake_ark: FakeArk, tmp_path: Path) -> None:
+    """Issue 18: an agent that made three takes waits once."""
+    fake_ark.seconds_to_finish = 0.6
+    config = Config(api_key=KEY, base_url=fake_ark.url, previews=False, poll_intervals=(0.05, 0.2))
+    updates: list[tuple[float, float | None, str | None]] = []
+
+    async def progress(value: float, total: float | None, message: str | None) -> None:
+        updates.append((value, total, message))
+
+    async with Client(server(config)) as client:
+        ids = [(await client.call_tool("generate_video", {"prompt": f"take {n}"})).structured_content["task_id"]
+               for n in range(3)]
+        listed = await client.call_tool("list_video_tasks", {"task_ids": ids, "wait_seconds": 30,
+                                                             "save_dir": str(tmp_path)}, progress_callback=progress)
+        refused = await client.call_tool("list_video_tasks", {"wait_seconds": 10})
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    tasks = listed.structured_content["tasks"]
+    assert [t["status"] for t in tasks] == ["succeeded"] * 3 and all("next_step" not in t for t in tasks)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{task_id}.mp4" for task_id in ids)
+    assert [t["saved_files"][0]["path"] for t in tasks] == [str(tmp_path / f"{t['task_id']}.mp4") for t in tasks]
+    assert updates[0] == (0, 3, "0 of 3 done") and updates[-1] == (3, 3, "3 of 3 done")
+    assert [value for value, _, _ in updates] == sorted(value for value, _, _ in updates)
+    assert "wait_seconds and save_dir need task_ids" in error_text(refused)
+    assert tools["list_video_tasks"].input_schema["properties"]["wait_seconds"]["maximum"] == 55
