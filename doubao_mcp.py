@@ -1277,6 +1277,7 @@ class ListedTask(TypedDict):
 @with_config(OPEN)
 class VideoTask(ListedTask):
     note: NotRequired[Unlisted[str]]  # the model: defaults skipped on the way to it, or its retirement
+    estimate_seconds: NotRequired[Unlisted[int]]  # an unfinished task: about how long it takes, from its creation
     next_step: str  # what to do now; a listing leaves it out, as it would say the same for every task
 
 
@@ -1581,11 +1582,14 @@ async def finish_task(app: App, ctx: Context, task: VideoTask | None, task_id: s
         await ctx.report_progress(round(age, 1), round(total, 1), message)
 
     task = task or await app.run("quick", fetch_task, app, task_id, api_key)
-    if wait_seconds and task["status"] not in FINAL_STATUSES:
+    if task["status"] not in FINAL_STATUSES:
         estimate = await app.run("quick", app.estimates.estimate, task.get("model") or "", *kind or (
             task.get("resolution"), task.get("duration")))
-        task = await wait_for_task(poll, task, wait_seconds, report, app.config.poll_intervals, estimate,
-                                   age_of(task), sleep=app.stopping.sleep, stopped=lambda: app.stopping.is_set)
+        if wait_seconds:
+            task = await wait_for_task(poll, task, wait_seconds, report, app.config.poll_intervals, estimate,
+                                       age_of(task), sleep=app.stopping.sleep, stopped=lambda: app.stopping.is_set)
+        if task["status"] not in FINAL_STATUSES:  # for the viewer, which shows progress the same way
+            task = _with(task, estimate_seconds=round(grown(estimate, age_of(task))))
     if save_to and task["status"] == "succeeded":
         return await app.run("slow", save_once, app, task, save_to)
     if save_to and task["status"] in ("queued", "running"):
@@ -4338,7 +4342,12 @@ function task(data, thumbs) {
   } else if (data.status === "queued" || data.status === "running") {
     const elapsed = el("p", { class: "muted" });
     const started = Date.parse(data.created_at || "") || Date.now();
-    const tick = () => { elapsed.textContent = "Elapsed " + Math.round((Date.now() - started) / 1000) + " s"; };
+    const estimate = typeof data.estimate_seconds === "number" ? data.estimate_seconds : 0;
+    const tick = () => {  // the server's estimate, grown as the server grows it: progress never goes back
+      const age = Math.round((Date.now() - started) / 1000);
+      elapsed.textContent = estimate ? age + " s of about " + Math.round(Math.max(estimate, age * 1.2 + 1)) + " s"
+                                     : "Elapsed " + age + " s";
+    };
     tick();
     ticking = setInterval(tick, 1000);
     const button = el("button", { type: "button" }, "Check again");

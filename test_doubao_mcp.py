@@ -925,8 +925,8 @@ async def test_a_task_record_with_wrong_types_is_explained_not_crashed(ark: Any)
                                     "usage": [1], "created_at": "yesterday"})
     assert "without a task id or status" in error_text(await call("query_video_task", {"task_id": "cgt-1"}))
     shaped = (await call("query_video_task", {"task_id": "cgt-2"})).structured_content
-    assert shaped == {"task_id": "cgt-2", "status": "running", "created_at": "yesterday",
-                      "next_step": doubao_mcp.NEXT_STEP["running"].format(task_id="cgt-2")}
+    assert shaped == {"task_id": "cgt-2", "status": "running", "created_at": "yesterday", "estimate_seconds": 90,
+                      "next_step": doubao_mcp.NEXT_STEP["running"].format(task_id="cgt-2")}  # an unknown model's prior
 
 
 def test_requests_use_connect_and_read_timeouts(ark: Any) -> None:
