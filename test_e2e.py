@@ -997,3 +997,21 @@ def test_over_stdio_a_line_that_is_not_json_rpc_gets_an_error_and_the_server_kee
     process.stdin.close()
     assert process.wait(timeout=15) == 0
     assert first["id"] is None and first["error"]["code"] == code and pong == {"jsonrpc": "2.0", "id": 1, "result": {}}
+
+
+async def test_over_http_one_list_call_waits_for_several_tasks_with_progress(fake_ark: FakeArk) -> None:
+    """Issue 18 over streamable HTTP: the batch wait, its progress counting tasks done."""
+    fake_ark.polls_to_finish = 2  # done at the second poll of each
+    updates: list[str | None] = []
+
+    async def progress(value: float, total: float | None, message: str | None) -> None:
+        updates.append(message)
+
+    with HttpServer(fake_ark, ARK_API_KEY=KEY) as hosted:
+        async with hosted.client() as client:
+            ids = [(await client.call_tool("generate_video", {"prompt": f"take {n}"})).structured_content["task_id"]
+                   for n in range(3)]
+            listed = await client.call_tool("list_video_tasks", {"task_ids": ids, "wait_seconds": 30},
+                                            progress_callback=progress)
+    assert [t["status"] for t in listed.structured_content["tasks"]] == ["succeeded"] * 3
+    assert updates[0] == "0 of 3 done" and updates[-1] == "3 of 3 done"
