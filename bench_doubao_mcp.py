@@ -26,12 +26,7 @@ from mcp import Client, StdioServerParameters
 
 from conftest import KEY, FakeArk, FakeTime, Hold, HttpServer, answer, bomb
 from doubao_mcp import (
-    Config,
-    Estimates,
-    Record,
-    build_server,
-    key_fingerprint,
-    shape_task,
+    POLL_INTERVALS_SECONDS, Config, Estimate, Estimates, Record, build_server, key_fingerprint, shape_task,
     wait_for_task,
 )
 
@@ -226,7 +221,7 @@ def old_schedule(finish: float) -> list[float]:
     return polls
 
 
-async def new_schedule(finish: float, estimate: float) -> list[float]:
+async def new_schedule(finish: float, estimate: Estimate) -> list[float]:
     """The poll times of today's wait_for_task, on an injected clock, for a task done at `finish` seconds."""
     now, polls = FakeTime(), []
 
@@ -237,8 +232,8 @@ async def new_schedule(finish: float, estimate: float) -> list[float]:
     async def report(*_: Any) -> None:
         pass
 
-    await wait_for_task(poll, shape_task({"id": "cgt-1", "status": "queued"}), 600, report, estimate=estimate,
-                        clock=now.clock, sleep=now.sleep)
+    await wait_for_task(poll, shape_task({"id": "cgt-1", "status": "queued"}), 600, report,
+                        estimate.intervals(POLL_INTERVALS_SECONDS), estimate.seconds, clock=now.clock, sleep=now.sleep)
     return polls
 
 
@@ -255,7 +250,7 @@ async def waiting(fake: FakeArk, scratch: Path, rows: list[tuple[str, str, str, 
         model, duration = kind.split("@")
         finish = kinds[kind] * chance.uniform(0.8, 1.2)
         estimate = estimates.estimate(model, "720p", int(duration))
-        errors.setdefault(n // 4 + 1, []).append(abs(estimate - finish) / finish)
+        errors.setdefault(n // 4 + 1, []).append(abs(estimate.seconds - finish) / finish)
         for name, times in (("old", old_schedule(finish)), ("new", await new_schedule(finish, estimate))):
             lags[name].append(times[-1] - finish)
             polls[name].append(len(times))

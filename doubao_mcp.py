@@ -138,6 +138,7 @@ ESTIMATE_MIN_SAMPLES = 3  # fewer than this: the kind is widened (family only), 
 PROGRESS_EVERY_SECONDS = 3.0  # a wait reports progress at least this often, between its polls
 POLL_BATCH_SECONDS = 0.1  # polls of one key within this of each other share one request
 POLL_GRID_SECONDS = 0.5  # polls fall on this grid of the clock, so that waits' polls meet
+PRIOR_POLL_SECONDS = 4.0  # the sparsest poll of a wait timed by a prior, not by tasks seen: it may be far off
 OVERRUN_POLL_SECONDS = 3.5  # the sparsest poll of a task past its estimate (until it has run twice as long)
 MAX_TASK_RUN_SECONDS = 259_200  # Ark's longest execution_expires_after: no running task is older
 HEARTBEAT_EVERY_SECONDS = 10.0  # progress while a long image generation runs, for clients that time out at 60 s
@@ -1586,10 +1587,11 @@ async def finish_task(app: App, ctx: Context, task: VideoTask | None, task_id: s
         estimate = await app.run("quick", app.estimates.estimate, task.get("model") or "", *kind or (
             task.get("resolution"), task.get("duration")))
         if wait_seconds:
-            task = await wait_for_task(poll, task, wait_seconds, report, app.config.poll_intervals, estimate,
-                                       age_of(task), sleep=app.stopping.sleep, stopped=lambda: app.stopping.is_set)
+            task = await wait_for_task(poll, task, wait_seconds, report, estimate.intervals(app.config.poll_intervals),
+                                       estimate.seconds, age_of(task), sleep=app.stopping.sleep,
+                                       stopped=lambda: app.stopping.is_set)
         if task["status"] not in FINAL_STATUSES:  # for the viewer, which shows progress the same way
-            task = _with(task, estimate_seconds=round(grown(estimate, age_of(task))))
+            task = _with(task, estimate_seconds=round(grown(estimate.seconds, age_of(task))))
     if save_to and task["status"] == "succeeded":
         return await app.run("slow", save_once, app, task, save_to)
     if save_to and task["status"] in ("queued", "running"):
@@ -1870,8 +1872,8 @@ async def wait_for_all(app: App, ctx: Context, tasks: list[Any], wait_seconds: f
         estimate = await app.run("quick", app.estimates.estimate, task.get("model") or "", task.get("resolution"),
                                  task.get("duration"))
         found[task["task_id"]] = await wait_for_task(
-            poll, _with(task, next_step=""), wait_seconds, report, app.config.poll_intervals, estimate, age_of(task),
-            sleep=app.stopping.sleep, stopped=lambda: app.stopping.is_set)
+            poll, _with(task, next_step=""), wait_seconds, report, estimate.intervals(app.config.poll_intervals),
+            estimate.seconds, age_of(task), sleep=app.stopping.sleep, stopped=lambda: app.stopping.is_set)
         done += found[task["task_id"]]["status"] in FINAL_STATUSES
         await counted()
 
@@ -2775,6 +2777,16 @@ def age_of(task: Mapping[str, Any]) -> float:
     return age if 0 <= age <= MAX_TASK_RUN_SECONDS else 0.0
 
 
+class Estimate(NamedTuple):
+    seconds: float
+    learnt: bool  # from tasks seen; else the family's prior, which may be far off: polls then stay closer
+
+    def intervals(self, intervals: tuple[float, float]) -> tuple[float, float]:
+        """The bounds of the polls (densest, sparsest) a wait timed by this estimate uses."""
+        near, far = intervals
+        return intervals if self.learnt else (near, min(far, PRIOR_POLL_SECONDS))
+
+
 class Estimates:
     """How long a video task takes: the median of recent succeeded tasks of its family, of its resolution and
     duration where there are enough of those, else of the family, else the family's prior in VIDEO_MODELS. Fed by
@@ -2808,7 +2820,7 @@ class Estimates:
             if task.get("status") == "succeeded" and start and end:
                 self._add(task["task_id"], task.get("model"), task.get("resolution"), task.get("duration"), end - start)
 
-    def estimate(self, model: str, resolution: Any = None, duration: Any = None) -> float:
+    def estimate(self, model: str, resolution: Any = None, duration: Any = None) -> Estimate:
         """Seconds from creation to a finished video. Reads the record on its first call: on a worker thread."""
         if not self.loaded and self.record is not None:
             self.loaded = True
@@ -2821,11 +2833,11 @@ class Estimates:
         for alike in ([s for f, r, d, s in seen if (f, r, d) == (family, resolution, duration)],
                       [s for f, _, _, s in seen if f == family]):
             if len(alike) >= ESTIMATE_MIN_SAMPLES:
-                return statistics.median(alike[-ESTIMATE_SAMPLES:])
+                return Estimate(statistics.median(alike[-ESTIMATE_SAMPLES:]), learnt=True)
         row = family_row("video", model)
         seconds = max(duration if isinstance(duration, int) and duration > 0 else 5, 5)
-        return (row.seconds if row else VideoFamily.seconds) * RESOLUTION_COST.get(resolution or "720p", 1.0) * (
-            seconds / 5)
+        return Estimate((row.seconds if row else VideoFamily.seconds) * RESOLUTION_COST.get(resolution or "720p", 1.0)
+                        * seconds / 5, learnt=False)
 
 
 class PollBatcher:

@@ -1065,15 +1065,17 @@ def test_an_estimate_is_the_median_of_recent_tasks_of_its_kind_else_of_its_famil
         record._write("UPDATE tasks SET status = 'succeeded', finished = created + ? WHERE task_id = ?", seconds,
                       f"cgt-{n}")
     from_record = doubao_mcp.Estimates(record)
-    assert from_record.estimate("dreamina-seedance-2-0-260128", "720p", 5) == 40  # same family, BytePlus id
-    assert from_record.estimate("doubao-seedance-2-0-260128", "1080p", 10) == 40  # few of that kind: the family
+    assert from_record.estimate("dreamina-seedance-2-0-260128", "720p", 5) == (40, True)  # same family, BytePlus id
+    assert from_record.estimate("doubao-seedance-2-0-260128", "1080p", 10) == (40, True)  # few of that kind: family
     memory = doubao_mcp.Estimates(None)
-    assert memory.estimate("doubao-seedance-2-0-fast-260128", "480p", 10) == pytest.approx(45 * 0.6 * 2)  # prior
-    assert memory.estimate("ep-20260101-x") == 90  # an endpoint hides its model: the generic prior
+    prior = memory.estimate("doubao-seedance-2-0-fast-260128", "480p", 10)
+    assert prior.seconds == pytest.approx(45 * 0.6 * 2) and not prior.learnt  # the family's prior, scaled
+    assert prior.intervals((1.5, 10.0)) == (1.5, 4.0)  # a prior may be far off: polls stay closer
+    assert memory.estimate("ep-20260101-x") == (90, False)  # an endpoint hides its model: the generic prior
     memory.learn([{"task_id": f"cgt-{n}", "status": "succeeded", "model": "doubao-seedance-2-5-260628",
                    "resolution": "720p", "duration": 10, "created_at": "2026-11-30T10:00:00Z",
                    "updated_at": f"2026-11-30T10:0{n + 1}:00Z"} for n in range(3)] * 2)  # each task counts once
-    assert memory.estimate("doubao-seedance-2-5-260628", "720p", 10) == 120
+    assert memory.estimate("doubao-seedance-2-5-260628", "720p", 10) == (120, True)
 
 
 async def test_a_wait_reports_progress_against_the_estimate_from_history(ark: Any, tmp_path: Path) -> None:
