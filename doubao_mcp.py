@@ -1924,7 +1924,13 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
 
     @contextlib.asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[App]:
-        yield app
+        if watcher and config.api_key:  # its polls join the waits' of the server's own key
+            watcher.share(asyncio.get_running_loop(), app.poller(config.api_key))
+        try:
+            yield app
+        finally:
+            if watcher:
+                watcher.share(None, None)
 
     apps = Apps()  # the viewer, for hosts that speak MCP Apps; others ignore it and get the same results
     apps.add_html_resource(VIEWER_URI, VIEWER_HTML, name="doubao-mcp viewer", description="Shows generated images, "
@@ -2457,8 +2463,8 @@ class ArkClient:
     def get_task(self, task_id: str, api_key: str, retry: bool = True) -> dict[str, Any]:
         return self._request("GET", f"{TASKS_PATH}/{quote(task_id, safe='')}", api_key, retry=retry)
 
-    def list_tasks(self, params: list[tuple[str, Any]], api_key: str) -> dict[str, Any]:
-        return self._request("GET", TASKS_PATH, api_key, params=params)
+    def list_tasks(self, params: list[tuple[str, Any]], api_key: str, retry: bool = True) -> dict[str, Any]:
+        return self._request("GET", TASKS_PATH, api_key, params=params, retry=retry)
 
     def delete_task(self, task_id: str, api_key: str) -> dict[str, Any]:
         return self._request("DELETE", f"{TASKS_PATH}/{quote(task_id, safe='')}", api_key)
@@ -2848,23 +2854,29 @@ class PollBatcher:
     def __init__(self, app: App, api_key: str):
         self.app, self.api_key = app, api_key
         self.pending: dict[str, list[asyncio.Future[VideoTask]]] = {}
+        self.alone: set[str] = set()  # tasks to ask about alone when a list leaves them out (a wait's; not the watcher's)
 
-    async def poll(self, task_id: str) -> VideoTask:
+    async def poll(self, task_id: str, alone_if_missing: bool = True) -> VideoTask:
+        """The task as Ark reports it in the next shared request. A task a list leaves out is asked about alone, or,
+        without `alone_if_missing` (the watcher, which paces those itself), raises NotListed."""
         future: asyncio.Future[VideoTask] = asyncio.get_running_loop().create_future()
         first = not self.pending
         self.pending.setdefault(task_id, []).append(future)
+        if alone_if_missing:
+            self.alone.add(task_id)
         if first:
             asyncio.get_running_loop().call_later(POLL_BATCH_SECONDS, lambda: asyncio.ensure_future(self._send()))
         return await future
 
     async def _send(self) -> None:
         pending, self.pending = self.pending, {}
+        alone, self.alone = self.alone, set()
         ids = list(pending)[:WATCH_BATCH]
         for task_id in list(pending)[WATCH_BATCH:]:  # past a list's page: the next batch
             for future in pending[task_id]:
-                asyncio.ensure_future(self._requeue(task_id, future))
+                asyncio.ensure_future(self._requeue(task_id, future, task_id in alone))
         try:
-            found = await self.app.run("quick", fetch_tasks, self.app, ids, self.api_key)
+            found = await self.app.run("quick", fetch_tasks, self.app, ids, self.api_key, alone)
         except Exception as error:  # each waiter decides what a failure means for its wait
             found = {task_id: error for task_id in ids}
         for task_id in ids:
@@ -2873,9 +2885,9 @@ class PollBatcher:
                     outcome = found[task_id]
                     future.set_exception(outcome) if isinstance(outcome, Exception) else future.set_result(outcome)
 
-    async def _requeue(self, task_id: str, future: asyncio.Future[VideoTask]) -> None:
+    async def _requeue(self, task_id: str, future: asyncio.Future[VideoTask], alone_if_missing: bool) -> None:
         try:
-            result = await self.poll(task_id)
+            result = await self.poll(task_id, alone_if_missing)
         except Exception as error:
             if not future.done():
                 future.set_exception(error)
@@ -2884,12 +2896,18 @@ class PollBatcher:
             future.set_result(result)
 
 
-def fetch_tasks(app: App, task_ids: list[str], api_key: str) -> dict[str, VideoTask | Exception]:
-    """One task by a GET, several by one list request; a task the list left out is asked about alone (Ark may have
-    forgotten it). Single attempts: the next poll is a wait's retry. Runs on a worker thread."""
+class NotListed(DoubaoError):
+    """A list request left the task out: Ark may have forgotten it. The watcher asks about it alone, at its pace."""
+
+
+def fetch_tasks(app: App, task_ids: list[str], api_key: str, alone: Iterable[str] = ()
+                ) -> dict[str, VideoTask | Exception]:
+    """One task by a GET, several by one list request; a task the list left out is asked about alone when it is in
+    `alone` (Ark may have forgotten it), else is NotListed. Single attempts: the next poll is the retry. Runs on a
+    worker thread."""
     if len(task_ids) > 1:
         listed = app.client.list_tasks([("page_size", len(task_ids))] + [("filter.task_ids", t) for t in task_ids],
-                                       api_key)
+                                       api_key, retry=False)
         found = {task["task_id"]: task for task in remembered(app, [
             task for task in shape_items(listed.get("items")) if task["task_id"] in task_ids])}
     else:
@@ -2897,10 +2915,20 @@ def fetch_tasks(app: App, task_ids: list[str], api_key: str) -> dict[str, VideoT
     outcomes: dict[str, VideoTask | Exception] = {}
     for task_id in task_ids:
         try:
-            outcomes[task_id] = found.get(task_id) or fetch_task(app, task_id, api_key, False)
+            outcomes[task_id] = found.get(task_id) or (
+                fetch_task(app, task_id, api_key, False) if task_id in alone or len(task_ids) == 1 else
+                NotListed(f"{task_id} was not in Ark's list"))
         except Exception as error:
             outcomes[task_id] = error
     return outcomes
+
+
+async def _polled_together(batcher: PollBatcher, task_ids: list[str]) -> dict[str, VideoTask | Exception]:
+    """The watcher's polls, through a key's shared batcher: each task, or why not."""
+    outcomes = await asyncio.gather(*(batcher.poll(task_id, alone_if_missing=False) for task_id in task_ids),
+                                    return_exceptions=True)
+    return {task_id: outcome if isinstance(outcome, (dict, Exception)) else DoubaoError("the poll was interrupted")
+            for task_id, outcome in zip(task_ids, outcomes)}
 
 
 def poll_interval(age: float, estimate: float, intervals: tuple[float, float]) -> float:
@@ -3693,6 +3721,7 @@ class Watcher:
         self.alone: set[str] = set()  # tasks a list answer left out: asked about one by one
         self.condition = threading.Condition()
         self.stopping = threading.Event()  # what a pause between requests waits on: a new task does not shorten it
+        self.shared: tuple[asyncio.AbstractEventLoop, PollBatcher] | None = None
         self.stopped = self.resuming = False
         self.thread: threading.Thread | None = None
         self.beat = 0.0
@@ -3777,6 +3806,30 @@ class Watcher:
                 self.beat = time.monotonic()
                 self.record.heartbeat()
 
+    def share(self, loop: asyncio.AbstractEventLoop | None, batcher: PollBatcher | None) -> None:
+        """While a server runs (its lifespan), poll through its shared batcher for this key: a task that a wait and
+        the watcher both follow costs one request a poll, not two. Without one, the watcher polls on its own."""
+        self.shared = (loop, batcher) if loop and batcher else None
+
+    def _listed(self, task_ids: list[str]) -> dict[str, VideoTask | Exception] | None:
+        """These tasks in one request, each its task or why not (NotListed: the list left it out); None when the
+        request failed as a whole."""
+        shared = self.shared
+        if shared:
+            loop, batcher = shared
+            try:
+                return asyncio.run_coroutine_threadsafe(_polled_together(batcher, task_ids), loop).result(
+                    timeout=self.config.limits.task_deadline + 5)
+            except Exception:  # the loop stopped, or it took too long: polled again next round
+                return None
+        try:
+            listed = self.client.list_tasks([("page_size", len(task_ids))] + [
+                ("filter.task_ids", t) for t in task_ids], self.api_key)
+        except DoubaoError as error:
+            return {task_id: error for task_id in task_ids}
+        found = {task["task_id"]: task for task in shape_items(listed.get("items"))}
+        return {task_id: found.get(task_id) or NotListed(task_id) for task_id in task_ids}
+
     def _poll(self, batch: list[str]) -> set[str]:
         """Ask Ark about these tasks: in one list request, and one by one those a list answer left out (asked about
         alone from then on: Ark may have forgotten them), each request a gap after the one before. The ids to poll
@@ -3785,20 +3838,18 @@ class Watcher:
         alone = [task_id for task_id in batch if task_id in self.alone]
         again: set[str] = set()
         requests = 0
-        if len(together) > 1:
+        if len(together) > 1 or (together and self.shared):
             requests += 1
-            try:
-                listed = self.client.list_tasks([("page_size", len(together))] + [
-                    ("filter.task_ids", t) for t in together], self.api_key)
-            except DoubaoError as error:
-                if isinstance(error, ArkAPIError) and not _transient_status(error.status):
-                    self.alone.update(together)  # Ark will not list them: ask about each
+            outcomes = self._listed(together)
+            if outcomes is None:
                 return set(batch)
-            found = {task["task_id"]: task for task in shape_items(listed.get("items")) if task["task_id"] in together}
-            missing = [task_id for task_id in together if task_id not in found]
+            # Left out, or refused for good (a 4xx the list as a whole got): each is asked about alone.
+            missing = [task_id for task_id, outcome in outcomes.items() if isinstance(outcome, NotListed) or (
+                isinstance(outcome, ArkAPIError) and not _transient_status(outcome.status))]
             self.alone.update(missing)
             alone, together = missing + alone, []
-            again |= {task_id for task_id, task in found.items() if self._handle(task)}
+            again |= {task_id for task_id, outcome in outcomes.items() if task_id not in missing and (
+                isinstance(outcome, Exception) or self._handle(outcome))}
         for task_id in together + alone:
             if requests:
                 self.stopping.wait(self.gap)

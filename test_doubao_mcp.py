@@ -2956,3 +2956,29 @@ async def test_one_list_call_waits_for_many_tasks_saves_each_and_counts_them_don
     assert [value for value, _, _ in updates] == sorted(value for value, _, _ in updates)
     assert "wait_seconds and save_dir need task_ids" in error_text(refused)
     assert tools["list_video_tasks"].input_schema["properties"]["wait_seconds"]["maximum"] == 55
+
+
+async def test_while_a_server_runs_the_watchers_polls_join_its_shared_loop(
+        fake_ark: FakeArk, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 18: a task a wait and the watcher both follow is asked about in the same requests."""
+    fake_ark.polls_to_finish = 3
+    through_the_loop: list[list[str]] = []
+    shared = doubao_mcp._polled_together
+
+    async def spy(batcher: Any, task_ids: list[str]) -> Any:
+        through_the_loop.append(list(task_ids))
+        return await shared(batcher, task_ids)
+
+    monkeypatch.setattr(doubao_mcp, "_polled_together", spy)
+    config = Config(api_key=KEY, base_url=fake_ark.url, previews=False, poll_intervals=(0.05, 0.2))
+    record = doubao_mcp.Record(tmp_path / "state", fake_ark.url)
+    client = ArkClient(fake_ark.url, secrets=[KEY])
+    watcher = doubao_mcp.Watcher(client, record, KEY, config, gap=0.01)
+    async with Client(build_server(config, client, record=record, watcher=watcher)) as session:
+        assert watcher.shared is not None
+        created = await session.call_tool("generate_video", {"prompt": "a fox", "save_dir": str(tmp_path)})
+        task_id = created.structured_content["task_id"]
+        await anyio.to_thread.run_sync(fake_ark.requested, "GET", f"/files/{task_id}")
+    watcher.stop()
+    assert watcher.shared is None  # the server stopped: the watcher polls on its own again
+    assert through_the_loop and all(ids == [task_id] for ids in through_the_loop)  # every watcher poll, shared

@@ -266,11 +266,13 @@ def test_stdio_carries_only_protocol_messages_and_ends_cleanly_on_ctrl_c(fake_ar
     assert process.stdin and process.stdout
     process.stdin.write(b"".join(json.dumps(m).encode() + b"\n" for m in messages) + b"not json at all\n")
     process.stdin.flush()
-    replies = [json.loads(process.stdout.readline()) for _ in range(4)]
+    answers = [json.loads(process.stdout.readline()) for _ in range(5)]  # the last line's -32700 among them
     process.send_signal(signal.SIGINT)
     process.wait(timeout=15)  # with stdin still open, as when Ctrl-C is pressed
     rest, err = process.communicate()
-    assert [r["id"] for r in replies] == [1, 2, 3, 4] and all(r["jsonrpc"] == "2.0" for r in replies)
+    replies = sorted((r for r in answers if r["id"] is not None), key=lambda r: r["id"])
+    assert [r["id"] for r in replies] == [1, 2, 3, 4] and all(r["jsonrpc"] == "2.0" for r in answers)
+    assert [r["error"]["code"] for r in answers if r["id"] is None] == [-32700]
     assert "set ARK_API_KEY" in replies[2]["result"]["content"][0]["text"]
     assert replies[3]["result"]["isError"] and rest == b""
     assert process.returncode == 0 and b"Traceback" not in err and b"ARK_API_KEY is not set" in err
