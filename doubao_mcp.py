@@ -773,8 +773,12 @@ def _size(n: float) -> str:
 def family_of(model: str, table: Mapping[str, T]) -> tuple[str, T | None]:
     """The model's name for messages (its id without the date stamp) and its row, or None for an id the
     table does not know: an endpoint id, or a model newer than this release."""
-    shown = re.sub(r"-\d{6}$", "", model)
-    return shown, table.get(re.sub(r"^(doubao|dreamina|dola)-", "", shown.lower()))
+    return re.sub(r"-\d{6}$", "", model), table.get(family_key(model))
+
+
+def family_key(model: str) -> str:
+    """A model's family: its id without its `doubao-` / `dreamina-` / `dola-` prefix and `-YYMMDD` date stamp."""
+    return re.sub(r"^(doubao|dreamina|dola)-", "", re.sub(r"-\d{6}$", "", model).lower())
 
 
 @dataclass(frozen=True)
@@ -997,20 +1001,16 @@ class ModelMemory:
 
     def __init__(self, keys: int = 1024):
         self.keys = keys
-        self.unusable: collections.OrderedDict[bytes, set[str]] = collections.OrderedDict()
+        self.unusable: collections.OrderedDict[str | None, set[str]] = collections.OrderedDict()  # by fingerprint
         self.lock = threading.Lock()
-
-    @staticmethod
-    def _slot(api_key: str) -> bytes:
-        return hashlib.sha256(api_key.encode()).digest()  # no key is kept here
 
     def order(self, api_key: str, models: Iterable[str]) -> list[str]:
         with self.lock:
-            unusable = set(self.unusable.get(self._slot(api_key), ()))
+            unusable = set(self.unusable.get(key_fingerprint(api_key), ()))
         return sorted(models, key=lambda model: model in unusable)  # stable: the table's order otherwise
 
     def learn(self, api_key: str, model: str, usable: bool) -> None:
-        slot = self._slot(api_key)
+        slot = key_fingerprint(api_key)  # no key is kept here
         with self.lock:
             unusable = self.unusable.setdefault(slot, set())
             self.unusable.move_to_end(slot)
@@ -1511,7 +1511,7 @@ class App:
 
     def poller(self, api_key: str) -> PollBatcher:
         """The batcher of this key's polls (a bounded few: over HTTP every caller brings a key)."""
-        slot = hashlib.sha256(api_key.encode()).hexdigest()
+        slot = key_fingerprint(api_key) or ""
         if slot not in self.batchers:
             if len(self.batchers) >= 256:
                 self.batchers.pop(next(iter(self.batchers)))
@@ -2222,11 +2222,11 @@ def parse_answer(answer: Answer, path: str, secrets: Iterable[str], sent_request
             s for s in secrets if len(s) >= 20)) if raw.strip() else {}
     except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python's stack, from a hostile peer
         body = None
-    text = _redact(_unescaped(raw), secrets)  # what an excerpt of a body that is not Ark's JSON may show
+    excerpt = lambda: _excerpt(_redact(_unescaped(raw), secrets), answer.headers)  # noqa: E731  (errors only)
     if 200 <= answer.status < 300:
         if not isinstance(body, dict):
             raise ArkConnectionError(f"Ark answered {answer.status} with a body that is not a JSON object: "
-                                     f"{_excerpt(text, answer.headers)}.")
+                                     f"{excerpt()}.")
         return body
     error = body.get("error") if isinstance(body, dict) else None
     error = error if isinstance(error, dict) else {}
@@ -2234,8 +2234,7 @@ def parse_answer(answer: Answer, path: str, secrets: Iterable[str], sent_request
     if message is None and 300 <= answer.status < 400:
         message = f"redirect to {header('Location') or '?'}"
     elif message is None:
-        excerpt = _excerpt(text, answer.headers)
-        message = f"{_text(answer.reason, NAME_MAX_CHARS)}; {excerpt}" if _text(answer.reason) else excerpt
+        message = f"{_text(answer.reason, NAME_MAX_CHARS)}; {excerpt()}" if _text(answer.reason) else excerpt()
     # Ark appends "Request id: ..." to its messages; lift it out so the id is shown once.
     found = re.search(r"\s*Request id: ?(\S+?)\.?\s*$", message)
     if found:
@@ -2805,11 +2804,6 @@ class Estimates:
         self.learnt: collections.OrderedDict[str, None] = collections.OrderedDict()
         self.lock = threading.Lock()
 
-    @staticmethod
-    def _family(model: Any) -> str:
-        shown, _ = family_of(model if isinstance(model, str) else "", VIDEO_MODELS)
-        return re.sub(r"^(doubao|dreamina|dola)-", "", shown.lower())
-
     def _add(self, task_id: str, model: Any, resolution: Any, duration: Any, seconds: float) -> None:
         with self.lock:
             if task_id in self.learnt or seconds <= 0:
@@ -2817,13 +2811,15 @@ class Estimates:
             self.learnt[task_id] = None
             if len(self.learnt) > 5000:
                 self.learnt.popitem(last=False)
-            self.seen.append((self._family(model), resolution, duration, seconds))
+            self.seen.append((family_key(model if isinstance(model, str) else ""), resolution, duration, seconds))
 
     def learn(self, tasks: Iterable[Mapping[str, Any]]) -> None:
         """Tasks Ark reported: each succeeded one teaches how long its kind takes (Ark's own created and updated)."""
         for task in tasks:
+            if task.get("status") != "succeeded" or task["task_id"] in self.learnt:  # a list repeats them each call
+                continue
             start, end = _timestamp(task.get("created_at")), _timestamp(task.get("updated_at"))
-            if task.get("status") == "succeeded" and start and end:
+            if start and end:
                 self._add(task["task_id"], task.get("model"), task.get("resolution"), task.get("duration"), end - start)
 
     def estimate(self, model: str, resolution: Any = None, duration: Any = None) -> Estimate:
@@ -2833,7 +2829,7 @@ class Estimates:
             for task_id, stored, parameters, seconds in self.record.recent_durations(self.seen.maxlen or 500):
                 kept = json.loads(parameters or "{}")
                 self._add(task_id, stored, kept.get("resolution"), kept.get("duration"), seconds)
-        family = self._family(model)
+        family = family_key(model)
         with self.lock:
             seen = list(self.seen)
         for alike in ([s for f, r, d, s in seen if (f, r, d) == (family, resolution, duration)],
