@@ -1576,20 +1576,12 @@ async def finish_task(app: App, ctx: Context, task: VideoTask | None, task_id: s
                       ) -> VideoTask:
     """Shared by generate_video and query_video_task: wait if asked, then save if it succeeded, or have the watcher
     save it when it does. `kind`: the (resolution, duration) asked for, where Ark's answer does not say yet."""
-    async def poll() -> VideoTask:
-        return await app.poller(api_key).poll(task_id)
-
     async def report(age: float, total: float, message: str) -> None:
         await ctx.report_progress(round(age, 1), round(total, 1), message)
 
     task = task or await app.run("quick", fetch_task, app, task_id, api_key)
     if task["status"] not in FINAL_STATUSES:
-        estimate = await app.run("quick", app.estimates.estimate, task.get("model") or "", *kind or (
-            task.get("resolution"), task.get("duration")))
-        if wait_seconds:
-            task = await wait_for_task(poll, task, wait_seconds, report, estimate.intervals(app.config.poll_intervals),
-                                       estimate.seconds, age_of(task), sleep=app.stopping.sleep,
-                                       stopped=lambda: app.stopping.is_set)
+        task, estimate = await wait_timed(app, task, wait_seconds, report, api_key, kind)
         if task["status"] not in FINAL_STATUSES:  # for the viewer, which shows progress the same way
             task = _with(task, estimate_seconds=round(grown(estimate.seconds, age_of(task))))
     if save_to and task["status"] == "succeeded":
@@ -1849,6 +1841,20 @@ async def list_video_tasks(
                                                                   if k != "next_step"}) for task in tasks])
 
 
+async def wait_timed(app: App, task: Any, wait_seconds: float, report: Callable[[float, float, str], Awaitable[None]],
+                     api_key: str, kind: tuple[str | None, int | None] | None = None) -> tuple[Any, Estimate]:
+    """Wait up to `wait_seconds` for a task, timed by how long its kind takes (`kind`: the resolution and duration
+    asked for, where Ark's answer does not say yet), its polls shared with the key's other waits: the task as last
+    seen, and the estimate."""
+    estimate = await app.run("quick", app.estimates.estimate, task.get("model") or "", *kind or (
+        task.get("resolution"), task.get("duration")))
+    if wait_seconds:
+        task = await wait_for_task(lambda: app.poller(api_key).poll(task["task_id"]), task, wait_seconds, report,
+                                   estimate.intervals(app.config.poll_intervals), estimate.seconds, age_of(task),
+                                   sleep=app.stopping.sleep, stopped=lambda: app.stopping.is_set)
+    return task, estimate
+
+
 async def wait_for_all(app: App, ctx: Context, tasks: list[Any], wait_seconds: float, api_key: str) -> list[Any]:
     """Wait until every task is final or `wait_seconds` have passed: one wait per task, each timed by its own
     estimate, their polls shared. Progress counts the tasks done: `2 of 3 done`."""
@@ -1863,17 +1869,11 @@ async def wait_for_all(app: App, ctx: Context, tasks: list[Any], wait_seconds: f
 
     async def one(task: Any) -> None:
         nonlocal done
-        async def poll() -> VideoTask:
-            return await app.poller(api_key).poll(task["task_id"])
 
         async def report(age: float, total: float, message: str) -> None:
             await counted()
 
-        estimate = await app.run("quick", app.estimates.estimate, task.get("model") or "", task.get("resolution"),
-                                 task.get("duration"))
-        found[task["task_id"]] = await wait_for_task(
-            poll, _with(task, next_step=""), wait_seconds, report, estimate.intervals(app.config.poll_intervals),
-            estimate.seconds, age_of(task), sleep=app.stopping.sleep, stopped=lambda: app.stopping.is_set)
+        found[task["task_id"]], _ = await wait_timed(app, _with(task, next_step=""), wait_seconds, report, api_key)
         done += found[task["task_id"]]["status"] in FINAL_STATUSES
         await counted()
 
@@ -2892,6 +2892,12 @@ class PollBatcher:
             future.set_result(result)
 
 
+def tasks_by_id(client: ArkClient, task_ids: list[str], api_key: str, retry: bool = True) -> dict[str, VideoTask]:
+    """These tasks in one list request (`filter.task_ids`): those of them Ark returned, by id, shaped."""
+    listed = client.list_tasks(list_query(None, None, None, task_ids, None, len(task_ids)), api_key, retry=retry)
+    return {task["task_id"]: task for task in shape_items(listed.get("items")) if task["task_id"] in task_ids}
+
+
 class NotListed(DoubaoError):
     """A list request left the task out: Ark may have forgotten it. The watcher asks about it alone, at its pace."""
 
@@ -2901,13 +2907,8 @@ def fetch_tasks(app: App, task_ids: list[str], api_key: str, alone: Iterable[str
     """One task by a GET, several by one list request; a task the list left out is asked about alone when it is in
     `alone` (Ark may have forgotten it), else is NotListed. Single attempts: the next poll is the retry. Runs on a
     worker thread."""
-    if len(task_ids) > 1:
-        listed = app.client.list_tasks([("page_size", len(task_ids))] + [("filter.task_ids", t) for t in task_ids],
-                                       api_key, retry=False)
-        found = {task["task_id"]: task for task in remembered(app, [
-            task for task in shape_items(listed.get("items")) if task["task_id"] in task_ids])}
-    else:
-        found = {}
+    found = ({task["task_id"]: task for task in remembered(app, list(tasks_by_id(
+        app.client, task_ids, api_key, retry=False).values()))} if len(task_ids) > 1 else {})
     outcomes: dict[str, VideoTask | Exception] = {}
     for task_id in task_ids:
         try:
@@ -3819,11 +3820,9 @@ class Watcher:
             except Exception:  # the loop stopped, or it took too long: polled again next round
                 return None
         try:
-            listed = self.client.list_tasks([("page_size", len(task_ids))] + [
-                ("filter.task_ids", t) for t in task_ids], self.api_key)
+            found = tasks_by_id(self.client, task_ids, self.api_key)
         except DoubaoError as error:
             return {task_id: error for task_id in task_ids}
-        found = {task["task_id"]: task for task in shape_items(listed.get("items"))}
         return {task_id: found.get(task_id) or NotListed(task_id) for task_id in task_ids}
 
     def _poll(self, batch: list[str]) -> set[str]:
