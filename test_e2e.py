@@ -1017,3 +1017,20 @@ async def test_over_http_one_list_call_waits_for_several_tasks_with_progress(fak
                                             progress_callback=progress)
     assert [t["status"] for t in listed.structured_content["tasks"]] == ["succeeded"] * 3
     assert updates[0] == "0 of 3 done" and updates[-1] == "3 of 3 done"
+
+
+NPX = shutil.which("npx")
+
+
+@pytest.mark.skipif(not NPX, reason="needs Node.js's npx to run `@anthropic-ai/mcpb validate` on the bundle manifest "
+                    "(https://nodejs.org); test_release_files_bundle_manifest_* checked it against the vendored schema")
+def test_the_bundle_manifest_passes_the_mcpb_cli(tmp_path: Path) -> None:
+    """The same check Claude Desktop's packer runs (zod, strict: an unknown key is an error), pinned to the CLI's 2.x."""
+    manifest = Path(__file__).parent / "manifest.json"
+    checked = subprocess.run([NPX, "-y", "@anthropic-ai/mcpb@2", "validate", str(manifest)], capture_output=True,
+                             text=True, timeout=180, cwd=tmp_path, check=False)
+    assert checked.returncode == 0 and "validation passes" in checked.stdout, checked.stdout + checked.stderr
+    (tmp_path / "manifest.json").write_text(json.dumps({**json.loads(manifest.read_text()), "unknown_field": 1}))
+    refused = subprocess.run([NPX, "-y", "@anthropic-ai/mcpb@2", "validate", str(tmp_path / "manifest.json")],
+                             capture_output=True, text=True, timeout=180, cwd=tmp_path, check=False)
+    assert refused.returncode != 0  # the CLI really validates: the check above is not a formality
