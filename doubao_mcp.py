@@ -184,7 +184,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 # --- Models: what each family accepts, and where it stands --------------------------------------------------------
 # The one place that knows a model's limits and lifecycle (sources: ../shared/ARK_API.md, the Ark docs and SDKs;
-# see the README's model table). A family is an id without its `doubao-` / `dreamina-` / `dola-` prefix and
+# see the model table in docs/models.md). A family is an id without its `doubao-` / `dreamina-` / `dola-` prefix and
 # `-YYMMDD` date stamp, so the China and BytePlus ids of one model share a row. An id the table does not know (an
 # `ep-...` endpoint, a model newer than this release) goes to Ark with only the universal checks, and Ark decides.
 # A capability marked None is unclear: an explicit model is never refused for it, and a default never relies on it.
@@ -1197,7 +1197,7 @@ def list_query(status: str | None, model: str | None, service_tier: str | None, 
 
 # Output types. Fields marked Unlisted are validated like the rest but left out of the published output
 # schema: Ark's echo of a request (resolution, seed, ...) costs every conversation tokens in tools/list and tells a
-# caller nothing it acts on. `additionalProperties` says they may appear; the README lists them.
+# caller nothing it acts on. `additionalProperties` says they may appear; docs/tools.md lists them.
 Unlisted = SkipJsonSchema
 
 OPEN = ConfigDict(json_schema_extra={"additionalProperties": True})

@@ -14,6 +14,7 @@ import platform
 import re
 import socket
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
@@ -2838,14 +2839,212 @@ async def test_while_stopping_a_wait_that_arrived_is_answered_and_only_new_work_
 
 
 
-def test_help_lists_every_setting_the_readme_documents(capsys: pytest.CaptureFixture[str]) -> None:
-    readme = (Path(__file__).parent / "README.md").read_text()
-    configuration = readme[readme.index("## Configuration"):readme.index("## Client configuration")]
-    documented = set(re.findall(r"`((?:ARK|DOUBAO)_[A-Z_]+)`", configuration))
+ROOT = Path(__file__).parent
+HOSTING_OPTIONS = {"DOUBAO_MCP_TRANSPORT", "DOUBAO_MCP_HOST", "DOUBAO_MCP_PORT", "DOUBAO_MCP_ALLOWED_HOSTS",
+                   "DOUBAO_MCP_ALLOWED_ORIGINS"}
+
+
+def settings_in_help(capsys: pytest.CaptureFixture[str]) -> str:
     with pytest.raises(SystemExit):
         doubao_mcp.main(["--help"])
-    shown = capsys.readouterr().out
+    return capsys.readouterr().out
+
+
+def test_help_lists_every_setting_the_docs_document(capsys: pytest.CaptureFixture[str]) -> None:
+    configuration = (ROOT / "docs" / "configuration.md").read_text()
+    table = configuration[configuration.index("## Settings"):configuration.index("## Client configuration")]
+    readme = (ROOT / "README.md").read_text()
+    documented = set(re.findall(r"`((?:ARK|DOUBAO)_[A-Z_]+)`", table + readme[readme.index("## Settings"):]))
+    shown = settings_in_help(capsys)
     assert len(documented) >= 12 and not [name for name in documented if name not in shown], documented
+
+
+def pyproject() -> dict[str, Any]:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: pip, in every venv, carries the same parser
+        from pip._vendor import tomli as tomllib
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def release_file(name: str) -> Any:
+    return json.loads((ROOT / name).read_text())
+
+
+async def test_release_files_carry_one_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """doubao_mcp.__version__ is the source; the metadata, --version, serverInfo and the JSON copies all say it."""
+    import importlib.metadata
+
+    version = doubao_mcp.__version__
+    with pytest.raises(SystemExit):
+        doubao_mcp.main(["--version"])
+    config = Config.from_env()
+    async with Client(build_server(config, ArkClient(config.base_url, secrets=[KEY]), doubao_mcp.Stopping())) as client:
+        server_version = client.server_info.version
+    server, manifest = release_file("server.json"), release_file("manifest.json")
+    assert (capsys.readouterr().out.strip(), server_version, server["version"], server["packages"][0]["version"],
+            manifest["version"]) == (f"doubao-image-video-mcp {version}", version, version, version, version)
+    assert importlib.metadata.version("doubao-image-video-mcp") == version, "reinstall: pip install -e '.[test]'"
+
+
+def test_release_files_version_is_set_everywhere_by_one_command(tmp_path: Path) -> None:
+    checked = subprocess.run([sys.executable, ROOT / ".ci" / "version"], capture_output=True, text=True, check=False)
+    assert (checked.returncode, checked.stdout) == (0, f"{doubao_mcp.__version__}\n"), checked.stderr
+    for name in (".ci/version", "doubao_mcp.py", "server.json", "manifest.json"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text((ROOT / name).read_text())
+    command = [sys.executable, tmp_path / ".ci" / "version"]
+    assert subprocess.run([*command, "v2.3.4"], capture_output=True, text=True, check=True).stdout == "2.3.4\n"
+    assert '\n__version__ = "2.3.4"\n' in (tmp_path / "doubao_mcp.py").read_text()
+    server, manifest = (json.loads((tmp_path / name).read_text()) for name in ("server.json", "manifest.json"))
+    assert (server["version"], server["packages"][0]["version"], manifest["version"]) == ("2.3.4",) * 3
+    (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "version": "2.3.3"}))
+    drifted = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert drifted.returncode == 1 and "manifest.json version is '2.3.3'" in drifted.stderr
+    refused = subprocess.run([*command, "latest"], capture_output=True, text=True, check=False)
+    assert refused.returncode == 1 and "'latest' is not a version" in refused.stderr
+
+
+def test_release_files_server_json_is_what_the_registry_accepts(capsys: pytest.CaptureFixture[str]) -> None:
+    import jsonschema
+
+    schema = release_file("schemas/server.schema.json")
+    server = release_file("server.json")
+    jsonschema.validate(server, schema, format_checker=jsonschema.FormatChecker())
+    assert server["$schema"] == schema["$id"]  # names the schema it was validated with
+    (package,) = server["packages"]
+    assert (package["registryType"], package["identifier"], package["runtimeHint"], package["transport"]) == (
+        "pypi", pyproject()["project"]["name"], "uvx", {"type": "stdio"})
+    settings = {variable["name"]: variable for variable in package["environmentVariables"]}
+    assert settings["ARK_API_KEY"]["isRequired"] and settings["ARK_API_KEY"]["isSecret"]
+    assert not [name for name, variable in settings.items() if name != "ARK_API_KEY" and variable.get("isRequired")]
+    assert all(variable["description"] for variable in settings.values())
+    in_help = set(re.findall(r"\b((?:ARK|DOUBAO)_[A-Z_]+[A-Z])\b", settings_in_help(capsys)))
+    aliases = {"DOUBAO_API_KEY", "DOUBAO_IMAGE_ENDPOINT_ID", "DOUBAO_VIDEO_ENDPOINT_ID"}
+    assert set(settings) == in_help - HOSTING_OPTIONS - aliases  # every setting a stdio user may set, and no other
+    # The registry takes a PyPI package only when its long description (the README) names the server.
+    assert f"<!-- mcp-name: {server['name']} -->" in (ROOT / "README.md").read_text().splitlines()[:5]
+    repository = server["repository"]["url"]
+    assert server["name"] == "io.github." + repository.removeprefix("https://github.com/").split("/")[0] + "/doubao-mcp"
+    assert repository in pyproject()["project"]["urls"].values()
+    assert release_file("manifest.json")["repository"]["url"] == repository
+
+
+def bundle_environment(manifest: dict[str, Any], **chosen: Any) -> dict[str, str]:
+    """The server's environment as Claude Desktop makes it from the bundle's manifest: each user_config value (or its
+    default) put in for ${user_config.KEY}, booleans as "true"/"false" (as @anthropic-ai/mcpb's config.js does)."""
+    values = {key: option["default"] for key, option in manifest["user_config"].items() if "default" in option}
+    values.update(chosen)
+    variables = {f"user_config.{key}": str(value).lower() if isinstance(value, bool) else str(value)
+                 for key, value in values.items()}
+    return {name: re.sub(r"\$\{([^}]+)\}", lambda m: variables.get(m.group(1), m.group(0)), value)
+            for name, value in manifest["server"]["mcp_config"]["env"].items()}
+
+
+def test_release_files_bundle_manifest_maps_its_fields_to_settings() -> None:
+    import jsonschema
+
+    manifest = release_file("manifest.json")
+    jsonschema.validate(manifest, release_file("schemas/mcpb-manifest-v0.4.schema.json"))
+    assert manifest["manifest_version"] == "0.4" and manifest["server"]["type"] == "uv"
+    fields = manifest["user_config"]
+    assert fields["ark_api_key"]["sensitive"] and fields["ark_api_key"]["required"]
+    assert fields["output_dir"]["type"] == "directory"
+    # Only the key is required: every other field needs a default, or Claude Desktop would pass "${user_config...}".
+    only_the_key = bundle_environment(manifest, ark_api_key=KEY)
+    assert not [value for value in only_the_key.values() if "${" in value], only_the_key
+    config = Config.from_env(only_the_key)
+    assert (config.api_key, config.output_dir, config.base_url, config.image_model, config.video_model,
+            config.previews) == (KEY, "Downloads/doubao", doubao_mcp.DEFAULT_BASE_URL, None, None, True)
+    chosen = Config.from_env(bundle_environment(manifest, ark_api_key=KEY, output_dir="/Users/me/Pictures/ai",
+                                                image_model=PRO, previews=False))
+    assert (chosen.output_dir, chosen.image_model, chosen.previews) == ("/Users/me/Pictures/ai", PRO, False)
+    assert [tool["name"] for tool in manifest["tools"]] == [tool.name for tool in doubao_mcp.published_tools()]
+    # Claude Desktop runs `uv run --directory <the bundle>`: uv builds the project from the files the bundle holds.
+    assert manifest["server"]["mcp_config"]["args"][-1] in pyproject()["project"]["scripts"]
+    kept = {line[1:] for line in (ROOT / ".mcpbignore").read_text().splitlines() if line.startswith("!")}
+    project = pyproject()
+    needed = {"manifest.json", "pyproject.toml", project["project"]["readme"]["file"], manifest["server"]["entry_point"],
+              *project["project"]["license-files"], *(f"{m}.py" for m in project["tool"]["setuptools"]["py-modules"])}
+    assert kept == needed and "*" in (ROOT / ".mcpbignore").read_text().splitlines()
+
+
+def test_release_files_workflows_test_every_python_and_publish_without_a_password() -> None:
+    import yaml
+
+    ci, release = (yaml.safe_load((ROOT / ".github" / "workflows" / name).read_text()) for name in ("ci.yml", "release.yml"))
+    classified = [c.rsplit(" ", 1)[1] for c in pyproject()["project"]["classifiers"] if re.fullmatch(r".* 3\.\d+", c)]
+    (test,) = ci["jobs"].values()
+    assert test["strategy"]["matrix"]["python-version"] == classified == ["3.10", "3.11", "3.12", "3.13"]
+    assert pyproject()["project"]["requires-python"] == f">={classified[0]}"
+    assert "bash .ci/run" in [step.get("run") for step in test["steps"]]
+    assert release[True]["push"]["tags"] == ["v*"]  # YAML 1.1 reads the key `on` as true
+    build, pypi, github = release["jobs"]["build"], release["jobs"]["pypi"], release["jobs"]["github-release"]
+    assert "bash .ci/build" in [step.get("run") for step in build["steps"]]
+    assert {step["with"]["path"] for step in build["steps"] if "upload-artifact" in step.get("uses", "")} == {"dist/", "bundle/"}
+    (publish,) = [step for step in pypi["steps"] if "pypa/gh-action-pypi-publish" in step.get("uses", "")]
+    assert pypi["permissions"] == {"id-token": "write"} and "password" not in publish.get("with", {})
+    assert "${{ secrets" not in (ROOT / ".github" / "workflows" / "release.yml").read_text()
+    assert github["permissions"] == {"contents": "write"} and "pypi" in github["needs"]
+    assert any("gh release create" in step.get("run", "") and "artifacts/*" in step["run"] for step in github["steps"])
+
+
+def heading_anchors(markdown: str) -> set[str]:
+    """GitHub's anchors: a heading lowercased, punctuation dropped, spaces made hyphens."""
+    text = re.sub(r"```.*?```", "", markdown, flags=re.DOTALL)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in re.findall(r"^#+ (.+)$", text, re.MULTILINE)}
+
+
+def test_every_relative_link_in_the_docs_resolves() -> None:
+    pages = [ROOT / "README.md", ROOT / "RELEASING.md", *sorted((ROOT / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.DOTALL)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            file = (page.parent / path).resolve() if path else page
+            if not file.exists() or anchor and anchor not in heading_anchors(file.read_text()):
+                broken.append(f"{page.name}: {target}")
+    assert len(pages) >= 9 and not broken, broken
+
+
+def test_the_readme_fits_one_screen_then_links() -> None:
+    readme = (ROOT / "README.md").read_text()
+    lines = readme.splitlines()
+    first_screen = "\n".join(lines[:60])
+    assert len(lines) <= 250
+    for needed in ("uvx doubao-image-video-mcp", "python3 -m venv .venv && .venv/bin/pip install . &&", "ARK_API_KEY",
+                   "Claude Desktop", "Cursor", "claude mcp add", "VS Code", '"servers"', "generate_image",
+                   "generate_video", "tasks.sqlite3",
+                   "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest"):
+        assert needed in first_screen, needed
+    for page in ("models", "tools", "hosting", "record", "troubleshooting", "development", "configuration"):
+        assert f"](docs/{page}.md)" in readme, page
+    # Every command and config installs this project's distribution: `doubao-mcp` on PyPI is another project's.
+    commands = re.findall(r"```.*?```|\"args\": \[[^]]*\]", readme + docs_text(), re.DOTALL)
+    assert not [c for c in commands if re.search(r"(uvx|pipx (install|run)|pip install)( -\S+)* doubao-mcp\b|"
+                                                 r"\"doubao-mcp(@\w+)?\"", c)]
+
+
+def docs_text() -> str:
+    return "\n".join(page.read_text() for page in sorted((ROOT / "docs").glob("*.md")))
+
+
+def test_the_docs_state_the_limits_the_schemas_enforce() -> None:
+    schemas = {tool.name: tool.parameters["properties"] for tool in doubao_mcp.published_tools()}
+    tools = (ROOT / "docs" / "tools.md").read_text()
+    generate_video = tools[tools.index("## `generate_video`"):tools.index("## `extra`")]
+    assert f"| `wait_seconds` | 0-{schemas['generate_video']['wait_seconds']['maximum']} " in generate_video
+    record = (ROOT / "docs" / "record.md").read_text()
+    assert f"`generate_video` waits at most {schemas['generate_video']['wait_seconds']['maximum']} s" in record
+    assert f"waits up to {schemas['query_video_task']['wait_seconds']['maximum']} s" in record
+    assert f"(at most {schemas['list_video_tasks']['wait_seconds']['maximum']}," in record
+    readme = (ROOT / "README.md").read_text()
+    assert f"waits up to {schemas['generate_video']['wait_seconds']['maximum']} s with `wait_seconds`" in readme
+    assert f"waits up to {schemas['query_video_task']['wait_seconds']['maximum']} s with `wait_seconds`" in readme
+    assert f"sets of up to {schemas['generate_image']['max_images']['maximum']}" in readme
 
 
 def test_the_module_reads_top_to_bottom() -> None:
