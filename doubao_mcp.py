@@ -3006,6 +3006,8 @@ READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)  # a FIFO must not block
 PART_FILE = re.compile(r"\..+\.[0-9a-f]{8}\.part")
 
 _LIVE_PARTS: set[str] = set()  # this process's unfinished downloads, removed at exit however it ends
+_LIVE_PARTS_LOCK = threading.Lock()  # a .part file is made and listed in one step, so the exit misses none
+_PARTS_ENDED = threading.Event()  # set at exit: a download still running on a daemon thread then makes no file
 
 
 def open_beneath(path: Path, root: Path | None, flags: int, argument: str, make_folders: bool = False) -> int:
@@ -3166,10 +3168,13 @@ def write_file(folder: Folder, stem: str, chunks: Iterable[bytes], kind: str, ma
     if not folder.swept:
         folder.sweep()
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", stem).lstrip(".")[:100] or "doubao"
-    part, fd = folder.create_part(stem)
-    live = str(folder.path / part)
+    with _LIVE_PARTS_LOCK:
+        if _PARTS_ENDED.is_set():
+            raise DoubaoError("not saved: the server is stopping")
+        part, fd = folder.create_part(stem)
+        live = str(folder.path / part)
+        _LIVE_PARTS.add(live)
     size, head, found, digest = 0, b"", None, hashlib.sha256()
-    _LIVE_PARTS.add(live)
     try:
         with os.fdopen(fd, "wb") as out:
             for chunk in capped(chunks, max_bytes, lambda: DoubaoError(
@@ -3210,10 +3215,18 @@ def _expect(head: bytes, kind: str) -> tuple[str, str]:
 
 
 def remove_live_parts() -> None:
-    """At exit: the .part files of downloads that never finished."""
-    for live in list(_LIVE_PARTS):
-        with contextlib.suppress(OSError):
-            os.unlink(live)
+    """At exit: the .part files of downloads that never finished. A download that is about to make one (its thread
+    outlives this call until the process ends) makes none: the lock is waited for at most a second, since this also
+    runs in a signal handler."""
+    _PARTS_ENDED.set()
+    locked = _LIVE_PARTS_LOCK.acquire(timeout=1)
+    try:
+        for live in list(_LIVE_PARTS):
+            with contextlib.suppress(OSError):
+                os.unlink(live)
+    finally:
+        if locked:
+            _LIVE_PARTS_LOCK.release()
 
 
 def save_task_files(client: ArkClient, task: VideoTask, folder: Folder, max_bytes: int,

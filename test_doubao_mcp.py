@@ -1311,6 +1311,28 @@ def test_files_stream_into_a_hidden_part_file_and_appear_only_when_complete(tmp_
     assert [p.name for p in tmp_path.iterdir()] == ["cgt-1.mp4"]
 
 
+def test_at_exit_a_download_that_started_loses_its_part_file_and_one_that_starts_later_makes_none(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The exit and a download's daemon thread race: stdin closing while the download's answer arrives left a .part
+    file behind when the file was made just after the exit had removed the others."""
+    monkeypatch.setattr(doubao_mcp, "_PARTS_ENDED", threading.Event())  # this process goes on after the "exit"
+    folder = doubao_mcp.open_folder(tmp_path, None)
+    exited = threading.Event()
+
+    def chunks() -> Any:
+        yield VIDEO_BYTES[:100]
+        doubao_mcp.remove_live_parts()  # the client closed stdin mid-download
+        exited.set()
+        assert [p.name for p in tmp_path.iterdir()] == []
+        yield VIDEO_BYTES[100:]
+
+    with pytest.raises(FileNotFoundError):  # its thread ran on until the end, its file gone: nothing is left
+        doubao_mcp.write_file(folder, "cgt-1", chunks(), "video", 10**6)
+    with pytest.raises(doubao_mcp.DoubaoError, match="the server is stopping"):
+        doubao_mcp.write_file(folder, "cgt-2", iter([VIDEO_BYTES]), "video", 10**6)
+    assert exited.is_set() and list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("chunks, error", [
     ([VIDEO_BYTES, VIDEO_BYTES], "larger than the"),
     (iter([VIDEO_BYTES[:10], requests.ConnectionError("dropped")]), "dropped"),
