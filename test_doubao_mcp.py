@@ -3054,6 +3054,13 @@ def docs_text() -> str:
     return "\n".join(page.read_text() for page in sorted((ROOT / "docs").glob("*.md")))
 
 
+def test_the_development_docs_give_each_section_of_the_module_at_its_lines() -> None:
+    lines = Path(doubao_mcp.__file__).read_text().splitlines()
+    starts = [n for n, line in enumerate(lines, 1) if line.startswith("# --- ")]
+    documented = re.findall(r"^ *(\d+)-(\d+)  ", (ROOT / "docs" / "development.md").read_text(), re.MULTILINE)
+    assert [(int(a), int(b)) for a, b in documented] == list(zip([1, *starts], [s - 1 for s in starts] + [len(lines)]))
+
+
 def test_the_docs_state_the_limits_the_schemas_enforce() -> None:
     schemas = {tool.name: tool.parameters["properties"] for tool in doubao_mcp.published_tools()}
     tools = (ROOT / "docs" / "tools.md").read_text()
