@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from dataclasses import replace
-from functools import partial
+from functools import cache, partial
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -2881,6 +2881,7 @@ def test_help_lists_every_setting_the_docs_document(capsys: pytest.CaptureFixtur
     assert len(documented) >= 12 and not [name for name in documented if name not in shown], documented
 
 
+@cache
 def pyproject() -> dict[str, Any]:
     try:
         import tomllib
@@ -2984,11 +2985,12 @@ def test_release_files_bundle_manifest_maps_its_fields_to_settings() -> None:
     assert [tool["name"] for tool in manifest["tools"]] == [tool.name for tool in doubao_mcp.published_tools()]
     # Claude Desktop runs `uv run --directory <the bundle>`: uv builds the project from the files the bundle holds.
     assert manifest["server"]["mcp_config"]["args"][-1] in pyproject()["project"]["scripts"]
-    kept = {line[1:] for line in (ROOT / ".mcpbignore").read_text().splitlines() if line.startswith("!")}
+    ignored = (ROOT / ".mcpbignore").read_text().splitlines()
+    kept = {line[1:] for line in ignored if line.startswith("!")}
     project = pyproject()
     needed = {"manifest.json", "pyproject.toml", project["project"]["readme"]["file"], manifest["server"]["entry_point"],
               *project["project"]["license-files"], *(f"{m}.py" for m in project["tool"]["setuptools"]["py-modules"])}
-    assert kept == needed and "*" in (ROOT / ".mcpbignore").read_text().splitlines()
+    assert kept == needed and "*" in ignored
 
 
 def test_release_files_workflows_test_every_python_and_publish_without_a_password() -> None:
@@ -3011,23 +3013,28 @@ def test_release_files_workflows_test_every_python_and_publish_without_a_passwor
     assert any("gh release create" in step.get("run", "") and "artifacts/*" in step["run"] for step in github["steps"])
 
 
-def heading_anchors(markdown: str) -> set[str]:
+def prose(page: Path) -> str:
+    """A markdown page without its fenced code, where a `#` line or a `](...)` is code, not a heading or a link."""
+    return re.sub(r"```.*?```", "", page.read_text(), flags=re.DOTALL)
+
+
+@cache
+def heading_anchors(page: Path) -> set[str]:
     """GitHub's anchors: a heading lowercased, punctuation dropped, spaces made hyphens."""
-    text = re.sub(r"```.*?```", "", markdown, flags=re.DOTALL)
-    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in re.findall(r"^#+ (.+)$", text, re.MULTILINE)}
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"^#+ (.+)$", prose(page), re.MULTILINE)}
 
 
 def test_every_relative_link_in_the_docs_resolves() -> None:
     pages = [ROOT / "README.md", ROOT / "RELEASING.md", *sorted((ROOT / "docs").glob("*.md"))]
     broken = []
     for page in pages:
-        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.DOTALL)
-        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        for target in re.findall(r"\]\(([^)\s]+)\)", prose(page)):
             if re.match(r"[a-z]+:", target):
                 continue
             path, _, anchor = target.partition("#")
             file = (page.parent / path).resolve() if path else page
-            if not file.exists() or anchor and anchor not in heading_anchors(file.read_text()):
+            if not file.exists() or anchor and anchor not in heading_anchors(file):
                 broken.append(f"{page.name}: {target}")
     assert len(pages) >= 9 and not broken, broken
 
@@ -3062,18 +3069,20 @@ def test_the_development_docs_give_each_section_of_the_module_at_its_lines() -> 
 
 
 def test_the_docs_state_the_limits_the_schemas_enforce() -> None:
-    schemas = {tool.name: tool.parameters["properties"] for tool in doubao_mcp.published_tools()}
+    maximum = {(tool.name, name): argument.get("maximum") for tool in doubao_mcp.published_tools()
+               for name, argument in tool.parameters["properties"].items()}
+    start_wait, query_wait = maximum["generate_video", "wait_seconds"], maximum["query_video_task", "wait_seconds"]
     tools = (ROOT / "docs" / "tools.md").read_text()
     generate_video = tools[tools.index("## `generate_video`"):tools.index("## `extra`")]
-    assert f"| `wait_seconds` | 0-{schemas['generate_video']['wait_seconds']['maximum']} " in generate_video
+    assert f"| `wait_seconds` | 0-{start_wait} " in generate_video
     record = (ROOT / "docs" / "record.md").read_text()
-    assert f"`generate_video` waits at most {schemas['generate_video']['wait_seconds']['maximum']} s" in record
-    assert f"waits up to {schemas['query_video_task']['wait_seconds']['maximum']} s" in record
-    assert f"(at most {schemas['list_video_tasks']['wait_seconds']['maximum']}," in record
+    assert f"`generate_video` waits at most {start_wait} s" in record
+    assert f"waits up to {query_wait} s" in record
+    assert f"(at most {maximum['list_video_tasks', 'wait_seconds']}," in record
     readme = (ROOT / "README.md").read_text()
-    assert f"waits up to {schemas['generate_video']['wait_seconds']['maximum']} s with `wait_seconds`" in readme
-    assert f"waits up to {schemas['query_video_task']['wait_seconds']['maximum']} s with `wait_seconds`" in readme
-    assert f"sets of up to {schemas['generate_image']['max_images']['maximum']}" in readme
+    assert f"waits up to {start_wait} s with `wait_seconds`" in readme
+    assert f"waits up to {query_wait} s with `wait_seconds`" in readme
+    assert f"sets of up to {maximum['generate_image', 'max_images']}" in readme
 
 
 def test_the_module_reads_top_to_bottom() -> None:
