@@ -249,12 +249,12 @@ async def waiting(fake: FakeArk, scratch: Path, rows: list[tuple[str, str, str, 
         kind = list(kinds)[n % 4]
         model, duration = kind.split("@")
         finish = kinds[kind] * chance.uniform(0.8, 1.2)
-        estimate = estimates.estimate(model, "720p", int(duration))
+        estimate = estimates.estimate(KEY, model, "720p", int(duration))
         errors.setdefault(n // 4 + 1, []).append(abs(estimate.seconds - finish) / finish)
         for name, times in (("old", old_schedule(finish)), ("new", await new_schedule(finish, estimate))):
             lags[name].append(times[-1] - finish)
             polls[name].append(len(times))
-        estimates._add(f"cgt-{n}", model, "720p", int(duration), finish)
+        estimates._add(key_fingerprint(KEY) or "", f"cgt-{n}", model, "720p", int(duration), finish)
     for name in ("old", "new"):  # the first 3 tasks of each kind start from the prior: their worst is shown apart
         rows.append((f"detection lag, {name} schedule (80 tasks of 7-26 s; median / worst / worst once 3 of a kind "
                      "were seen)", f"{statistics.median(lags[name]):.2f} / {max(lags[name]):.2f} / "
@@ -267,7 +267,7 @@ async def waiting(fake: FakeArk, scratch: Path, rows: list[tuple[str, str, str, 
     record = Record(scratch / "wait-record", fake.url)  # three 15 s tasks seen before: the estimate knows the kind
     for n in range(3):
         record.created({"task_id": f"cgt-seen-{n}", "status": "queued"}, {"model": "doubao-seedance-2-0-260128",
-                       "content": []}, None, None)
+                       "content": []}, None, key_fingerprint(KEY))
         record._write("UPDATE tasks SET status = 'succeeded', finished = created + 15 WHERE task_id = ?", f"cgt-seen-{n}")
     fake.seconds_to_finish = 15
     for count in (20, 200):

@@ -218,6 +218,7 @@ class FakeArk:
     """A small Ark look-alike on 127.0.0.1: image generation, the video-task lifecycle, and the
     result files under /files/, over HTTP/1.1 keep-alive like the real thing.
 
+    Lists page as Ark's do: 10 tasks unless page_size asks for more, at most `page_cap`, newest first.
     A task is queued when created and at its first GET, running after that, and succeeded from
     its `polls_to_finish`-th GET on, or, with `seconds_to_finish`, once that long has passed
     since it was created. Every request is recorded with the key it carried and the connection
@@ -229,6 +230,7 @@ class FakeArk:
         self.polls_to_finish = polls_to_finish
         self.seconds_to_finish = seconds_to_finish
         self.video_size: int | None = None  # serve a video of this many bytes, streamed, instead of VIDEO_BYTES
+        self.page_cap = 500  # the most tasks a list answer holds, whatever page_size asks (Ark's: 500)
         self.faults: dict[tuple[str, str], Any] = {}
         self.unavailable: dict[str, str] = {}
         self.requests: list[dict[str, Any]] = []
@@ -282,11 +284,14 @@ class FakeArk:
                 return 200, {"id": task_id}
             if method == "GET" and path == "/api/v3/contents/generations/tasks":
                 wanted = {v for k, v in query if k == "filter.task_ids"}
-                for task in self.tasks.values():  # asked about by id: a poll, as a GET of it is
-                    if task["id"] in wanted:
+                asked = dict(query)
+                size = min(int(asked.get("page_size", 10)), self.page_cap)  # Ark's default page is 10
+                start = (int(asked.get("page_num", 1)) - 1) * size
+                matching = [t for t in reversed(self.tasks.values()) if not wanted or t["id"] in wanted]
+                for task in matching[start:start + size]:  # asked about by id: a poll, as a GET of it is
+                    if wanted:
                         self._advance(task)
-                items = [self._view(t) for t in reversed(self.tasks.values()) if not wanted or t["id"] in wanted]
-                return 200, {"total": len(items), "items": items}
+                return 200, {"total": len(matching), "items": [self._view(t) for t in matching[start:start + size]]}
             task = self.tasks.get(path.rsplit("/", 1)[-1])
             if task is None:
                 return 404, {"error": {"code": "ResourceNotFound", "message": "task not found"}}

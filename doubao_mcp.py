@@ -126,6 +126,10 @@ MIN_ATTEMPT_SECONDS = 1.0  # no retry starts unless its deadline leaves it at le
 
 MAX_REDIRECTS = 5  # downloads only: API calls never follow a redirect
 
+SHORT_SECRET_CHARS, LONG_SECRET_CHARS = 8, 20  # keys shorter are never redacted; longer ones wherever they stand
+REDACT_RUN_CHARS = 12  # a run this long of a long key, or of one of its encodings, is redacted: a key cut short too
+ANCHOR_CHARS = REDACT_RUN_CHARS // 2  # the blocks a run is first looked at in (see `_redact`)
+
 MAX_WAIT_SECONDS = 600
 
 START_WAIT_SECONDS = 55  # generate_video's wait: its reply, with the new task id, must beat a 60 s client timeout
@@ -134,9 +138,12 @@ POLL_INTERVALS_SECONDS = (1.5, 10.0)  # the densest polls (around and after a ta
 RESOLUTION_COST = {"480p": 0.6, "720p": 1.0, "1080p": 1.8, "4k": 4.0}  # a prior's scale, by resolution
 ESTIMATE_SAMPLES = 20  # an estimate is the median of this many recent tasks of the kind
 ESTIMATE_MIN_SAMPLES = 3  # fewer than this: the kind is widened (family only), then the family's prior is used
+ESTIMATE_HISTORY = 500  # the most recent task times kept per key, and read from the record at start
+ESTIMATE_TASKS_KEPT = 5000  # task ids already learnt from, so that a list repeating a task counts it once
 
 PROGRESS_EVERY_SECONDS = 3.0  # a wait reports progress at least this often, between its polls
 POLL_BATCH_SECONDS = 0.1  # polls of one key within this of each other share one request
+LIST_PAGE_TASKS = 100  # tasks asked about in one list request (Ark's pages hold up to 500)
 POLL_GRID_SECONDS = 0.5  # polls fall on this grid of the clock, so that waits' polls meet
 PRIOR_POLL_SECONDS = 4.0  # the sparsest poll of a wait timed by a prior, not by tasks seen: it may be far off
 OVERRUN_POLL_SECONDS = 3.5  # the sparsest poll of a task past its estimate (until it has run twice as long)
@@ -504,6 +511,9 @@ class Limits:
     max_answer_bytes: int = 8 * 2**20  # an API answer; Ark's are a few KB, a list of 500 tasks about 1 MB
     # Hosting over HTTP:
     max_body: int = 70 * 2**20  # a request: Ark's 64 MB of base64 inputs, and the JSON-RPC around them
+    # All request bodies held at once, received and not yet answered: parsing and checking one takes about seven
+    # times its size (the SDK's copies), so this bounds the server's memory, not only the sockets.
+    max_bodies_in_flight: int = 100 * 2**20
     body_timeout: float = 120.0  # for a whole request body to arrive
     header_timeout: float = 10.0  # for a request's head to arrive
     keep_alive: float = 5.0  # an idle kept-alive connection is closed after this
@@ -620,6 +630,9 @@ class Config:
                 f"{argument}: local files are off because this server is used over HTTP and its disk is not yours; "
                 "pass an https or data: URL. The operator can allow a folder with DOUBAO_ALLOWED_DIR.")
         value = value.strip()
+        if "\x00" in value:  # no file system takes one, and Python's file calls raise ValueError on it
+            raise DoubaoError(f"{argument}: the path contains a NUL character (\\x00), which no file name can hold: "
+                              "give the path as the file manager or the shell shows it.")
         if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":  # "Copy as path" quotes
             value = value[1:-1].strip()
         if os.name != "nt" and re.match(r"[A-Za-z]:[\\/]|\\\\", value):
@@ -1185,6 +1198,17 @@ def video_request(model: str, prompt: str | None, media: Iterable[tuple[str, str
     return {"model": model, "content": content, **_compact(parameters), **tools, **extra}
 
 
+class Filters(NamedTuple):
+    """What a task list is filtered by, besides task ids."""
+
+    status: str | None
+    model: str | None
+    service_tier: str | None
+
+
+NO_FILTERS = Filters(None, None, None)
+
+
 def list_query(status: str | None, model: str | None, service_tier: str | None, task_ids: list[str],
                page_num: int | None, page_size: int | None) -> list[tuple[str, Any]]:
     """Query pairs, not a dict: Ark wants `filter.task_ids` repeated once per id."""
@@ -1528,14 +1552,15 @@ def app_of(ctx: Context) -> App:
     return ctx.request_context.lifespan_context
 
 
-TOOL_SPECS: list[tuple[Callable[..., Awaitable[Any]], bool, bool, dict[str, Any]]] = []
+TOOL_SPECS: list[tuple[Callable[..., Awaitable[Any]], bool, bool, str, dict[str, Any]]] = []
 
 
-def tool(viewer: bool = False, new_work: bool = False, **hints: Any) -> Callable[[T], T]:
+def tool(viewer: bool = False, new_work: bool = False, spent: str = "", **hints: Any) -> Callable[[T], T]:
     """Publish a tool: `viewer` links the MCP Apps viewer to its results; `new_work` refuses it while the server
-    stops; `hints` are its annotations, all four always stated (some clients read a missing one as unknown)."""
+    stops; `spent` is what an unexpected failure may have cost at Ark, and where to look; `hints` are its
+    annotations, all four always stated (some clients read a missing one as unknown)."""
     def register(fn: T) -> T:
-        TOOL_SPECS.append((fn, viewer, new_work, hints))  # type: ignore[arg-type]
+        TOOL_SPECS.append((fn, viewer, new_work, spent, hints))  # type: ignore[arg-type]
         return fn
     return register
 
@@ -1545,10 +1570,10 @@ def tool_arguments(name: str) -> frozenset[str]:
     return frozenset(next(t for t in published_tools() if t.name == name).parameters["properties"])
 
 
-def remembered(app: App, tasks: list[Any]) -> list[Any]:
-    """Tasks as Ark described them, written to the record where that changed, with the files saved for them and a
-    background save that failed."""
-    app.estimates.learn(tasks)
+def remembered(app: App, tasks: list[Any], api_key: str) -> list[Any]:
+    """Tasks as Ark described them to this key, written to the record where that changed, with the files saved for
+    them and a background save that failed."""
+    app.estimates.learn(api_key, tasks)
     if app.record is None:
         return tasks
     app.record.observed(tasks)
@@ -1558,7 +1583,7 @@ def remembered(app: App, tasks: list[Any]) -> list[Any]:
 
 def fetch_task(app: App, task_id: str, api_key: str, retry: bool = True) -> VideoTask:
     """GET one task from Ark, shaped, written to the record, with what the record holds of its files."""
-    return remembered(app, [shape_task(app.client.get_task(task_id, api_key, retry=retry), task_id)])[0]
+    return remembered(app, [shape_task(app.client.get_task(task_id, api_key, retry=retry), task_id)], api_key)[0]
 
 
 def save_once(app: App, task: VideoTask, folder: Folder) -> VideoTask:
@@ -1571,21 +1596,22 @@ def save_once(app: App, task: VideoTask, folder: Folder) -> VideoTask:
     return saved
 
 
-async def finish_task(app: App, ctx: Context, task: VideoTask | None, task_id: str, wait_seconds: float,
+async def finish_task(app: App, ctx: Context, task: VideoTask | None, task_id: str, wait_until: float,
                       save_to: Folder | None, api_key: str, kind: tuple[str | None, int | None] | None = None
                       ) -> VideoTask:
-    """Shared by generate_video and query_video_task: wait if asked, then save if it succeeded, or have the watcher
-    save it when it does. `kind`: the (resolution, duration) asked for, where Ark's answer does not say yet."""
+    """Shared by generate_video and query_video_task: wait until `wait_until` (on time.monotonic: the call's own
+    time counts, its task's creation too), then save if it succeeded, or have the watcher save it when it does.
+    `kind`: the (resolution, duration) asked for, where Ark's answer does not say yet."""
     async def report(age: float, total: float, message: str) -> None:
         await ctx.report_progress(round(age, 1), round(total, 1), message)
 
     task = task or await app.run("quick", fetch_task, app, task_id, api_key)
     if task["status"] not in FINAL_STATUSES:
-        task, estimate = await wait_timed(app, task, wait_seconds, report, api_key, kind)
+        task, estimate = await wait_timed(app, task, time_left(wait_until), report, api_key, kind)
         if task["status"] not in FINAL_STATUSES:  # for the viewer, which shows progress the same way
             task = _with(task, estimate_seconds=round(grown(estimate.seconds, age_of(task))))
     if save_to and task["status"] == "succeeded":
-        return await app.run("slow", save_once, app, task, save_to)
+        return await saved_unless_stopping(app, task, save_to)
     if save_to and task["status"] in ("queued", "running"):
         if app.watcher and api_key == app.config.api_key:  # the watcher polls with the server's own key only
             folder = app.watcher.watch(task_id, save_to.path)
@@ -1593,6 +1619,11 @@ async def finish_task(app: App, ctx: Context, task: VideoTask | None, task_id: s
                          "nobody asks again (at the next start, if this server stops first).")
         return _with(task, next_step=task["next_step"] + " Pass save_dir again to save it.")
     return task
+
+
+def time_left(until: float) -> float:
+    """Seconds from now until `until` (time.monotonic), or 0."""
+    return max(0.0, until - time.monotonic())
 
 
 async def with_heartbeat(ctx: Context, what: str, work: Awaitable[T]) -> T:
@@ -1667,8 +1698,8 @@ def advice(error: ArkAPIError, caller_key: bool) -> str | None:
     return None
 
 
-@tool(viewer=True, new_work=True, title="Generate images", read_only_hint=False, destructive_hint=False,
-      idempotent_hint=False)
+@tool(viewer=True, new_work=True, spent=" Ark may have made (and billed) the images.", title="Generate images",
+      read_only_hint=False, destructive_hint=False, idempotent_hint=False)
 async def generate_image(
     ctx: Context,
     prompt: Annotated[Prompt, Field(description="What to draw, or how to edit the reference images.")],
@@ -1714,8 +1745,8 @@ async def generate_image(
     return result
 
 
-@tool(viewer=True, new_work=True, title="Generate a video", read_only_hint=False, destructive_hint=False,
-      idempotent_hint=False)
+@tool(viewer=True, new_work=True, spent=" A video task may have been created: see list_video_tasks.",
+      title="Generate a video", read_only_hint=False, destructive_hint=False, idempotent_hint=False)
 async def generate_video(
     ctx: Context,
     prompt: Annotated[Prompt | None, Field(description="Scene and motion, best under 500 chars; cite references as "
@@ -1753,6 +1784,7 @@ async def generate_video(
     """Start a Doubao Seedance video task from text, frames, reference images, videos and audios, or a
     draft. Returns a task_id; with wait_seconds, waits for the video. If the call times out, find
     the task with list_video_tasks. Relative paths: the server's folder."""
+    wait_until = time.monotonic() + wait_seconds
     app, config = app_of(ctx), app_of(ctx).config
     given = {"first_frame": [first_frame] if first_frame else [], "last_frame": [last_frame] if last_frame else [],
              "reference_images": reference_images or [], "reference_videos": reference_videos or [],
@@ -1772,8 +1804,14 @@ async def generate_video(
         seed=seed, camera_fixed=camera_fixed, watermark=watermark, generate_audio=generate_audio,
         return_last_frame=return_last_frame, draft=draft, service_tier=service_tier, callback_url=callback_url)
     created, note = await app.run("slow", create_task, app, choice, body, api_key, save_to)
-    task = await finish_task(app, ctx, created, created["task_id"], wait_seconds, save_to, api_key,
-                             (resolution, duration))
+    try:
+        task = await finish_task(app, ctx, created, created["task_id"], wait_until, save_to, api_key,
+                                 (resolution, duration))
+    except Exception as error:  # the task exists and is billed: whatever fails after its creation, its id comes back
+        log.exception("Following %s after its creation failed", created["task_id"])
+        reason = str(error) if isinstance(error, DoubaoError) else f"unexpected {type(error).__name__}"
+        task = _with(created, next_step=f"The task was created, but following it failed ({reason}). Call "
+                     f"query_video_task with task_id {created['task_id']!r} and wait_seconds=50.")
     return _with(task, note=note) if note else task
 
 
@@ -1785,11 +1823,16 @@ def create_task(app: App, choice: Choice, body: dict[str, Any], api_key: str,
         {**body, "model": chosen}, api_key), app.memory, api_key, app.config.region)
     if not _task_id_of(answer):
         raise _unreadable("a new task without a usable task id (the task may exist: see list_video_tasks)", answer)
-    created = shape_task({"status": "queued", "model": used, **answer})
-    if app.record:
-        own = api_key == app.config.api_key
-        app.record.created(created, {**body, "model": used}, save_to and save_to.path,
-                           key_fingerprint(api_key) if own else None, watched=bool(app.watcher and own and save_to))
+    created = VideoTask(task_id=answer["id"], status="queued", model=used,
+                        next_step=NOT_FINISHED.format(task_id=answer["id"]))
+    try:
+        created = shape_task({"status": "queued", "model": used, **answer})
+        if app.record:
+            own = api_key == app.config.api_key
+            app.record.created(created, {**body, "model": used}, save_to and save_to.path,
+                               key_fingerprint(api_key) if own else None, watched=bool(app.watcher and own and save_to))
+    except Exception:  # the record (or a strange answer) never costs the caller the new task's id
+        log.exception("Recording the new task %s failed", answer["id"])
     return created, model_note("video", used, skipped, app.config.region)
 
 
@@ -1798,10 +1841,11 @@ async def query_video_task(task_id: TaskId, ctx: Context, wait_seconds: WaitSeco
                            save_dir: SaveDir = None) -> VideoTask:
     """Get a video task's status and, once done, its video URL (valid 24 h). With wait_seconds, waits for it;
     with save_dir, saves the video. Relative paths: the server's folder."""
+    wait_until = time.monotonic() + wait_seconds
     app = app_of(ctx)
     api_key = app.config.api_key_for(ctx.headers)
     save_to = await app.run("quick", output_dir, save_dir, app.config)
-    return await finish_task(app, ctx, None, task_id, wait_seconds, save_to, api_key)
+    return await finish_task(app, ctx, None, task_id, wait_until, save_to, api_key)
 
 
 @tool(title="List video tasks", read_only_hint=True, destructive_hint=False, idempotent_hint=True)
@@ -1820,25 +1864,114 @@ async def list_video_tasks(
 ) -> TaskList:
     """List video tasks of the last 7 days, newest first. With task_ids, can wait for them and save each finished
     video."""
+    wait_until = time.monotonic() + wait_seconds
     app = app_of(ctx)
     if (wait_seconds or save_dir) and not task_ids:
         raise DoubaoError("wait_seconds and save_dir need task_ids: the tasks to wait for and save.")
+    if task_ids and (page_num or page_size):
+        raise DoubaoError("page_num and page_size page through all tasks; with task_ids every task asked for comes "
+                          "back, however many: leave them out.")
     api_key = app.config.api_key_for(ctx.headers)
-    save_to = await app.run("quick", output_dir, save_dir, app.config) if task_ids else None
-    params = list_query(status, model, service_tier, task_ids or [], page_num, page_size)
+    if not task_ids:
+        params = list_query(status, model, service_tier, [], page_num, page_size)
 
-    def listing() -> TaskList:
-        listed = shape_task_list(app.client.list_tasks(params, api_key), task_ids or [])
-        return TaskList(total=listed["total"], tasks=remembered(app, listed["tasks"]))
-    listed = await app.run("quick", listing)
+        def listing() -> TaskList:
+            listed = shape_task_list(app.client.list_tasks(params, api_key))
+            return TaskList(total=listed["total"], tasks=remembered(app, listed["tasks"], api_key))
+        return await app.run("quick", listing)
+    save_to = await app.run("quick", output_dir, save_dir, app.config)
+    tasks = await tasks_asked_for(app, list(dict.fromkeys(task_ids)), api_key, status, model, service_tier)
     if not (wait_seconds or save_to):
-        return listed
-    tasks = await wait_for_all(app, ctx, listed["tasks"], wait_seconds, api_key)
+        return TaskList(total=len(tasks), tasks=[_listed(task, keep_step=task["status"] == "unknown") for task in tasks])
+    tasks = await wait_for_all(app, ctx, tasks, time_left(wait_until), api_key)
     if save_to:
-        tasks = [await app.run("slow", save_once, app, task, save_to) if task["status"] == "succeeded" else task
-                 for task in tasks]
-    return TaskList(total=listed["total"], tasks=[ListedTask(**{k: v for k, v in task.items()  # type: ignore[typeddict-item]
-                                                                  if k != "next_step"}) for task in tasks])
+        tasks = await save_all(app, tasks, save_to)
+    # After a wait, a task keeps its next_step where there is something to do: unfinished, failed, checking it
+    # failed, or saving it did. A finished video needs no word.
+    return TaskList(total=len(tasks), tasks=[_listed(task, keep_step=task["status"] != "succeeded" or bool(
+        task.get("save_errors")) or task.get("next_step") != URL_LIFETIME_NOTE) for task in tasks])
+
+
+def _listed(task: Any, keep_step: bool = False) -> ListedTask:
+    """A task as a listing shows it: without the next_step it would repeat for every task, unless it says more."""
+    return ListedTask(**{k: v for k, v in task.items() if keep_step or k != "next_step"})  # type: ignore[typeddict-item]
+
+
+async def tasks_asked_for(app: App, task_ids: list[str], api_key: str, status: str | None, model: str | None,
+                          service_tier: str | None) -> list[Any]:
+    """Every task of `task_ids`, in that order, one entry each: from list requests with the filters given, and a GET
+    for each a list left out (then kept only where it passes the filters). One that cannot be found or checked is
+    an entry with status "unknown", its error and what to do: never dropped."""
+    outcomes: dict[str, VideoTask | Exception] = {}
+    await look_up(app, task_ids, api_key, outcomes.__setitem__, filters=Filters(status, model, service_tier))
+    tasks: list[Any] = []
+    for task_id in task_ids:
+        outcome = outcomes[task_id]
+        if isinstance(outcome, Exception):
+            tasks.append(unknown_task(task_id, outcome))
+        elif passes(outcome, status, model, service_tier):
+            tasks.append(outcome)
+    return tasks
+
+
+def passes(task: Mapping[str, Any], status: str | None, model: str | None, service_tier: str | None) -> bool:
+    """A task asked about alone, by the filters a list would have applied: only where it says what they test (an
+    endpoint id filter is Ark's to apply: the task names its real model)."""
+    return (not status or task["status"] == status) and (
+        not service_tier or task.get("service_tier") in (None, service_tier)) and (
+        not model or model.startswith("ep-") or task.get("model") in (None, model))
+
+
+def unknown_task(task_id: str, error: Exception) -> Any:
+    """A task asked for that Ark did not describe: Ark does not know it, or checking it failed."""
+    if isinstance(error, ArkAPIError) and error.status == 404:
+        return {"task_id": task_id, "status": "unknown", **_compact({"error_code": error.code}),
+                "error_message": error.message, "next_step": TASK_NOT_FOUND_HINT}
+    reason = str(error) if isinstance(error, DoubaoError) else f"unexpected {type(error).__name__}"
+    return {"task_id": task_id, "status": "unknown", "next_step": f"Checking the task failed ({reason}); it may "
+            f"still be running. Call query_video_task with task_id {task_id!r} and wait_seconds=50 later."}
+
+
+async def save_all(app: App, tasks: list[Any], folder: Folder) -> list[Any]:
+    """Each succeeded task saved (`save_once`), all at once in the slow lane."""
+    saved = list(tasks)
+
+    async def one(index: int) -> None:
+        saved[index] = await saved_unless_stopping(app, saved[index], folder)
+
+    async with anyio.create_task_group() as group:
+        for index, task in enumerate(tasks):
+            if task["status"] == "succeeded":
+                group.start_soon(one, index)
+    return saved
+
+
+async def saved_unless_stopping(app: App, task: Any, folder: Folder) -> Any:
+    """`save_once` in the slow lane, or, when the server is told to stop first, the task as known with what to do:
+    a call in flight gets its answer within the grace period, and the save goes on until the server exits (its
+    unfinished file removed then)."""
+    outcome: list[Any] = []
+
+    async def save() -> None:
+        try:
+            outcome.append(await app.run("slow", save_once, app, task, folder))
+        except Exception as error:  # raised below, outside the group, so it is not wrapped in a group
+            outcome.append(error)
+        group.cancel_scope.cancel()
+
+    async def stop() -> None:
+        await app.stopping.wait()
+        group.cancel_scope.cancel()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(save)
+        group.start_soon(stop)
+    if not outcome:
+        return _with(task, next_step="This server is stopping, so the video was not saved: call query_video_task "
+                     f"with task_id {task['task_id']!r} and save_dir again (its link lasts 24 hours).")
+    if isinstance(outcome[0], Exception):
+        raise outcome[0]
+    return outcome[0]
 
 
 async def wait_timed(app: App, task: Any, wait_seconds: float, report: Callable[[float, float, str], Awaitable[None]],
@@ -1846,8 +1979,10 @@ async def wait_timed(app: App, task: Any, wait_seconds: float, report: Callable[
     """Wait up to `wait_seconds` for a task, timed by how long its kind takes (`kind`: the resolution and duration
     asked for, where Ark's answer does not say yet), its polls shared with the key's other waits: the task as last
     seen, and the estimate."""
-    estimate = await app.run("quick", app.estimates.estimate, task.get("model") or "", *kind or (
-        task.get("resolution"), task.get("duration")))
+    if not app.estimates.loaded:  # its first use reads the record: off the event loop, once
+        await app.run("quick", app.estimates.load)
+    estimate = app.estimates.estimate(api_key, task.get("model") or "", *kind or (task.get("resolution"),
+                                                                                  task.get("duration")))
     if wait_seconds:
         task = await wait_for_task(lambda: app.poller(api_key).poll(task["task_id"]), task, wait_seconds, report,
                                    estimate.intervals(app.config.poll_intervals), estimate.seconds, age_of(task),
@@ -1920,7 +2055,8 @@ def build_server(config: Config, client: ArkClient | None = None, stopping: Stop
     and a task record and a watcher that saves videos on its own, when they are given)."""
     app = App(config, client or ArkClient(config.base_url, config.image_timeout, secrets=[config.api_key or ""],
                                           limits=config.limits, media_domains=config.media_domains),
-              stopping or Stopping(), make_lanes(config.limits), record, watcher, estimates=Estimates(record))
+              stopping or Stopping(), make_lanes(config.limits), record, watcher,
+              estimates=Estimates(record, key_fingerprint(config.api_key)))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[App]:
@@ -1977,8 +2113,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=args.log_level, stream=sys.stderr, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serving_http = args.transport != "stdio"
-    if not serving_http:
+    if not serving_http:  # a client that stops its server sends SIGTERM; a person at a terminal, SIGINT
         signal.signal(signal.SIGINT, _exit_at_once)
+        signal.signal(signal.SIGTERM, _exit_at_once)
     try:
         config = replace(Config.from_env(), serving_http=serving_http)
         output_dir(None, config)  # DOUBAO_OUTPUT_DIR is made now if missing, and an unusable one reported now
@@ -1986,6 +2123,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"doubao-mcp: {error}")  # SystemExit with a message writes it to stderr
     client = ArkClient(config.base_url, config.image_timeout, secrets=[config.api_key or ""], limits=config.limits,
                        media_domains=config.media_domains)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactedLog(lambda: client.secrets))
     record = open_record(config, explicit=bool(env.get("DOUBAO_STATE_DIR", "").strip()))
     watcher = Watcher(client, record, config.api_key, config) if record and config.api_key else None
     stopping = Stopping()
@@ -2070,35 +2209,175 @@ def _read_answer(response: requests.Response, exchange: Exchange, cap: int) -> A
     return Answer(response.status_code, response.reason or "", response.headers, body)
 
 
-def _redact(text: str, secrets: Iterable[str]) -> str:
-    """Proxies and gateways sometimes echo request headers in their pages: no key leaves through an answer. A key as
-    long as real ones (Ark's are 36 characters) is replaced wherever it stands; a short one only as a whole word,
-    so that a key that is also a common string does not mangle ids, URLs or prompts."""
-    for secret in secrets:
-        if not secret or len(secret) < 8:
-            continue
-        for form in {secret, quote(secret, safe="")}:
-            text = (text.replace(form, "***") if len(form) >= 20 else
-                    re.sub(rf"(?<![\w-]){re.escape(form)}(?![\w-])", "***", text))
-    return text
+def secret_forms(secret: str) -> tuple[list[str], list[str]]:
+    """The forms in which a secret may come back from upstream, in lower case (matching ignores case, so an
+    upper-cased echo is found too): as is or percent-encoded (only where needed, or every byte); and in base64
+    (standard and URL-safe) as part of any text, at each of the three byte alignments, `Bearer <key>` as an
+    Authorization header carries it among them."""
+    data = secret.encode()
+    plain = {secret, quote(secret, safe=""), "".join(f"%{byte:02x}" for byte in data)}
+    encoded = set()
+    for shift in range(3):
+        text = base64.b64encode(bytes(shift) + data).decode()
+        # Only the groups of four made of the secret's bytes alone: the first holds `shift` bytes of what precedes
+        # it, and the last, unless the secret ends a group, bytes of what follows.
+        inner = text[4 if shift else 0: -4 if (shift + len(data)) % 3 else None]
+        encoded |= {inner, inner.replace("+", "-").replace("/", "_")}
+    return sorted({f.lower() for f in plain if f}), sorted({f.lower() for f in encoded - plain if f})
 
 
-def _redact_values(value: Any, secrets: tuple[str, ...]) -> Any:
-    """Every string of a parsed answer, keys too, redacted: escapes (\\u0041, \\/) are undone by parsing, so
-    redaction sees what the text means. Iterative: an answer may nest as deep as the parser allows."""
-    root = [value]
-    stack: list[tuple[Any, Any]] = [(root, 0)]
+class SecretPatterns(NamedTuple):
+    windows: frozenset[str]  # every REDACT_RUN_CHARS-long piece of a long secret as is or percent-encoded
+    encoded: frozenset[str]  # the same of its base64 forms
+    anchors: frozenset[str]  # every ANCHOR_CHARS-long piece of both: a run holds a window only where it holds these
+    runs: re.Pattern[str] | None  # text that may hold such a piece: runs of the forms' characters
+    words: re.Pattern[str] | None  # a short secret's forms, as whole words
+
+
+BASE64_RUN = re.compile(r"[A-Za-z0-9+/_=-]+")
+
+
+def _pieces(forms: Iterable[str], size: int = REDACT_RUN_CHARS) -> frozenset[str]:
+    return frozenset(form[i:i + size] for form in forms for i in range(len(form) - size + 1))
+
+
+@functools.lru_cache(maxsize=32)
+def secret_patterns(secrets: frozenset[str]) -> SecretPatterns:
+    """What finds these secrets, built once per set of them (a new caller's key makes a new set)."""
+    long = [secret_forms(secret) for secret in secrets if len(secret) >= LONG_SECRET_CHARS]
+    short = [form for secret in secrets if SHORT_SECRET_CHARS <= len(secret) < LONG_SECRET_CHARS
+             for forms in secret_forms(secret) for form in forms]
+    plain, encoded = [form for forms, _ in long for form in forms], [form for _, forms in long for form in forms]
+    alphabet = "".join(sorted({c for form in plain + encoded for c in form}))
+    runs = re.compile(f"[{re.escape(alphabet)}]{{{REDACT_RUN_CHARS},}}", re.IGNORECASE) if long else None
+    words = re.compile("(?<![\\w-])(?:" + "|".join(map(re.escape, sorted(short, key=len, reverse=True))) + ")(?![\\w-])",
+                       re.IGNORECASE) if short else None
+    return SecretPatterns(_pieces(plain), _pieces(encoded), _pieces(plain + encoded, ANCHOR_CHARS), runs, words)
+
+
+class Redactor:
+    """Proxies and gateways sometimes echo request headers in their pages: no key leaves through an answer, in any
+    of its forms (see `secret_forms`), whole or cut short. A key as long as real ones (Ark's are 36 characters) is
+    replaced wherever any REDACT_RUN_CHARS of it stand (in base64, the whole run of base64 around them, which holds
+    its first and last bytes too); a short one only whole, as a word, so that a key that is also a common string
+    does not mangle ids, URLs or prompts.
+
+    Text the caller itself `sent` is left as it is, even where it matches a key: a redaction would tell a caller
+    that the string it guessed is someone's key, and it knows what it sent."""
+
+    def __init__(self, secrets: Iterable[str], sent: str = ""):
+        self.patterns = secret_patterns(frozenset(s for s in secrets if s and len(s) >= SHORT_SECRET_CHARS))
+        self.sent = sent.lower()
+
+    def __call__(self, text: str) -> str:
+        patterns = self.patterns
+        if len(text) < REDACT_RUN_CHARS and not patterns.words:
+            return text
+        spans: list[tuple[int, int]] = []
+        for run in patterns.runs.finditer(text) if patterns.runs else ():
+            spans += self._found(text, run)
+        spans += [found.span() for found in patterns.words.finditer(text)] if patterns.words else []
+        for start, end in sorted(_merged(spans), reverse=True):
+            if not (self.sent and text[start:end].lower() in self.sent):
+                text = text[:start] + "***" + text[end:]
+        return text
+
+    def _found(self, text: str, run: re.Match[str]) -> list[tuple[int, int]]:
+        """The spans of a run that hold a piece of a secret."""
+        piece, patterns = run[0].lower(), self.patterns
+        # Every window holds a whole block of ANCHOR_CHARS that starts at a multiple of it: windows are looked at
+        # only around such blocks that are pieces of a secret, a few lookups a run instead of one per character.
+        anchors = patterns.anchors
+        blocks = [b for b in range(0, len(piece) - ANCHOR_CHARS + 1, ANCHOR_CHARS) if piece[b:b + ANCHOR_CHARS] in anchors]
+        if not blocks:
+            return []
+        starts = {j for block in blocks
+                  for j in range(max(0, block - ANCHOR_CHARS), min(block, len(piece) - REDACT_RUN_CHARS) + 1)}
+        spans = []
+        for i in sorted(starts):
+            window, at = piece[i:i + REDACT_RUN_CHARS], run.start() + i
+            if window in patterns.windows:
+                spans.append((at, at + REDACT_RUN_CHARS))
+            elif window in patterns.encoded:
+                spans.append(_base64_run(text, at))
+        return spans
+
+    def values(self, value: Any) -> Any:
+        """Every string of a parsed answer, keys too, redacted: escapes (\\u0041, \\/) are undone by parsing, so
+        redaction sees what the text means. Iterative: an answer may nest as deep as the parser allows."""
+        root = [value]
+        stack: list[tuple[Any, Any]] = [(root, 0)]
+        while stack:
+            holder, key = stack.pop()
+            item = holder[key]
+            if isinstance(item, str):
+                holder[key] = self(item)
+            elif isinstance(item, list):
+                stack.extend((item, index) for index in range(len(item)))
+            elif isinstance(item, dict):
+                holder[key] = item = {self(k) if isinstance(k, str) else k: v for k, v in item.items()}
+                stack.extend((item, k) for k in item)
+        return root[0]
+
+
+def _redact(text: str, secrets: Iterable[str], sent: str = "") -> str:
+    """`text` redacted of `secrets` (see `Redactor`)."""
+    return Redactor(secrets, sent)(text)
+
+
+def _base64_run(text: str, at: int) -> tuple[int, int]:
+    """The span of the base64 run that holds position `at`."""
+    start = at
+    while start > 0 and BASE64_RUN.fullmatch(text[start - 1]):
+        start -= 1
+    found = BASE64_RUN.match(text, at)
+    return start, found.end() if found else at + 1
+
+
+class RedactedLog(logging.Filter):
+    """Every log line (this server's, the SDK's, uvicorn's) with every key the client knows redacted, tracebacks
+    included. Nothing is left as the caller sent it here: the log is the operator's, never a caller's."""
+
+    def __init__(self, secrets: Callable[[], Iterable[str]]):
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        secrets = tuple(self.secrets())
+        message = record.getMessage()
+        clean = _redact(message, secrets)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = _redact(record.exc_text, secrets)
+        return True
+
+
+def _strings(value: Any) -> list[str]:
+    """The strings of a request body that Ark may quote back (ids, prompts, URLs; not inline files)."""
+    found, stack = [], [value]
     while stack:
-        holder, key = stack.pop()
-        item = holder[key]
-        if isinstance(item, str):
-            holder[key] = _redact(item, secrets)
-        elif isinstance(item, list):
-            stack.extend((item, index) for index in range(len(item)))
+        item = stack.pop()
+        if isinstance(item, str) and len(item) <= 2 * PROMPT_MAX_CHARS:
+            found.append(item)
         elif isinstance(item, dict):
-            holder[key] = item = {_redact(k, secrets) if isinstance(k, str) else k: v for k, v in item.items()}
-            stack.extend((item, k) for k in item)
-    return root[0]
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Overlapping spans as one."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            first, last = merged.pop()
+            start, end = first, max(last, end)
+        merged.append((start, end))
+    return merged
 
 
 def _unescaped(text: str) -> str:
@@ -2210,19 +2489,21 @@ def _failure_reason(error: requests.RequestException, timeout: float) -> str:
 
 
 def parse_answer(answer: Answer, path: str, secrets: Iterable[str], sent_request_id: str,
-                 base_url: str = DEFAULT_BASE_URL) -> dict[str, Any]:
+                 base_url: str = DEFAULT_BASE_URL, sent: str = "") -> dict[str, Any]:
     """The one place that turns an HTTP answer into data or an error, and the one place every text from upstream
-    passes through: keys are redacted here, before anything is parsed. Only non-2xx is an ArkAPIError."""
+    passes through: keys are redacted here, before anything is parsed, except in what the caller `sent` itself (see
+    `_redact`). Only non-2xx is an ArkAPIError."""
     secrets = tuple(secrets)
     raw = answer.body.decode("utf-8", "replace")
-    header = lambda name: _text(_redact(_unescaped(answer.headers.get(name, "")), secrets), NAME_MAX_CHARS)  # noqa: E731
+    header = lambda name: _text(_redact(_unescaped(answer.headers.get(name, "")), secrets, sent),  # noqa: E731
+                                NAME_MAX_CHARS)
     try:
         # A success keeps what only a short key (no real Ark key is) would mangle: a common word in a URL, say.
-        body = _redact_values(json.loads(raw), secrets if answer.status >= 300 else tuple(
-            s for s in secrets if len(s) >= 20)) if raw.strip() else {}
+        body = Redactor(secrets if answer.status >= 300 else [s for s in secrets if len(s) >= LONG_SECRET_CHARS],
+                        sent).values(json.loads(raw)) if raw.strip() else {}
     except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python's stack, from a hostile peer
         body = None
-    excerpt = lambda: _excerpt(_redact(_unescaped(raw), secrets), answer.headers)  # noqa: E731  (errors only)
+    excerpt = lambda: _excerpt(_redact(_unescaped(raw), secrets, sent), answer.headers)  # noqa: E731  (errors only)
     if 200 <= answer.status < 300:
         if not isinstance(body, dict):
             raise ArkConnectionError(f"Ark answered {answer.status} with a body that is not a JSON object: "
@@ -2234,7 +2515,8 @@ def parse_answer(answer: Answer, path: str, secrets: Iterable[str], sent_request
     if message is None and 300 <= answer.status < 400:
         message = f"redirect to {header('Location') or '?'}"
     elif message is None:
-        message = f"{_text(answer.reason, NAME_MAX_CHARS)}; {excerpt()}" if _text(answer.reason) else excerpt()
+        reason = _text(_redact(answer.reason, secrets, sent), NAME_MAX_CHARS)
+        message = f"{reason}; {excerpt()}" if reason else excerpt()
     # Ark appends "Request id: ..." to its messages; lift it out so the id is shown once.
     found = re.search(r"\s*Request id: ?(\S+?)\.?\s*$", message)
     if found:
@@ -2360,6 +2642,7 @@ class ArkClient:
         request_id = uuid.uuid4().hex
         self._used(api_key)
         secrets = (api_key, *self.secrets)
+        sent = "\n".join([path, *_strings(json), *(str(value) for _, value in params or [])])
         try:
             answer = self._send(
                 method, url, seconds or (self.limits.task_deadline if retry else min(read_timeout,
@@ -2378,8 +2661,9 @@ class ArkClient:
             else:
                 what_next = "Try again in a moment."
             raise ArkConnectionError(_redact(f"Ark request failed ({method} {url}): "
-                                             f"{_failure_reason(error, read_timeout)}. {what_next}", secrets)) from error
-        return parse_answer(answer, path, secrets, request_id, self.base_url)
+                                             f"{_failure_reason(error, read_timeout)}. {what_next}", secrets, sent)
+                                     ) from error
+        return parse_answer(answer, path, secrets, request_id, self.base_url, sent)
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -2756,10 +3040,14 @@ class Stopping:
 
     async def sleep(self, seconds: float) -> None:
         """Sleep, or return as soon as the server is stopping."""
+        with anyio.move_on_after(seconds):
+            await self.wait()
+
+    async def wait(self) -> None:
+        """Return when the server is stopping."""
         self.event = self.event or asyncio.Event()
         if not self.is_set:
-            with anyio.move_on_after(seconds):
-                await self.event.wait()
+            await self.event.wait()
 
 
 def _transient(error: Exception) -> bool:
@@ -2792,46 +3080,80 @@ class Estimate(NamedTuple):
         return intervals if self.learnt else (near, min(far, PRIOR_POLL_SECONDS))
 
 
+def _task_seconds(seconds: Any) -> bool:
+    """Whether a task can have taken this long: a number, more than nothing, at most as long as Ark lets one run."""
+    return isinstance(seconds, (int, float)) and math.isfinite(seconds) and 0 < seconds <= MAX_TASK_RUN_SECONDS
+
+
 class Estimates:
     """How long a video task takes: the median of recent succeeded tasks of its family, of its resolution and
-    duration where there are enough of those, else of the family, else the family's prior in VIDEO_MODELS. Fed by
-    the task record at first use and by every task this process sees succeed, kept in memory (so over HTTP without
-    a record too)."""
+    duration where there are enough of those, else of the family, else the family's prior in VIDEO_MODELS.
 
-    def __init__(self, record: Record | None):
-        self.record, self.loaded = record, record is None
-        self.seen: collections.deque[tuple[str, Any, Any, float]] = collections.deque(maxlen=500)
+    Kept per API key (by fingerprint): over HTTP one caller's tasks never move another's estimates, which would tell
+    each what the other makes, and an account's own queue is what times its tasks. The server's own key also learns
+    from the task record at first use; every key learns from the tasks this process sees succeed. A time that no
+    task can take (a poisoned record, a clock gone wrong) is skipped, never trusted."""
+
+    def __init__(self, record: Record | None = None, owner: str | None = None, keys: int = 256):
+        self.record, self.owner, self.keys = record, owner, keys  # the record's tasks are the key `owner`'s
+        self.loaded = record is None or owner is None
+        self.seen: collections.OrderedDict[str, collections.deque[tuple[str, Any, Any, float]]] = (
+            collections.OrderedDict())
         self.learnt: collections.OrderedDict[str, None] = collections.OrderedDict()
         self.lock = threading.Lock()
 
-    def _add(self, task_id: str, model: Any, resolution: Any, duration: Any, seconds: float) -> None:
+    def _add(self, slot: str, task_id: str, model: Any, resolution: Any, duration: Any, seconds: float) -> None:
         with self.lock:
-            if task_id in self.learnt or seconds <= 0:
+            if task_id in self.learnt or not _task_seconds(seconds):
                 return
             self.learnt[task_id] = None
-            if len(self.learnt) > 5000:
+            if len(self.learnt) > ESTIMATE_TASKS_KEPT:
                 self.learnt.popitem(last=False)
-            self.seen.append((family_key(model if isinstance(model, str) else ""), resolution, duration, seconds))
+            if slot not in self.seen:
+                self.seen[slot] = collections.deque(maxlen=ESTIMATE_HISTORY)
+                if len(self.seen) > self.keys:
+                    self.seen.popitem(last=False)
+            self.seen.move_to_end(slot)
+            self.seen[slot].append((family_key(model if isinstance(model, str) else ""), resolution, duration,
+                                    seconds))
 
-    def learn(self, tasks: Iterable[Mapping[str, Any]]) -> None:
+    def learn(self, api_key: str, tasks: Iterable[Mapping[str, Any]]) -> None:
         """Tasks Ark reported: each succeeded one teaches how long its kind takes (Ark's own created and updated)."""
+        slot = key_fingerprint(api_key) or ""
         for task in tasks:
             if task.get("status") != "succeeded" or task["task_id"] in self.learnt:  # a list repeats them each call
                 continue
             start, end = _timestamp(task.get("created_at")), _timestamp(task.get("updated_at"))
             if start and end:
-                self._add(task["task_id"], task.get("model"), task.get("resolution"), task.get("duration"), end - start)
+                self._add(slot, task["task_id"], task.get("model"), task.get("resolution"), task.get("duration"),
+                          end - start)
 
-    def estimate(self, model: str, resolution: Any = None, duration: Any = None) -> Estimate:
-        """Seconds from creation to a finished video. Reads the record on its first call: on a worker thread."""
-        if not self.loaded and self.record is not None:
-            self.loaded = True
-            for task_id, stored, parameters, seconds in self.record.recent_durations(self.seen.maxlen or 500):
-                kept = json.loads(parameters or "{}")
-                self._add(task_id, stored, kept.get("resolution"), kept.get("duration"), seconds)
+    def load(self) -> None:
+        """The server key's finished tasks from the record, once: on a worker thread. A row that cannot be read is
+        logged and skipped."""
+        if self.loaded or self.record is None or self.owner is None:
+            return
+        self.loaded = True
+        skipped = 0
+        for task_id, model, stored, seconds in self.record.recent_durations(self.owner, ESTIMATE_HISTORY):
+            try:
+                parameters = json.loads(stored)
+                resolution, duration = parameters.get("resolution"), parameters.get("duration")
+            except (TypeError, ValueError, AttributeError):
+                parameters = None
+            if parameters is None or not _task_seconds(seconds):
+                skipped += 1
+                continue
+            self._add(self.owner, task_id, model, resolution, duration, seconds)
+        if skipped:
+            log.warning("The task record %s has %d rows whose times or parameters cannot be read: left out of the "
+                        "estimates.", self.record.path, skipped)
+
+    def estimate(self, api_key: str, model: str, resolution: Any = None, duration: Any = None) -> Estimate:
+        """Seconds from creation to a finished video, from what is in memory (see `load`)."""
         family = family_key(model)
         with self.lock:
-            seen = list(self.seen)
+            seen = list(self.seen.get(key_fingerprint(api_key) or "", ()))
         for alike in ([s for f, r, d, s in seen if (f, r, d) == (family, resolution, duration)],
                       [s for f, _, _, s in seen if f == family]):
             if len(alike) >= ESTIMATE_MIN_SAMPLES:
@@ -2844,13 +3166,15 @@ class Estimates:
 
 class PollBatcher:
     """The polls of one API key's waits that fall within a moment of each other go to Ark as one request: a GET for
-    one task, a list (`filter.task_ids`) for several, each waiter handed its own task. Twenty waits on videos of one
-    kind, started together and timed alike, cost one request a poll instead of twenty. On the event loop."""
+    one task, a list (`filter.task_ids`) for several, each waiter handed its own task as soon as it is known. Twenty
+    waits on videos of one kind, started together and timed alike, cost one request a poll instead of twenty. On
+    the event loop; every request it starts is kept until it ends."""
 
     def __init__(self, app: App, api_key: str):
         self.app, self.api_key = app, api_key
         self.pending: dict[str, list[asyncio.Future[VideoTask]]] = {}
         self.alone: set[str] = set()  # tasks to ask about alone when a list leaves them out (a wait's; not the watcher's)
+        self.sending: set[asyncio.Task[None]] = set()  # the requests under way: asyncio keeps only weak references
 
     async def poll(self, task_id: str, alone_if_missing: bool = True) -> VideoTask:
         """The task as Ark reports it in the next shared request. A task a list leaves out is asked about alone, or,
@@ -2861,25 +3185,33 @@ class PollBatcher:
         if alone_if_missing:
             self.alone.add(task_id)
         if first:
-            asyncio.get_running_loop().call_later(POLL_BATCH_SECONDS, lambda: asyncio.ensure_future(self._send()))
+            asyncio.get_running_loop().call_later(POLL_BATCH_SECONDS, self._start)
         return await future
 
-    async def _send(self) -> None:
+    def _start(self) -> None:
         pending, self.pending = self.pending, {}
         alone, self.alone = self.alone, set()
-        ids = list(pending)[:WATCH_BATCH]
-        for task_id in list(pending)[WATCH_BATCH:]:  # past a list's page: the next batch
+        for task_id in list(pending)[LIST_PAGE_TASKS:]:  # past a list's page: the next batch
             for future in pending[task_id]:
-                asyncio.ensure_future(self._requeue(task_id, future, task_id in alone))
-        try:
-            found = await self.app.run("quick", fetch_tasks, self.app, ids, self.api_key, alone)
-        except Exception as error:  # each waiter decides what a failure means for its wait
-            found = {task_id: error for task_id in ids}
-        for task_id in ids:
+                self._keep(self._requeue(task_id, future, task_id in alone))
+        self._keep(self._send({task_id: pending[task_id] for task_id in list(pending)[:LIST_PAGE_TASKS]}, alone))
+
+    def _keep(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self.sending.add(task)
+        task.add_done_callback(self.sending.discard)
+
+    async def _send(self, pending: dict[str, list[asyncio.Future[VideoTask]]], alone: set[str]) -> None:
+        def settle(task_id: str, outcome: VideoTask | Exception) -> None:
             for future in pending[task_id]:
-                if not future.done():
-                    outcome = found[task_id]
-                    future.set_exception(outcome) if isinstance(outcome, Exception) else future.set_result(outcome)
+                if future.done():  # its wait gave up
+                    continue
+                if isinstance(outcome, Exception):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+
+        await look_up(self.app, list(pending), self.api_key, settle, alone.__contains__, retry=False)
 
     async def _requeue(self, task_id: str, future: asyncio.Future[VideoTask], alone_if_missing: bool) -> None:
         try:
@@ -2892,32 +3224,88 @@ class PollBatcher:
             future.set_result(result)
 
 
-def tasks_by_id(client: ArkClient, task_ids: list[str], api_key: str, retry: bool = True) -> dict[str, VideoTask]:
-    """These tasks in one list request (`filter.task_ids`): those of them Ark returned, by id, shaped."""
-    listed = client.list_tasks(list_query(None, None, None, task_ids, None, len(task_ids)), api_key, retry=retry)
-    return {task["task_id"]: task for task in shape_items(listed.get("items")) if task["task_id"] in task_ids}
-
-
 class NotListed(DoubaoError):
     """A list request left the task out: Ark may have forgotten it. The watcher asks about it alone, at its pace."""
 
 
-def fetch_tasks(app: App, task_ids: list[str], api_key: str, alone: Iterable[str] = ()
-                ) -> dict[str, VideoTask | Exception]:
-    """One task by a GET, several by one list request; a task the list left out is asked about alone when it is in
-    `alone` (Ark may have forgotten it), else is NotListed. Single attempts: the next poll is the retry. Runs on a
+def one_per_task(tasks: Iterable[VideoTask]) -> list[VideoTask]:
+    """One entry per task, where it first appears: a list that names a task twice (an upstream that lies, or a
+    task listed as it changed) never yields two, and a final status is never replaced by an unfinished one."""
+    kept: dict[str, VideoTask] = {}
+    for task in tasks:
+        seen = kept.get(task["task_id"])
+        if seen is None or (seen["status"] not in FINAL_STATUSES and task["status"] in FINAL_STATUSES):
+            kept[task["task_id"]] = task
+    return list(kept.values())
+
+
+def tasks_by_id(client: ArkClient, task_ids: list[str], api_key: str, retry: bool = True,
+                filters: Filters = NO_FILTERS) -> dict[str, VideoTask]:
+    """These tasks by list requests (`filter.task_ids`, and any other `filters`), each for a page that holds its ids,
+    and paged on while Ark says there is more than it sent: those of them Ark returned, by id, shaped. Runs on a
     worker thread."""
-    found = ({task["task_id"]: task for task in remembered(app, list(tasks_by_id(
-        app.client, task_ids, api_key, retry=False).values()))} if len(task_ids) > 1 else {})
-    outcomes: dict[str, VideoTask | Exception] = {}
-    for task_id in task_ids:
+    wanted = list(dict.fromkeys(task_ids))
+    found: dict[str, VideoTask] = {}
+    for start in range(0, len(wanted), LIST_PAGE_TASKS):
+        ids = wanted[start:start + LIST_PAGE_TASKS]
+        page, size, seen = 1, len(ids), 0
+        while True:
+            query = list_query(*filters, ids, page if page > 1 else None, size)
+            listed = client.list_tasks(query, api_key, retry=retry)
+            items = [task for task in shape_items(listed.get("items")) if task["task_id"] in ids]
+            known = len(found)
+            found = {task["task_id"]: task for task in one_per_task([*found.values(), *items])}
+            seen += len(items)
+            size = min(size, len(items)) or size  # Ark's own page size, where it sends fewer than asked for
+            # On while Ark says it has more than it sent, and each page brings a task not seen yet (a list that
+            # lies repeats itself): at most one page per task.
+            more = (_int(listed.get("total")) or 0) > seen and len(found) > known
+            if not more or len(found) == len(ids):
+                break
+            page += 1
+    return found
+
+
+async def look_up(app: App, task_ids: list[str], api_key: str, settle: Callable[[str, VideoTask | Exception], None],
+                  alone: Callable[[str], bool] = lambda task_id: True, retry: bool = True,
+                  filters: Filters | None = None) -> None:
+    """Ask Ark about these tasks and `settle` each, with its task or why not, as soon as that is known: one GET for
+    one task; for several, or with list `filters`, list requests, then a GET for each the list left out, all at
+    once in the quick lane, so that a list that lies costs one request's time, not one per task. A task the list
+    left out and `alone` declines is NotListed. With `retry` False, single attempts: the next poll is the retry."""
+    async def one(task_id: str) -> None:
         try:
-            outcomes[task_id] = found.get(task_id) or (
-                fetch_task(app, task_id, api_key, False) if task_id in alone or len(task_ids) == 1 else
-                NotListed(f"{task_id} was not in Ark's list"))
+            outcome: VideoTask | Exception = await app.run("quick", fetch_task, app, task_id, api_key, retry)
         except Exception as error:
-            outcomes[task_id] = error
-    return outcomes
+            outcome = error
+        settle(task_id, outcome)
+
+    found: dict[str, VideoTask] = {}
+    listing = len(task_ids) > 1 or filters is not None
+    if listing:
+        try:
+            found = await app.run("quick", listed_by_id, app, task_ids, api_key, retry, filters or NO_FILTERS)
+        except Exception as error:  # each waiter decides what a failure means for its wait
+            for task_id in task_ids:
+                settle(task_id, error)
+            return
+        for task_id, task in found.items():
+            settle(task_id, task)
+    async with anyio.create_task_group() as group:
+        for task_id in task_ids:
+            if task_id in found:
+                continue
+            if not listing or alone(task_id):
+                group.start_soon(one, task_id)
+            else:
+                settle(task_id, NotListed(f"{task_id} was not in Ark's list"))
+
+
+def listed_by_id(app: App, task_ids: list[str], api_key: str, retry: bool, filters: Filters
+                 ) -> dict[str, VideoTask]:
+    """`tasks_by_id`, remembered (see `remembered`). Runs on a worker thread."""
+    found = tasks_by_id(app.client, task_ids, api_key, retry, filters)
+    return {task["task_id"]: task for task in remembered(app, list(found.values()), api_key)}
 
 
 async def _polled_together(batcher: PollBatcher, task_ids: list[str]) -> dict[str, VideoTask | Exception]:
@@ -2948,7 +3336,8 @@ async def wait_for_task(poll: Callable[[], Awaitable[VideoTask]], task: VideoTas
                         intervals: tuple[float, float] = POLL_INTERVALS_SECONDS, estimate: float = 90.0,
                         age: float = 0.0, clock: Callable[[], float] = time.monotonic,
                         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
-                        stopped: Callable[[], bool] = lambda: False) -> VideoTask:
+                        stopped: Callable[[], bool] = lambda: False,
+                        poll_limit: float = TASK_READ_TIMEOUT_SECONDS) -> VideoTask:
     """Poll until the task is final or `wait_seconds` have passed: once soon, then timed by how long it should take
     (`estimate` seconds from its creation, `age` seconds ago). Progress, the task's age against its estimate, is
     reported every few seconds.
@@ -2956,7 +3345,8 @@ async def wait_for_task(poll: Callable[[], Awaitable[VideoTask]], task: VideoTas
     Sleeping happens on the event loop, so a wait holds no thread, and a cancelled call stops here at once. The last
     poll starts no later than the deadline. `poll` makes a single attempt: the next poll is the retry of a
     transient failure, which keeps the deadline exact. Whatever fails, and when the server is stopping, the task
-    comes back with what is known of it: the caller never loses its id.
+    comes back with what is known of it: the caller never loses its id. No poll is awaited longer than `poll_limit`
+    (one request's own deadline), however long the queue before it: a wait ends within `wait_seconds` and one poll.
     """
     start = clock()
     total, polled = estimate, False
@@ -2981,10 +3371,12 @@ async def wait_for_task(poll: Callable[[], Awaitable[VideoTask]], task: VideoTas
                              f"Ark. Call query_video_task with task_id {task['task_id']!r} later.")
             elapsed = clock() - start
         try:
-            task, failure = await poll(), None
+            with anyio.fail_after(poll_limit):
+                task, failure = await poll(), None
         except Exception as error:  # any failure, expected or not: the task id must come back
-            failure = error
-            if not _transient(error):
+            failure = ArkConnectionError(f"no answer within {poll_limit:g} s") if isinstance(error, TimeoutError) \
+                else error
+            if not _transient(failure):
                 break
     if failure:
         reason = str(failure) if isinstance(failure, DoubaoError) else f"unexpected {type(failure).__name__}"
@@ -3174,6 +3566,7 @@ def write_file(folder: Folder, stem: str, chunks: Iterable[bytes], kind: str, ma
         part, fd = folder.create_part(stem)
         live = str(folder.path / part)
         _LIVE_PARTS.add(live)
+    log.debug("Writing %s", live)
     size, head, found, digest = 0, b"", None, hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as out:
@@ -3521,16 +3914,35 @@ class Record:
                           f"save_error IS NOT NULL) AND task_id IN ({', '.join('?' * len(ids))})", *ids) if ids else []
         found: dict[str, TaskFiles] = {}
         for task_id, files, complete, error in rows:
-            saved = []
-            for stored in json.loads(files or "[]"):
-                one = SavedFile(path=stored["path"], bytes=stored["bytes"], kind=stored.get("kind") or "video")
-                if stored.get("sha256"):
-                    one["sha256"] = stored["sha256"]
-                if not os.path.isfile(one["path"]):
-                    one["missing"] = True
-                saved.append(one)
-            found[task_id] = TaskFiles(saved, bool(complete), error)
+            try:
+                saved = [self._saved_file(stored) for stored in json.loads(files or "[]")]
+            except (TypeError, ValueError, KeyError, AttributeError):
+                log.warning("The task record %s holds files of %s that cannot be read: they are left out.", self.path,
+                            _text(str(task_id), 100))
+                saved = []
+            found[task_id] = TaskFiles(saved, bool(complete) and bool(saved),
+                                       error if isinstance(error, str) else None)
         return found
+
+    @classmethod
+    def _readable_files(cls, files: Any) -> bool:
+        try:
+            return all(cls._saved_file(stored) for stored in json.loads(files))
+        except (TypeError, ValueError, KeyError, AttributeError):
+            return False
+
+    @staticmethod
+    def _saved_file(stored: Any) -> SavedFile:
+        """A file as the record holds it, checked: a row another program wrote may hold anything."""
+        path, size, kind, digest = stored["path"], stored["bytes"], stored.get("kind") or "video", stored.get("sha256")
+        if not (isinstance(path, str) and _int(size) is not None and kind in FILE_KINDS.values()):
+            raise ValueError("not a saved file")
+        one = SavedFile(path=path, bytes=size, kind=kind)
+        if isinstance(digest, str):
+            one["sha256"] = digest
+        if not os.path.isfile(path):
+            one["missing"] = True
+        return one
 
     def save(self, task: Mapping[str, Any], folder: Path, save: Callable[[], Mapping[str, Any]],
              again: bool = False) -> Mapping[str, Any] | None:
@@ -3568,8 +3980,13 @@ class Record:
         if not rows:
             return None
         files, complete, saver, saving = rows[0]
-        if (complete and not again) or self._alive(saver, saving, SAVE_STALE_SECONDS):
-            return False
+        if complete and not self._readable_files(files):  # a row that claims files it does not hold: save them
+            again = True
+        try:
+            if (complete and not again) or self._alive(saver, saving, SAVE_STALE_SECONDS):
+                return False
+        except (TypeError, ValueError):  # a saver stamp another program wrote: not a live saver
+            pass
         # Taken only if the row is still as read: of two processes that read it, one wins, and one that read it
         # before another's whole save (claim, files, release) finds the files and the claim's time changed.
         changed = self._change("UPDATE tasks SET saver = ?, saving = ? WHERE task_id = ? AND files IS ? AND saver IS ? "
@@ -3593,11 +4010,13 @@ class Record:
         failure): no start-up resumes it."""
         self._write("UPDATE tasks SET save_dir = NULL, save_error = ?, saver = NULL WHERE task_id = ?", error, task_id)
 
-    def recent_durations(self, limit: int) -> list[tuple[str, str, str, float]]:
-        """(task id, model, parameters, seconds from creation to finish seen) of the latest succeeded tasks this
-        server created (a task first seen by a save has no parameters, and no creation time of its own)."""
+    def recent_durations(self, owner: str, limit: int) -> list[tuple[Any, Any, Any, Any]]:
+        """(task id, model, parameters, seconds from creation to finish seen) of the latest succeeded tasks the key
+        `owner` created (a task first seen by a save has no parameters, and no creation time of its own). As stored:
+        the caller checks every value."""
         return self._read("SELECT task_id, model, parameters, finished - created FROM tasks WHERE status = 'succeeded' "
-                          "AND finished IS NOT NULL AND parameters IS NOT NULL ORDER BY finished DESC LIMIT ?", limit)
+                          "AND owner = ? AND finished IS NOT NULL AND parameters IS NOT NULL ORDER BY finished DESC "
+                          "LIMIT ?", owner, limit)
 
     def failed(self, task_id: str, error: str) -> None:
         """Saving failed before it began (the folder went away): shown to callers, tried again at the next start."""
@@ -3613,9 +4032,17 @@ class Record:
         rows = self._read("SELECT task_id, save_dir, status, finished, watcher, watched FROM tasks WHERE owner = ? AND "
                           "base_url = ? AND save_dir IS NOT NULL AND complete = 0 AND created >= ? ORDER BY created DESC",
                           owner, self.base_url, now - ARK_RETENTION_SECONDS)
-        return [(task_id, save_dir) for task_id, save_dir, status, finished, watcher, watched in rows
-                if not self._alive(watcher, watched, WATCH_STALE_SECONDS) and (status in ("queued", "running") or (
-                    status == "succeeded" and (finished or 0) > now - LINK_LIFETIME_SECONDS))]
+        found = []
+        for task_id, save_dir, status, finished, watcher, watched in rows:
+            try:
+                alive = self._alive(watcher, watched, WATCH_STALE_SECONDS)
+                links_valid = status == "succeeded" and (finished or 0) > now - LINK_LIFETIME_SECONDS
+            except (TypeError, ValueError):
+                alive, links_valid = True, False  # a row another program wrote: never trusted, never resumed
+            readable = isinstance(task_id, str) and re.fullmatch(ID_PATTERN, task_id) and isinstance(save_dir, str)
+            if readable and not alive and (status in ("queued", "running") or links_valid):
+                found.append((task_id, save_dir))
+        return found
 
     def _alive(self, worker: str | None, since: float | None, stale_after: float) -> bool:
         """Whether the process `worker` (pid@host#token) still does what it stamped at `since`: on this host, while
@@ -3708,8 +4135,6 @@ def save_missing(client: ArkClient, record: Record | None, task: VideoTask, fold
                      **{k: fetched[k] for k in ("save_errors",) if k in fetched})
     return record.save(task, folder.path, save, again=bool(known and known.files)) if record else save()  # type: ignore
 
-WATCH_BATCH = 100  # tasks asked about in one list request
-
 WATCH_GAP_SECONDS = 0.5  # at least this long between two of the watcher's requests: a large record floods nobody
 
 RESUME_LOG_LINES = 20  # resumed tasks named one by one in the log; the rest are counted
@@ -3777,7 +4202,7 @@ class Watcher:
             log.info("Resuming %s: it is saved into %s when it finishes.", task_id, save_dir)
         if len(orphans) > RESUME_LOG_LINES:
             log.info("Resuming %d more tasks.", len(orphans) - RESUME_LOG_LINES)
-        due = time.monotonic()  # all at once, then in batches of WATCH_BATCH, one batch per gap
+        due = time.monotonic()  # all at once, then in batches of LIST_PAGE_TASKS, one batch per gap
         for task_id, save_dir in orphans:
             self.watch(task_id, Path(save_dir), due)
 
@@ -3791,7 +4216,7 @@ class Watcher:
                 if self.stopped:
                     return
                 batch: list[str] = []
-                while self.due and self.due[0][0] <= time.monotonic() and len(batch) < WATCH_BATCH:
+                while self.due and self.due[0][0] <= time.monotonic() and len(batch) < LIST_PAGE_TASKS:
                     batch.append(heapq.heappop(self.due)[1])
                 first = [task_id for task_id in batch if task_id in self.new]
                 self.new.difference_update(first)
@@ -4073,8 +4498,8 @@ def published_tools() -> tuple[Tool, ...]:
     """The tools as the SDK publishes them, built once for every server in this process (the schemas are the costly
     part): arguments met halfway, lean schemas, and `answered` around each."""
     tools = []
-    for fn, viewer, new_work, hints in TOOL_SPECS:
-        registered = LenientTool.from_function(answered(fn, new_work), description=" ".join((fn.__doc__ or "").split()),
+    for fn, viewer, new_work, spent, hints in TOOL_SPECS:
+        registered = LenientTool.from_function(answered(fn, new_work, spent), description=" ".join((fn.__doc__ or "").split()),
                                                annotations=ToolAnnotations(open_world_hint=True, **hints),
                                                meta={"ui": {"resourceUri": VIEWER_URI}} if viewer else None)
         registered.parameters = _lean_schema(registered.parameters)
@@ -4083,7 +4508,8 @@ def published_tools() -> tuple[Tool, ...]:
     return tuple(tools)
 
 
-def answered(fn: Callable[..., Awaitable[Any]], new_work: bool) -> Callable[..., Awaitable[CallToolResult]]:
+def answered(fn: Callable[..., Awaitable[Any]], new_work: bool, spent: str = ""
+             ) -> Callable[..., Awaitable[CallToolResult]]:
     """A tool as the SDK calls it: refuse new work while stopping (a query is answered: its wait ends at once with
     what is known); give the result as compact JSON text in the order of the structured content, with previews;
     make Ark's advice fit this call; turn an unexpected failure into a clear error."""
@@ -4106,7 +4532,7 @@ def answered(fn: Callable[..., Awaitable[Any]], new_work: bool) -> Callable[...,
         except Exception as error:
             log.exception("%s failed unexpectedly", fn.__name__)
             raise DoubaoError(f"{fn.__name__} failed unexpectedly ({type(error).__name__}); the server's log has the "
-                              "details. A video task may have been created: see list_video_tasks.") from error
+                              f"details.{spent}") from error
     return guarded
 
 
@@ -4170,6 +4596,7 @@ class HttpGuard:
         self.hosts = {h.strip().lower() for h in allowed_hosts if h.strip()}
         self.origins = {o.strip().lower().rstrip("/") for o in allowed_origins if o.strip()}
         self.checked = self.loopback or bool(self.hosts)
+        self.holding = 0  # bytes of the request bodies in flight, on the event loop
 
     def _host_allowed(self, host: str) -> bool:
         return (self.loopback and is_loopback(_host_name(host))) or bool({_host_name(host), host.lower()} & self.hosts)
@@ -4197,29 +4624,59 @@ class HttpGuard:
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.limits.max_body:
             return await _reject(send, *too_big)
-        body, more = bytearray(), True
+        held = int(declared) if declared.isdigit() else 0  # reserved before a byte is read, when declared
+        if not self._hold(held):
+            return await self._busy(send)
+        await self._pass_on(scope, receive, send, held, too_big)
+
+    async def _pass_on(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
+                       send: Callable[[dict[str, Any]], Awaitable[None]], held: int, too_big: tuple[int, str]) -> None:
+        """Read the whole body within its deadline, then hand it to the SDK, its bytes (`held` of them already)
+        held in the budget until the answer is sent."""
+        chunks: list[bytes] = []
+        size, more = 0, True
         try:
-            with anyio.fail_after(self.limits.body_timeout):  # a body trickled in slowly holds nothing for long
-                while more:
-                    message = await receive()
-                    if message["type"] != "http.request":
-                        return  # the client left
-                    body += message.get("body", b"")
-                    more = message.get("more_body", False)
-                    if len(body) > self.limits.max_body:
-                        return await _reject(send, *too_big)
-        except TimeoutError:
-            return await _reject(send, 408, f"The request body did not arrive within {self.limits.body_timeout:g} s.")
-        replayed = False
+            try:
+                with anyio.fail_after(self.limits.body_timeout):  # a body trickled in slowly holds nothing for long
+                    while more:
+                        message = await receive()
+                        if message["type"] != "http.request":
+                            return  # the client left
+                        chunks.append(message.get("body", b""))
+                        size += len(chunks[-1])
+                        more = message.get("more_body", False)
+                        if size > self.limits.max_body:
+                            return await _reject(send, *too_big)
+                        if size > held:  # a body of no declared length, held as it comes
+                            if not self._hold(size - held):
+                                return await self._busy(send)
+                            held = size
+            except TimeoutError:
+                return await _reject(send, 408, f"The request body did not arrive within {self.limits.body_timeout:g} "
+                                     "s.")
+            body = [b"".join(chunks)]
+            chunks.clear()  # one copy of the body, handed over whole
 
-        async def replay() -> dict[str, Any]:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()
+            async def replay() -> dict[str, Any]:
+                if body:
+                    return {"type": "http.request", "body": body.pop(), "more_body": False}
+                return await receive()
 
-        await self.app(scope, replay, send)
+            await self.app(scope, replay, send)
+        finally:
+            self.holding -= held
+
+    def _hold(self, size: int) -> bool:
+        """Take `size` bytes of the budget for request bodies in flight, if it has room."""
+        if size and self.holding + size > self.limits.max_bodies_in_flight:
+            return False
+        self.holding += size
+        return True
+
+    async def _busy(self, send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        await _reject(send, 503, f"The server is holding {_size(self.holding)} of other requests, the most it holds "
+                      "at once: try again in a few seconds, or pass large files as https URLs.",
+                      [(b"retry-after", b"5")])
 
 
 async def _reject(send: Callable[[dict[str, Any]], Awaitable[None]], status: int, message: str,
@@ -4301,8 +4758,9 @@ def _stop_quietly(signum: int, frame: Any) -> None:
 
 
 def _exit_at_once(signum: int, frame: Any) -> None:
-    """Ctrl-C on stdio. A graceful stop would wait forever for the SDK's stdin reader, a thread blocked
-    on a read that returns only when the client (or a terminal) sends more; stop here instead.
+    """Ctrl-C or SIGTERM on stdio: unfinished downloads' .part files removed, then exit. A graceful stop would wait
+    forever for the SDK's stdin reader, a thread blocked on a read that returns only when the client (or a
+    terminal) sends more; stop here instead.
 
     Touch no stream: the signal may land while the main thread is inside a stderr write, and a flush
     from here would be a reentrant call that raises. stderr is line-buffered, so whole lines are out."""

@@ -793,12 +793,12 @@ def test_task_ids_are_url_encoded_in_the_path(ark: Any) -> None:
 async def test_list_video_tasks_sends_filters_and_normalizes_each_task(ark: Any) -> None:
     ark.get(TASKS, json={"total": 2, "items": [
         SUCCEEDED_TASK, {"id": "cgt-2", "status": "failed", "failure_reason": {"code": "E", "message": "boom"}}]})
-    result = await call("list_video_tasks", {"status": "succeeded", "model": "doubao-seedance-1-0-pro-250528",
-                                             "task_ids": [TASK_ID, "cgt-2"], "page_num": 2, "page_size": 50})
+    result = await call("list_video_tasks", {"service_tier": "default", "model": "doubao-seedance-1-0-pro-250528",
+                                             "task_ids": [TASK_ID, "cgt-2"]})
     sent = urlsplit(ark.calls[0].request.url)
     assert sent.path == "/api/v3/contents/generations/tasks"
-    assert parse_qsl(sent.query) == [("page_num", "2"), ("page_size", "50"), ("filter.status", "succeeded"),
-                                     ("filter.model", "doubao-seedance-1-0-pro-250528"),
+    assert parse_qsl(sent.query) == [("page_size", "2"), ("filter.model", "doubao-seedance-1-0-pro-250528"),
+                                     ("filter.service_tier", "default"),
                                      ("filter.task_ids", TASK_ID), ("filter.task_ids", "cgt-2")]
     listing = result.structured_content
     assert listing["total"] == 2
@@ -1062,21 +1062,23 @@ def test_an_estimate_is_the_median_of_recent_tasks_of_its_kind_else_of_its_famil
     record = doubao_mcp.Record(tmp_path / "state", BASE)
     body = {"model": "doubao-seedance-2-0-260128", "content": [], "resolution": "720p", "duration": 5}
     for n, seconds in enumerate((30, 40, 50)):
-        record.created({"task_id": f"cgt-{n}", "status": "queued"}, body, None, None)
+        record.created({"task_id": f"cgt-{n}", "status": "queued"}, body, None, doubao_mcp.key_fingerprint(KEY))
         record._write("UPDATE tasks SET status = 'succeeded', finished = created + ? WHERE task_id = ?", seconds,
                       f"cgt-{n}")
-    from_record = doubao_mcp.Estimates(record)
-    assert from_record.estimate("dreamina-seedance-2-0-260128", "720p", 5) == (40, True)  # same family, BytePlus id
-    assert from_record.estimate("doubao-seedance-2-0-260128", "1080p", 10) == (40, True)  # few of that kind: family
+    from_record = doubao_mcp.Estimates(record, doubao_mcp.key_fingerprint(KEY))
+    from_record.load()
+    assert from_record.estimate(KEY, "dreamina-seedance-2-0-260128", "720p", 5) == (40, True)  # same family
+    assert from_record.estimate(KEY, "doubao-seedance-2-0-260128", "1080p", 10) == (40, True)  # few of the kind
     memory = doubao_mcp.Estimates(None)
-    prior = memory.estimate("doubao-seedance-2-0-fast-260128", "480p", 10)
+    prior = memory.estimate(KEY, "doubao-seedance-2-0-fast-260128", "480p", 10)
     assert prior.seconds == pytest.approx(45 * 0.6 * 2) and not prior.learnt  # the family's prior, scaled
     assert prior.intervals((1.5, 10.0)) == (1.5, 4.0)  # a prior may be far off: polls stay closer
-    assert memory.estimate("ep-20260101-x") == (90, False)  # an endpoint hides its model: the generic prior
-    memory.learn([{"task_id": f"cgt-{n}", "status": "succeeded", "model": "doubao-seedance-2-5-260628",
-                   "resolution": "720p", "duration": 10, "created_at": "2026-11-30T10:00:00Z",
-                   "updated_at": f"2026-11-30T10:0{n + 1}:00Z"} for n in range(3)] * 2)  # each task counts once
-    assert memory.estimate("doubao-seedance-2-5-260628", "720p", 10) == (120, True)
+    assert memory.estimate(KEY, "ep-20260101-x") == (90, False)  # an endpoint hides its model: the generic prior
+    memory.learn(KEY, [{"task_id": f"cgt-{n}", "status": "succeeded", "model": "doubao-seedance-2-5-260628",
+                        "resolution": "720p", "duration": 10, "created_at": "2026-11-30T10:00:00Z",
+                        "updated_at": f"2026-11-30T10:0{n + 1}:00Z"} for n in range(3)] * 2)  # each counts once
+    assert memory.estimate(KEY, "doubao-seedance-2-5-260628", "720p", 10) == (120, True)
+    assert memory.estimate("another-callers-key-0123", "doubao-seedance-2-5-260628", "720p", 10).learnt is False
 
 
 async def test_a_wait_reports_progress_against_the_estimate_from_history(ark: Any, tmp_path: Path) -> None:
@@ -1086,7 +1088,7 @@ async def test_a_wait_reports_progress_against_the_estimate_from_history(ark: An
     server, record = record_server(tmp_path, poll_intervals=(0.01, 0.02))
     body = {"model": "doubao-seedance-2-0-260128", "content": [], "resolution": "720p", "duration": 5}
     for n in range(3):
-        record.created({"task_id": f"cgt-{n}", "status": "queued"}, body, None, None)
+        record.created({"task_id": f"cgt-{n}", "status": "queued"}, body, None, doubao_mcp.key_fingerprint(KEY))
         record._write("UPDATE tasks SET status = 'succeeded', finished = created + 64 WHERE task_id = ?", f"cgt-{n}")
     updates: list[tuple[float, float | None, str | None]] = []
 
@@ -2122,7 +2124,7 @@ async def test_forgiving_where_the_meaning_is_unambiguous(ark: Any, tmp_path: Pa
     assert sent_json(ark, 1) == {"model": "doubao-seedream-4-5-251128", "prompt": "a fox", "size": "2K",
                                  "output_format": "png", "sequential_image_generation": "auto",
                                  "sequential_image_generation_options": {"max_images": 3}}
-    assert parse_qsl(urlsplit(ark.calls[2].request.url).query) == [("filter.status", "running"),
+    assert parse_qsl(urlsplit(ark.calls[2].request.url).query) == [("page_size", "1"), ("filter.status", "running"),
                                                                    ("filter.task_ids", "cgt-1")]
 
 
@@ -3219,3 +3221,266 @@ async def test_while_a_server_runs_the_watchers_polls_join_its_shared_loop(
     watcher.stop()
     assert watcher.shared is None  # the server stopped: the watcher polls on its own again
     assert through_the_loop and all(ids == [task_id] for ids in through_the_loop)  # every watcher poll, shared
+
+
+# --- No task id lost, no task dropped: poisoned records, lists that lie, echoes of the key ----------------------
+
+
+def poison(state: Path, *rows: dict[str, Any]) -> None:
+    """Rows another program (or a bad disk) wrote into the record's tasks table, as given."""
+    with contextlib.closing(sqlite3.connect(state / "tasks.sqlite3")) as db:
+        for row in rows:
+            row = {"base_url": BASE, "owner": doubao_mcp.key_fingerprint(KEY), "model": DANCE_20,
+                   "status": "succeeded", "created": 0, "updated": 0, "parameters": "{}", **row}
+            db.execute(f"INSERT INTO tasks ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
+        db.commit()
+
+
+@pytest.mark.parametrize("rows", [
+    [{"task_id": f"cgt-inf-{n}", "finished": 9e999} for n in range(3)],  # the estimate would be infinite
+    [{"task_id": "cgt-nan", "created": 9e999, "finished": 9e999}],  # inf - inf: SQLite gives NULL
+    [{"task_id": "cgt-null", "finished": 60, "parameters": "null"}],
+    [{"task_id": "cgt-list", "finished": 60, "parameters": "[1]"}],
+    [{"task_id": "cgt-cut", "finished": 60, "parameters": "{"}],
+], ids=["infinite", "null-time", "null-parameters", "list-parameters", "broken-json"])
+async def test_a_poisoned_record_never_costs_a_created_task_its_id(
+        fake_ark: FakeArk, tmp_path: Path, rows: list[dict[str, Any]], caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 23, item 1: nothing read from the record stands between a created task and its id."""
+    server, record = record_server(tmp_path, base_url=fake_ark.url, poll_intervals=(0.01, 0.02))
+    poison(tmp_path / "state", *({**row, "base_url": fake_ark.url} for row in rows))
+    async with Client(server) as client:
+        created = await client.call_tool("generate_video", {"prompt": "fox"})
+        waited = await client.call_tool("query_video_task", {"task_id": "cgt-fake-1", "wait_seconds": 0.05})
+    assert not created.is_error and created.structured_content["task_id"] == "cgt-fake-1", created.content[0].text
+    assert created.structured_content["estimate_seconds"] == 90  # the family's prior, not the poisoned rows
+    assert not waited.is_error and waited.structured_content["task_id"] == "cgt-fake-1"
+    assert f"has {len(rows)} rows whose times or parameters cannot be read: left out of the estimates" in caplog.text
+
+
+async def test_a_poisoned_files_column_is_read_as_nothing_saved_and_the_video_is_saved(
+        ark: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    server, record = record_server(tmp_path)
+    poison(tmp_path / "state", {"task_id": TASK_ID, "files": "{", "complete": 1},
+           {"task_id": "cgt-other", "files": json.dumps([{"path": 3, "bytes": "many"}]), "complete": 1})
+    finished_task_and_files(ark)
+    async with Client(server) as client:
+        saved = await client.call_tool("query_video_task", {"task_id": TASK_ID, "save_dir": str(tmp_path / "out")})
+    task = saved.structured_content
+    assert not saved.is_error and [f["kind"] for f in task["saved_files"]] == ["video", "last_frame"], task
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{TASK_ID}-last-frame.png", f"{TASK_ID}.mp4"]
+    assert "holds files of cgt-20250331175019-6htr8 that cannot be read" in caplog.text
+    assert record.files_of(["cgt-other"])["cgt-other"].files == []  # a row of another shape: nothing trusted
+
+
+def test_a_resume_skips_rows_it_cannot_read(tmp_path: Path) -> None:
+    record = doubao_mcp.Record(tmp_path / "state", BASE)
+    owner = doubao_mcp.key_fingerprint(KEY) or ""
+    now = time.time()
+    poison(tmp_path / "state", {"task_id": "cgt-ok", "status": "running", "save_dir": str(tmp_path), "created": now},
+           {"task_id": "cgt-folder", "status": "running", "save_dir": sqlite3.Binary(b"/x"), "created": now},
+           {"task_id": "cgt-stamp", "status": "running", "save_dir": str(tmp_path), "created": now,
+            "watcher": "x@y", "watched": "soon"},
+           {"task_id": "../../etc", "status": "running", "save_dir": str(tmp_path), "created": now})
+    assert record.orphans(owner) == [("cgt-ok", str(tmp_path))]
+
+
+async def test_a_batch_wait_covers_every_task_asked_for_however_many(fake_ark: FakeArk, tmp_path: Path) -> None:
+    """Issue 23, item 2: Ark's default page is 10; 15 tasks asked for are 15 tasks waited for and saved."""
+    config = Config(api_key=KEY, base_url=fake_ark.url, previews=False, poll_intervals=(0.05, 0.2))
+    async with Client(server(config)) as client:
+        ids = [(await client.call_tool("generate_video", {"prompt": f"take {n}"})).structured_content["task_id"]
+               for n in range(15)]
+        listed = await client.call_tool("list_video_tasks", {"task_ids": ids, "wait_seconds": 30,
+                                                             "save_dir": str(tmp_path)})
+    result = listed.structured_content
+    assert result["total"] == 15 and [t["task_id"] for t in result["tasks"]] == ids
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{task_id}.mp4" for task_id in ids)
+    lists = [r for r in fake_ark.requests if r["method"] == "GET" and r["path"] == TASKS_ROUTE]
+    assert all(dict(r["query"]).get("page_size") == str(len([v for k, v in r["query"] if k == "filter.task_ids"]))
+               for r in lists)
+
+
+async def test_a_list_that_pages_below_what_was_asked_is_paged_through(fake_ark: FakeArk) -> None:
+    fake_ark.page_cap = 4  # an Ark (or a proxy) whose pages hold fewer than asked for
+    for n in range(10):
+        fake_ark.add_task(f"cgt-page-{n}", status="running")
+    ids = [f"cgt-page-{n}" for n in range(10)]
+    listed = (await call("list_video_tasks", {"task_ids": ids}, Config(api_key=KEY, base_url=fake_ark.url)))
+    assert [t["task_id"] for t in listed.structured_content["tasks"]] == ids
+    pages = [dict(r["query"]).get("page_num", "1") for r in fake_ark.requests]
+    assert pages == ["1", "2", "3"] and all(r["path"] == TASKS_ROUTE for r in fake_ark.requests)
+
+
+async def test_tasks_a_list_leaves_out_are_asked_about_alone_all_at_once(fake_ark: FakeArk) -> None:
+    """Issue 23, item 3: twenty waits on tasks a list leaves out cost one GET's time, not twenty."""
+    def running(handler: BaseHTTPRequestHandler) -> None:
+        task_id = urlsplit(handler.path).path.rsplit("/", 1)[-1]
+        answer(200, json.dumps({"id": task_id, "status": "running"}))(handler)
+
+    hold, answered = Hold(then=running), itertools.count()
+    # Each call's first look at its task is its own GET; the polls after it are what is held.
+    fake_ark.faults[("GET", TASKS_ROUTE + "/")] = lambda handler: (running if next(answered) < 6 else hold)(handler)
+    fake_ark.faults[("GET", TASKS_ROUTE)] = answer(200, json.dumps({"total": 0, "items": []}))
+    config = Config(api_key=KEY, base_url=fake_ark.url, previews=False, poll_intervals=(0.05, 0.2),
+                    limits=doubao_mcp.Limits(quick_threads=4))
+    async with Client(server(config)) as client, anyio.create_task_group() as group:
+        for n in range(6):
+            group.start_soon(client.call_tool, "query_video_task", {"task_id": f"cgt-alone-{n}", "wait_seconds": 1})
+        await anyio.to_thread.run_sync(hold.arrived, 4)  # as many at once as the quick lane has threads
+        hold.release()
+
+
+async def test_no_poll_is_awaited_past_one_requests_deadline() -> None:
+    async def never() -> Any:
+        await anyio.sleep_forever()
+
+    async def report(*_: Any) -> None:
+        pass
+
+    queued = doubao_mcp.shape_task({"id": "cgt-1", "status": "queued"})
+    now = FakeTime()
+    task = await doubao_mcp.wait_for_task(never, queued, 5, report, clock=now.clock, sleep=now.sleep,
+                                          poll_limit=0.01)
+    assert task["status"] == "queued" and task["next_step"].startswith("Checking the task failed (no answer within")
+
+
+@pytest.mark.parametrize("order", [("running", "succeeded"), ("succeeded", "running")])
+async def test_a_task_listed_twice_is_one_task_and_a_final_status_wins(ark: Any, tmp_path: Path,
+                                                                       order: tuple[str, str]) -> None:
+    """Issue 23, item 4."""
+    listed = [{**SUCCEEDED_TASK, "id": task_id, "status": status,
+               "content": {"video_url": f"https://cdn.test/{task_id}.mp4"} if status == "succeeded" else {}}
+              for task_id in ("cgt-a", "cgt-b") for status in order]
+    ark.get(TASKS, json={"total": 4, "items": listed})
+    for task_id in ("cgt-a", "cgt-b"):
+        ark.get(f"https://cdn.test/{task_id}.mp4", body=VIDEO_BYTES, content_type="video/mp4")
+    result = await call("list_video_tasks", {"task_ids": ["cgt-a", "cgt-b"], "wait_seconds": 5,
+                                             "save_dir": str(tmp_path)}, fast_polls())
+    assert result.structured_content["total"] == 2
+    assert [t["status"] for t in result.structured_content["tasks"]] == ["succeeded", "succeeded"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cgt-a.mp4", "cgt-b.mp4"]
+
+
+async def test_a_batch_wait_whose_polls_fail_says_so_for_each_task(ark: Any) -> None:
+    """Issue 23, item 10: a list answering HTML is a failed poll, and the result says what to do."""
+    ark.get(TASKS, json={"total": 2, "items": [{"id": "cgt-a", "status": "queued"}, {"id": "cgt-b", "status": "queued"}]})
+    ark.get(TASKS, body="<html><body>gateway</body></html>", content_type="text/html")
+    result = await call("list_video_tasks", {"task_ids": ["cgt-a", "cgt-b"], "wait_seconds": 0.2}, fast_polls())
+    tasks = result.structured_content["tasks"]
+    assert [t["status"] for t in tasks] == ["queued", "queued"]
+    assert all(t["next_step"].startswith("Checking the task failed (Ark answered 200 with a body that is not a JSON "
+                                         "object") for t in tasks), tasks
+    assert "query_video_task with task_id 'cgt-a'" in tasks[0]["next_step"]
+
+
+async def test_a_task_ark_does_not_know_is_listed_as_unknown_not_dropped(ark: Any) -> None:
+    ark.get(TASKS, json={"total": 1, "items": [{"id": "cgt-a", "status": "running"}]})
+    ark.get(f"{TASKS}/cgt-gone", status=404, json={"error": {"code": "ResourceNotFound", "message": "no task"}})
+    result = await call("list_video_tasks", {"task_ids": ["cgt-a", "cgt-gone", "cgt-a"]})
+    assert result.structured_content == {"total": 2, "tasks": [
+        {"task_id": "cgt-a", "status": "running"},
+        {"task_id": "cgt-gone", "status": "unknown", "error_code": "ResourceNotFound", "error_message": "no task",
+         "next_step": doubao_mcp.TASK_NOT_FOUND_HINT}]}
+    assert "page_num and page_size page through all tasks" in error_text(
+        await call("list_video_tasks", {"task_ids": ["cgt-a"], "page_size": 5}))
+
+
+KEY_FORMS = {
+    "percent-encoded, lower case": "".join(f"%{b:02x}" for b in KEY.encode()),
+    "cut short": KEY[:30],
+    "upper case": KEY.upper(),
+    "base64 of its header": base64.b64encode(f"Bearer {KEY}".encode()).decode(),
+    "url-safe base64": base64.urlsafe_b64encode(f"Authorization: Bearer {KEY}!".encode()).decode(),
+    "tail": KEY[-14:],
+}
+
+
+@pytest.mark.parametrize("form", KEY_FORMS.values(), ids=KEY_FORMS.keys())
+async def test_no_form_of_the_key_gets_through_an_echo(fake_ark: FakeArk, form: str,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 23, item 8."""
+    caplog.set_level(logging.INFO)
+    fake_ark.faults[("POST", TASKS_ROUTE)] = ark_error(400, "InvalidParameter", f"bad header {form} given")
+    async with Client(server(Config(api_key=KEY, base_url=fake_ark.url))) as client:
+        text = error_text(await client.call_tool("generate_video", {"prompt": "a fox"}))
+    assert "bad header *** given" in text, text
+    assert form not in caplog.text and "bad header *** given" in caplog.text
+
+
+def test_what_the_caller_sent_is_never_what_marks_a_key() -> None:
+    """Issue 23, item 9: redaction must not confirm a guess."""
+    other = "ark-other-caller-9d2e4f60-1b7c-4a3d-8e5f"
+    for guess in (other, other[:25], KEY, "ark-just-a-guess-0000-1111-2222-3333"):
+        message = f"The model or endpoint {guess} does not exist"
+        assert doubao_mcp._redact(message, [KEY, other], sent=f"model\n{guess}") == message
+    assert doubao_mcp._redact(f"endpoint {other} does not exist", [KEY, other]) == "endpoint *** does not exist"
+
+
+@pytest.mark.parametrize("arguments", [
+    ("query_video_task", {"task_id": "cgt-1", "save_dir": "a\x00b"}),
+    ("generate_video", {"prompt": "a fox", "first_frame": "/tmp/a\x00b.png"}),
+    ("generate_image", {"prompt": "a fox", "images": ["a\x00.png"]}),
+])
+async def test_a_nul_in_a_path_is_bad_input_in_one_sentence(ark: Any, arguments: tuple[str, dict[str, Any]]) -> None:
+    """Issue 23, item 11."""
+    text = error_text(await call(*arguments))
+    assert "the path contains a NUL character" in text and "unexpectedly" not in text
+    assert len(ark.calls) == 0
+
+
+async def test_an_unexpected_failure_names_only_what_this_tool_may_have_spent(
+        ark: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(doubao_mcp, "shape_images", broken)
+    monkeypatch.setattr(doubao_mcp, "shape_task", broken)
+    ark.post(IMAGES, json={"data": []})
+    ark.get(f"{TASKS}/cgt-1", json={"id": "cgt-1", "status": "running"})
+    image = error_text(await call("generate_image", {"prompt": "a fox"}))
+    query = error_text(await call("query_video_task", {"task_id": "cgt-1"}))
+    assert "generate_image failed unexpectedly (RuntimeError)" in image and "may have made (and billed) the images" in image
+    assert "video task" not in image and "video task" not in query and "query_video_task failed unexpectedly" in query
+
+
+async def test_request_bodies_in_flight_are_bounded_in_bytes(fake_ark: FakeArk) -> None:
+    """Issue 23, item 7: what bodies in flight may take is counted in bytes, not connections."""
+    hold = Hold(then=answer(200, json.dumps({"id": "cgt-held"})))
+    fake_ark.faults[("POST", TASKS_ROUTE)] = hold
+    frame = data_url("image/png", PNG + bytes(2**20))  # 1.3 MB of JSON
+    call_video = {"json": {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "generate_video", "arguments": {"prompt": "a", "first_frame": frame}}}, "headers": {
+        "Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-11-25"}}
+    async with hosting(fake_ark, max_body=2 * 2**20, max_bodies_in_flight=2 * 2**20) as url, \
+            httpx2.AsyncClient(timeout=30) as http:
+        async with anyio.create_task_group() as group:
+            group.start_soon(partial(http.post, f"{url}/mcp", **call_video))
+            await anyio.to_thread.run_sync(hold.arrived, 1)  # the first body is held while its call runs
+            refused = await http.post(f"{url}/mcp", **call_video)
+            small = await http.post(f"{url}/mcp", **tools_list())
+            hold.release()
+        again = await http.post(f"{url}/mcp", **call_video)
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "5"
+    assert "The server is holding 1.3 MB of other requests, the most it holds at once" in refused.json()["error"][
+        "message"]
+    assert small.status_code == 200 and again.status_code == 200  # room again once the first was answered
+
+
+def http_caller(url: str, key: str) -> Client:
+    return Client(streamable_http_client(f"{url}/mcp", http_client=httpx2.AsyncClient(headers={"X-API-Key": key})))
+
+
+async def test_over_http_redaction_tells_a_caller_nothing_of_another_callers_key(fake_ark: FakeArk) -> None:
+    """Issue 23, item 9: a guess comes back as sent, whether or not it is somebody's key."""
+    key_a, key_b = "ark-caller-a-7c1e2d3f-4a5b-6c7d-8e9f-0a1b", "ark-caller-b-1f2e3d4c-5b6a-7980-a1b2-c3d4"
+    guesses = [key_a, KEY, key_a[:24], "ark-a-plain-guess-5f6e-7d8c-9b0a-1234"]
+    for guess in guesses:
+        fake_ark.unavailable[guess] = NOT_FOUND
+    async with hosting(fake_ark) as url:
+        async with http_caller(url, key_a) as caller_a:
+            await caller_a.call_tool("list_video_tasks", {})  # key A is now one the server knows
+        async with http_caller(url, key_b) as caller_b:
+            texts = [error_text(await caller_b.call_tool("generate_video", {"prompt": "a fox", "model": guess}))
+                     for guess in guesses]
+    for guess, text in zip(guesses, texts):
+        assert f"The model or endpoint {guess} does not exist" in text, text

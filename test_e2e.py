@@ -181,8 +181,10 @@ async def test_over_http_each_callers_key_is_used_for_its_own_calls_only(fake_ar
         async with anyio.create_task_group() as group:
             for i in keys:
                 group.start_soon(caller, i)
-    upstream = [(dict(r["query"])["filter.task_ids"], r["authorization"]) for r in fake_ark.requests]
-    assert len(upstream) == 24
+    # Each listing asks for its task by id, and then (Ark knows no such task) asks about it alone.
+    upstream = [(dict(r["query"]).get("filter.task_ids") or r["path"].rsplit("/", 1)[1], r["authorization"])
+                for r in fake_ark.requests]
+    assert len(upstream) == 48
     assert all(key == f"Bearer {keys[int(task.rsplit('-', 1)[1])]}" for task, key in upstream)
     assert server_http.stdout == ""  # logs go to stderr, even uvicorn's
     assert "doubao_mcp" in server_http.stderr or "uvicorn" in server_http.stderr
@@ -1034,3 +1036,89 @@ def test_the_bundle_manifest_passes_the_mcpb_cli(tmp_path: Path) -> None:
     refused = subprocess.run([NPX, "-y", "@anthropic-ai/mcpb@2", "validate", str(tmp_path / "manifest.json")],
                              capture_output=True, text=True, timeout=180, cwd=tmp_path, check=False)
     assert refused.returncode != 0  # the CLI really validates: the check above is not a formality
+
+
+# --- No task id lost, no task dropped: stops mid-save, echoes in the log ----------------------------------------
+
+
+def stalled_download(fake: FakeArk) -> Hold:
+    """Result files that start, then stall until the hold is released."""
+    hold = Hold(then=answer(200, VIDEO_BYTES, "video/mp4"))
+    fake.faults[("GET", "/files/")] = lambda handler: (handler.send_response(200), handler.send_header(
+        "Content-Type", "video/mp4"), handler.end_headers(), handler.wfile.write(VIDEO_BYTES[:64]),
+        handler.wfile.flush(), hold(handler))
+    return hold
+
+
+async def test_sigterm_over_http_during_a_batch_waits_save_still_answers_it(fake_ark: FakeArk, tmp_path: Path) -> None:
+    """Issue 23, item 5: each waiting call gets its last state, and no traceback."""
+    for task_id in ("cgt-a", "cgt-b"):
+        fake_ark.add_task(task_id, status="succeeded")
+    hold = stalled_download(fake_ark)
+    results: list[Any] = []
+    try:
+        with HttpServer(fake_ark, ARK_API_KEY=KEY, DOUBAO_ALLOWED_DIR=str(tmp_path)) as hosted:
+            async with hosted.client() as client, anyio.create_task_group() as group:
+                await client.list_tools()
+
+                async def waiting() -> None:
+                    results.append(await client.call_tool("list_video_tasks", {
+                        "task_ids": ["cgt-a", "cgt-b"], "wait_seconds": 30, "save_dir": str(tmp_path)}))
+
+                group.start_soon(waiting)
+                await anyio.to_thread.run_sync(hold.arrived, 2)  # both downloads under way, and stalled
+                hosted.process.send_signal(signal.SIGTERM)
+            hosted.process.wait(timeout=30)
+    finally:
+        hold.release()
+    tasks = results[0].structured_content["tasks"]
+    assert [t["status"] for t in tasks] == ["succeeded", "succeeded"]
+    assert all("This server is stopping, so the video was not saved" in t["next_step"] for t in tasks), tasks
+    assert hosted.process.returncode == 0 and "Traceback" not in hosted.stderr, hosted.stderr
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_sigterm_on_stdio_mid_download_leaves_no_part_file(tmp_path: Path) -> None:
+    """Issue 23, item 6: SIGTERM, as a client sends when it stops its server, cleans up as Ctrl-C does."""
+    with FakeArk() as fake:
+        fake.add_task("cgt-done", status="succeeded")
+        hold = stalled_download(fake)
+        stderr = Stderr()
+        process = subprocess.Popen([str(SCRIPT), "--log-level", "DEBUG"], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=stderr.file,
+                                   env={**SCRIPT_ENV, "ARK_API_KEY": KEY, "ARK_BASE_URL": fake.url})
+        assert process.stdin
+        process.stdin.write(b"".join(json.dumps(m).encode() + b"\n" for m in [
+            {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}},
+            {"jsonrpc": "2.0", "method": "notifications/initialized"},
+            {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "query_video_task", "arguments": {
+                "task_id": "cgt-done", "save_dir": str(tmp_path)}}}]))
+        process.stdin.flush()
+        stderr.seen(f"Writing {tmp_path}/.cgt-done.")  # its .part file is made, and the download stalls
+        assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")]
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        finally:
+            process.kill()
+            hold.release()
+    assert process.returncode == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_no_form_of_a_key_reaches_the_servers_log(fake_ark: FakeArk) -> None:
+    """Issue 23, item 8: the SDK's INFO line 'Tool ... failed' included, and a caller's own guess too."""
+    forms = ["".join(f"%{b:02x}" for b in KEY.encode()), KEY[:30], KEY.upper(),
+             base64.b64encode(f"Bearer {KEY}".encode()).decode()]
+    fake_ark.faults[("POST", TASKS_ROUTE)] = ark_error(400, "InvalidParameter", "echo " + " ".join(forms))
+    fake_ark.unavailable[KEY] = NOT_FOUND
+    with HttpServer(fake_ark, "--log-level", "INFO", ARK_API_KEY=KEY) as hosted:
+        async with hosted.client() as client:
+            echoed = await client.call_tool("generate_video", {"prompt": "a fox"})
+            del fake_ark.faults[("POST", TASKS_ROUTE)]
+            guessed = await client.call_tool("generate_video", {"prompt": "a fox", "model": KEY})
+    assert echoed.is_error and not any(form in echoed.content[0].text for form in forms)
+    assert guessed.is_error and KEY in guessed.content[0].text  # what the caller sent comes back as sent...
+    assert "Tool 'generate_video' failed" in hosted.stderr
+    assert not any(form in hosted.stderr for form in forms)  # ...but never into the operator's log
