@@ -1122,3 +1122,22 @@ async def test_no_form_of_a_key_reaches_the_servers_log(fake_ark: FakeArk) -> No
     assert guessed.is_error and KEY in guessed.content[0].text  # what the caller sent comes back as sent...
     assert "Tool 'generate_video' failed" in hosted.stderr
     assert not any(form in hosted.stderr for form in forms)  # ...but never into the operator's log
+
+
+async def test_over_stdio_a_poisoned_record_never_costs_a_created_task_its_id(fake_ark: FakeArk, tmp_path: Path) -> None:
+    """Issue 23, item 1, as reported: start once, poison the record, restart, make a video."""
+    state = tmp_path / "state"
+    async with started(fake_ark, state):
+        pass
+    with contextlib.closing(sqlite3.connect(state / "tasks.sqlite3")) as db:
+        for n in range(3):
+            db.execute("INSERT INTO tasks (task_id, base_url, owner, model, parameters, status, created, updated, "
+                       "finished) VALUES (?, ?, ?, 'doubao-seedance-2-0-260128', '{}', 'succeeded', 0, 0, 9e999)",
+                       (f"cgt-poison-{n}", fake_ark.url, doubao_mcp.key_fingerprint(KEY)))
+        db.commit()
+    async with started(fake_ark, state) as (session, errors):
+        created = await session.call_tool("generate_video", {"prompt": "fox"})
+        waited = await session.call_tool("query_video_task", {"task_id": "cgt-fake-1", "wait_seconds": 1})
+        await anyio.to_thread.run_sync(errors.seen, "3 rows whose times or parameters cannot be read")
+    assert not created.is_error and created.structured_content["task_id"] == "cgt-fake-1"
+    assert not waited.is_error and waited.structured_content["task_id"] == "cgt-fake-1"
