@@ -17,9 +17,10 @@ import sys
 import textwrap
 import threading
 import time
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx2
@@ -30,7 +31,16 @@ import urllib3
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from doubao_mcp import ArkClient, Config, build_server
+from doubao_mcp import (
+    ArkClient,
+    Config,
+    Following,
+    Record,
+    Stopping,
+    Studio,
+    Watcher,
+    build_server,
+)
 
 KEY = "ark-test-0f3c9a7e-5b1d-4c2e-9f8a-6d7e8f9a0b1c"
 BASE = "https://ark.test/api/v3"
@@ -49,7 +59,13 @@ def picture(width: int = 1024, height: int = 768, kind: str = "PNG") -> bytes:
     from PIL import Image
 
     image = Image.new("RGB", (width, height))
-    image.putdata([(x * 255 // width, y * 255 // height, (x ^ y) & 255) for y in range(height) for x in range(width)])
+    image.putdata(
+        [
+            (x * 255 // width, y * 255 // height, (x ^ y) & 255)
+            for y in range(height)
+            for x in range(width)
+        ]
+    )
     out = io.BytesIO()
     image.save(out, kind)
     return out.getvalue()
@@ -58,10 +74,21 @@ def picture(width: int = 1024, height: int = 768, kind: str = "PNG") -> bytes:
 PICTURE = picture()
 VIDEO_BYTES = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 400
 SUCCEEDED_TASK = {
-    "id": "cgt-20250331175019-6htr8", "model": "doubao-seedance-1-0-pro-250528", "status": "succeeded",
-    "error": None, "created_at": 1743414619, "updated_at": 1743414673,
-    "content": {"video_url": "https://cdn.test/v.mp4?sig=1", "last_frame_url": "https://cdn.test/last.png"},
-    "seed": 10, "resolution": "720p", "ratio": "16:9", "duration": 5, "framespersecond": 24,
+    "id": "cgt-20250331175019-6htr8",
+    "model": "doubao-seedance-1-0-pro-250528",
+    "status": "succeeded",
+    "error": None,
+    "created_at": 1743414619,
+    "updated_at": 1743414673,
+    "content": {
+        "video_url": "https://cdn.test/v.mp4?sig=1",
+        "last_frame_url": "https://cdn.test/last.png",
+    },
+    "seed": 10,
+    "resolution": "720p",
+    "ratio": "16:9",
+    "duration": 5,
+    "framespersecond": 24,
     "usage": {"completion_tokens": 108900, "total_tokens": 108900},
 }
 TASK_ID = SUCCEEDED_TASK["id"]
@@ -76,13 +103,23 @@ def anyio_backend() -> str:
 @pytest.fixture(autouse=True)
 def ark_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """A fake key, and none of the developer's own Ark settings leaking into a test."""
-    for name in ("ARK_API_KEY", "DOUBAO_API_KEY", "ARK_BASE_URL", "DOUBAO_IMAGE_MODEL", "DOUBAO_VIDEO_MODEL",
-                 "DOUBAO_IMAGE_ENDPOINT_ID", "DOUBAO_VIDEO_ENDPOINT_ID", "ARK_TIMEOUT"):
+    for name in (
+        "ARK_API_KEY",
+        "DOUBAO_API_KEY",
+        "ARK_BASE_URL",
+        "DOUBAO_IMAGE_MODEL",
+        "DOUBAO_VIDEO_MODEL",
+        "DOUBAO_IMAGE_ENDPOINT_ID",
+        "DOUBAO_VIDEO_ENDPOINT_ID",
+        "ARK_TIMEOUT",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ARK_API_KEY", KEY)
     monkeypatch.setenv("ARK_BASE_URL", BASE)
-    monkeypatch.setenv("DOUBAO_PREVIEWS", "0")  # a test of previews turns them on
-    monkeypatch.setenv("DOUBAO_STATE_DIR", "off")  # a test of the record gives it a folder
+    # A test of previews turns them on
+    monkeypatch.setenv("DOUBAO_PREVIEWS", "0")
+    # A test of the record gives it a folder
+    monkeypatch.setenv("DOUBAO_STATE_DIR", "off")
 
 
 @pytest.fixture
@@ -92,16 +129,66 @@ def ark() -> Any:
         yield mock
 
 
-def server(config: Config | None = None, sleeps: list[float] | None = None) -> Any:
-    """The server in-process; retry back-off is recorded in `sleeps` instead of slept."""
-    config = config or Config.from_env()
+def make_server(
+    config: Config | None = None,
+    *,
+    sleeps: list[float] | None = None,
+    client: ArkClient | None = None,
+    record: Record | None = None,
+    watcher: Watcher | None = None,
+    stopping: Stopping | None = None,
+    **changes: Any,
+) -> Any:
+    """The one way a test makes a server, in-process: the configuration (from the test's environment unless given),
+    with `changes` to its fields; retry back-off recorded in `sleeps` instead of slept; a record, a watcher or a
+    stopping signal where the test gives one."""
+    config = replace(config or Config.from_env(), **changes)
     sleep = sleeps.append if sleeps is not None else (lambda seconds: None)
-    return build_server(config, ArkClient(config.base_url, config.image_timeout, secrets=[config.api_key or ""],
-                                          sleep=sleep, limits=config.limits))
+    client = client or ArkClient(
+        config.base_url,
+        config.image_timeout,
+        secrets=[config.api_key or ""],
+        sleep=sleep,
+        limits=config.limits,
+        media_domains=config.media_domains,
+    )
+    return build_server(config, client, stopping, record, watcher)
 
 
-async def call(tool: str, arguments: dict[str, Any], config: Config | None = None, **kwargs: Any) -> Any:
-    async with Client(server(config)) as client:
+def make_studio(
+    config: Config | None = None, *, record: Record | None = None, **changes: Any
+) -> Studio:
+    """The lifecycle without any server or client around it, for tests where no MCP behaviour is at stake."""
+    config = replace(config or Config.from_env(), **changes)
+    client = ArkClient(
+        config.base_url,
+        config.image_timeout,
+        secrets=[config.api_key or ""],
+        sleep=lambda s: None,
+        limits=config.limits,
+        media_domains=config.media_domains,
+    )
+    return Studio(config, client, record=record)
+
+
+async def no_progress(*_: Any) -> None:
+    """Where a lifecycle test's progress goes."""
+
+
+def following(
+    until: float = 0.0,
+    save_to: Any = None,
+    api_key: str = KEY,
+    report: Any = no_progress,
+) -> Following:
+    """How a lifecycle test follows its task: until `until` (on time.monotonic; 0: no wait), saving into `save_to`."""
+    return Following(until=until, save_to=save_to, api_key=api_key, report=report)
+
+
+async def call(
+    tool: str, arguments: dict[str, Any], config: Config | None = None, **kwargs: Any
+) -> Any:
+    async with Client(make_server(config)) as client:
         return await client.call_tool(tool, arguments, **kwargs)
 
 
@@ -110,13 +197,18 @@ def error_text(result: Any) -> str:
     return result.content[0].text
 
 
-# --- Configuration ----------------------------------------------------------------------------
+# --- Configuration ----------------------------------------------------------------------------------------------------
 
 
 URL = "https://media.test/"
+
+
 # (id, seconds, resolutions, most reference images/videos/audios, most references in all)
 def items(kind: str, role: str, urls: list[str]) -> list[dict[str, Any]]:
-    return [{"type": f"{kind}_url", f"{kind}_url": {"url": url}, "role": role} for url in urls]
+    return [
+        {"type": f"{kind}_url", f"{kind}_url": {"url": url}, "role": role}
+        for url in urls
+    ]
 
 
 class FakeTime:
@@ -140,7 +232,8 @@ def write(path: Path, data: bytes = b"hello", size: int | None = None) -> str:
     path.write_bytes(data)
     if size:
         with path.open("r+b") as file:
-            file.truncate(size)  # sparse: a large file without writing it
+            # Sparse: a large file without writing it
+            file.truncate(size)
     return str(path)
 
 
@@ -156,14 +249,22 @@ def finished_task_and_files(ark: Any, video: dict[str, Any] | None = None) -> No
 
 def refused() -> requests.ConnectionError:
     """What requests raises when nothing listens: the request never reached Ark."""
-    reason = urllib3.exceptions.NewConnectionError(None, "Failed to establish a new connection: [Errno 111] refused")
-    return requests.ConnectionError(urllib3.exceptions.MaxRetryError(None, TASKS, reason))
+    reason = urllib3.exceptions.NewConnectionError(
+        None, "Failed to establish a new connection: [Errno 111] refused"
+    )
+    return requests.ConnectionError(
+        urllib3.exceptions.MaxRetryError(None, TASKS, reason)
+    )
 
 
-
-
-def answer(status: int, body: bytes | str = b"", content_type: str = "application/json", length: int | None = None,
-           delay: float = 0.0, **headers: str) -> Any:
+def answer(
+    status: int,
+    body: bytes | str = b"",
+    content_type: str = "application/json",
+    length: int | None = None,
+    delay: float = 0.0,
+    **headers: str,
+) -> Any:
     """A raw response for FakeArk.faults: any status, headers and body, after `delay` seconds. A `length`
     larger than the body declares more than is sent, then drops the connection mid-body."""
     data = body.encode() if isinstance(body, str) else body
@@ -173,7 +274,9 @@ def answer(status: int, body: bytes | str = b"", content_type: str = "applicatio
         handler.send_response(status)
         for name, value in {"Content-Type": content_type, **headers}.items():
             handler.send_header(name.replace("_", "-"), value)
-        handler.send_header("Content-Length", str(len(data) if length is None else length))
+        handler.send_header(
+            "Content-Length", str(len(data) if length is None else length)
+        )
         handler.end_headers()
         handler.wfile.write(data)
         handler.close_connection = length is not None
@@ -200,7 +303,9 @@ class Hold:
 
     def arrived(self, count: int) -> None:
         with self.condition:
-            assert self.condition.wait_for(lambda: self.count >= count, timeout=30), f"{self.count} of {count} came"
+            assert self.condition.wait_for(lambda: self.count >= count, timeout=30), (
+                f"{self.count} of {count} came"
+            )
 
     def release(self) -> None:
         self.released.set()
@@ -226,11 +331,17 @@ class FakeArk:
     `unavailable[model id] = code` answers creations for that model as Ark does for a retired or unactivated one.
     """
 
-    def __init__(self, polls_to_finish: int = 3, seconds_to_finish: float | None = None):
+    def __init__(
+        self, polls_to_finish: int = 3, seconds_to_finish: float | None = None
+    ):
         self.polls_to_finish = polls_to_finish
         self.seconds_to_finish = seconds_to_finish
-        self.video_size: int | None = None  # serve a video of this many bytes, streamed, instead of VIDEO_BYTES
-        self.page_cap = 500  # the most tasks a list answer holds, whatever page_size asks (Ark's: 500)
+        self.video_size: int | None = (
+            # Serve a video of this many bytes, streamed, instead of VIDEO_BYTES
+            None
+        )
+        # The most tasks a list answer holds, whatever page_size asks (Ark's: 500)
+        self.page_cap = 500
         self.faults: dict[tuple[str, str], Any] = {}
         self.unavailable: dict[str, str] = {}
         self.requests: list[dict[str, Any]] = []
@@ -238,10 +349,14 @@ class FakeArk:
         self.lock = threading.Lock()
         self.arrival = threading.Condition()
         self.server = LoopbackServer(("127.0.0.1", 0), self._handler())
-        self.server.handle_error = lambda request, address: None  # a client that hung up is not news here
+        # A client that hung up is not news here
+        self.server.handle_error = lambda request, address: None
         self.root = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.url = f"{self.root}/api/v3"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True)  # quick stop
+        # Quick stop
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, args=(0.01,), daemon=True
+        )
 
     def __enter__(self) -> FakeArk:
         self.thread.start()
@@ -253,48 +368,105 @@ class FakeArk:
 
     def requested(self, method: str, prefix: str, count: int = 1) -> None:
         """Wait (on a worker thread: through anyio.to_thread) until `count` such requests have come in."""
+
         def seen() -> int:
-            return sum(r["method"] == method and r["path"].startswith(prefix) for r in self.requests)
+            return sum(
+                r["method"] == method and r["path"].startswith(prefix)
+                for r in self.requests
+            )
+
         with self.arrival:
-            assert self.arrival.wait_for(lambda: seen() >= count, timeout=30), f"{seen()} {method} {prefix}"
+            assert self.arrival.wait_for(lambda: seen() >= count, timeout=30), (
+                f"{seen()} {method} {prefix}"
+            )
 
     def add_task(self, task_id: str, **fields: Any) -> None:
-        self.tasks[task_id] = {"id": task_id, "model": "doubao-seedance-1-5-pro-251215", "status": "queued",
-                               "polls": 0, "born": time.monotonic(), "created_at": 1743414619,
-                               "updated_at": 1743414619, **fields}
+        self.tasks[task_id] = {
+            "id": task_id,
+            "model": "doubao-seedance-1-5-pro-251215",
+            "status": "queued",
+            "polls": 0,
+            "born": time.monotonic(),
+            "created_at": 1743414619,
+            "updated_at": 1743414619,
+            **fields,
+        }
 
-    def handle(self, method: str, path: str, query: list[tuple[str, str]], body: Any) -> tuple[int, Any]:
+    def handle(
+        self, method: str, path: str, query: list[tuple[str, str]], body: Any
+    ) -> tuple[int, Any]:
         with self.lock:
             if method == "POST" and body.get("model") in self.unavailable:
-                return 404, {"error": {"code": self.unavailable[body["model"]], "message": "The model or endpoint "
-                                       f"{body['model']} does not exist or you do not have access to it."}}
+                return 404, {
+                    "error": {
+                        "code": self.unavailable[body["model"]],
+                        "message": "The model or endpoint "
+                        f"{body['model']} does not exist or you do not have access to it.",
+                    }
+                }
             if method == "POST" and path == "/api/v3/images/generations":
-                count = (body.get("sequential_image_generation_options") or {}).get("max_images", 1)
-                return 200, {"model": body["model"], "created": 1757321139, "data": [
-                    {"url": f"{self.root}/files/image-{i}.png", "size": "1024x768"} for i in range(count)]}
+                count = (body.get("sequential_image_generation_options") or {}).get(
+                    "max_images", 1
+                )
+                return 200, {
+                    "model": body["model"],
+                    "created": 1757321139,
+                    "data": [
+                        {"url": f"{self.root}/files/image-{i}.png", "size": "1024x768"}
+                        for i in range(count)
+                    ],
+                }
             if method == "POST" and path == "/api/v3/contents/generations/tasks":
                 problem = self._content_problem(body.get("content"))
                 if problem:
-                    return 400, {"error": {"code": "InvalidParameter", "message": problem, "param": "content"}}
+                    return 400, {
+                        "error": {
+                            "code": "InvalidParameter",
+                            "message": problem,
+                            "param": "content",
+                        }
+                    }
                 task_id = f"cgt-fake-{len(self.tasks) + 1}"
-                draft = next((item["draft_task"]["id"] for item in body["content"] if item["type"] == "draft_task"), None)
-                self.add_task(task_id, model=body["model"], draft=bool(body.get("draft")),
-                              last_frame=bool(body.get("return_last_frame")),
-                              **({"draft_task_id": draft} if draft else {}))
+                draft = next(
+                    (
+                        item["draft_task"]["id"]
+                        for item in body["content"]
+                        if item["type"] == "draft_task"
+                    ),
+                    None,
+                )
+                self.add_task(
+                    task_id,
+                    model=body["model"],
+                    draft=bool(body.get("draft")),
+                    last_frame=bool(body.get("return_last_frame")),
+                    **({"draft_task_id": draft} if draft else {}),
+                )
                 return 200, {"id": task_id}
             if method == "GET" and path == "/api/v3/contents/generations/tasks":
                 wanted = {v for k, v in query if k == "filter.task_ids"}
                 asked = dict(query)
-                size = min(int(asked.get("page_size", 10)), self.page_cap)  # Ark's default page is 10
+                # Ark's default page is 10
+                size = min(int(asked.get("page_size", 10)), self.page_cap)
                 start = (int(asked.get("page_num", 1)) - 1) * size
-                matching = [t for t in reversed(self.tasks.values()) if not wanted or t["id"] in wanted]
-                for task in matching[start:start + size]:  # asked about by id: a poll, as a GET of it is
+                matching = [
+                    t
+                    for t in reversed(self.tasks.values())
+                    if not wanted or t["id"] in wanted
+                ]
+                # Asked about by id: a poll, as a GET of it is
+                for task in matching[start : start + size]:
                     if wanted:
                         self._advance(task)
-                return 200, {"total": len(matching), "items": [self._view(t) for t in matching[start:start + size]]}
+                return 200, {
+                    "total": len(matching),
+                    "items": [self._view(t) for t in matching[start : start + size]],
+                }
             task = self.tasks.get(path.rsplit("/", 1)[-1])
             if task is None:
-                return 404, {"error": {"code": "ResourceNotFound", "message": "task not found"}}
+                return 404, {
+                    "error": {"code": "ResourceNotFound", "message": "task not found"}
+                }
             if method == "GET":
                 self._advance(task)
                 return 200, self._view(task)
@@ -304,21 +476,34 @@ class FakeArk:
                 elif task["status"] in ("succeeded", "failed", "expired"):
                     del self.tasks[task["id"]]
                 else:
-                    return 400, {"error": {"code": "InvalidParameter",
-                                           "message": f"cannot delete a {task['status']} task"}}
+                    return 400, {
+                        "error": {
+                            "code": "InvalidParameter",
+                            "message": f"cannot delete a {task['status']} task",
+                        }
+                    }
                 return 200, {}
-        return 404, None  # no such route: a plain web server's page, not Ark's JSON
+        # No such route: a plain web server's page, not Ark's JSON
+        return 404, None
 
     def _advance(self, task: dict[str, Any]) -> None:
         """A poll of the task: queued at the first, running after, succeeded when its time or poll count is up."""
         task["polls"] += 1
         if task["status"] in ("queued", "running"):
-            done = (time.monotonic() - task["born"] >= self.seconds_to_finish if self.seconds_to_finish
-                    else task["polls"] >= self.polls_to_finish)
-            task["status"] = "succeeded" if done else "running" if task["polls"] > 1 else "queued"
+            done = (
+                time.monotonic() - task["born"] >= self.seconds_to_finish
+                if self.seconds_to_finish
+                else task["polls"] >= self.polls_to_finish
+            )
+            task["status"] = (
+                "succeeded" if done else "running" if task["polls"] > 1 else "queued"
+            )
 
-    ROLES = {"image_url": {None, "first_frame", "last_frame", "reference_image"}, "video_url": {"reference_video"},
-             "audio_url": {"reference_audio"}}
+    ROLES: ClassVar[dict[str, set[str | None]]] = {
+        "image_url": {None, "first_frame", "last_frame", "reference_image"},
+        "video_url": {"reference_video"},
+        "audio_url": {"reference_audio"},
+    }
 
     def _content_problem(self, content: Any) -> str | None:
         """What Ark's own content check would refuse: unknown item types or roles, a draft that is not one."""
@@ -326,7 +511,11 @@ class FakeArk:
             kind = item.get("type") if isinstance(item, dict) else None
             if kind == "text" and isinstance(item.get("text"), str):
                 continue
-            if kind in self.ROLES and isinstance(item.get(kind), dict) and item.get("role") in self.ROLES[kind]:
+            if (
+                kind in self.ROLES
+                and isinstance(item.get(kind), dict)
+                and item.get("role") in self.ROLES[kind]
+            ):
                 continue
             if kind == "draft_task":
                 draft = self.tasks.get(item.get("draft_task", {}).get("id"))
@@ -337,11 +526,24 @@ class FakeArk:
         return None
 
     def _view(self, task: dict[str, Any]) -> dict[str, Any]:
-        view = {k: v for k, v in task.items() if k not in ("polls", "born", "last_frame")}
+        view = {
+            k: v for k, v in task.items() if k not in ("polls", "born", "last_frame")
+        }
         if task["status"] == "succeeded":
-            view.update(content={"video_url": f"{self.root}/files/{task['id']}.mp4?sig=x", **(
-                {"last_frame_url": f"{self.root}/files/{task['id']}-last.png"} if task.get("last_frame") else {})},
-                resolution="720p", ratio="16:9", duration=5, framespersecond=24)
+            view.update(
+                content={
+                    "video_url": f"{self.root}/files/{task['id']}.mp4?sig=x",
+                    **(
+                        {"last_frame_url": f"{self.root}/files/{task['id']}-last.png"}
+                        if task.get("last_frame")
+                        else {}
+                    ),
+                },
+                resolution="720p",
+                ratio="16:9",
+                duration=5,
+                framespersecond=24,
+            )
         return view
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -349,7 +551,8 @@ class FakeArk:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # else headers and body in two writes wait on a delayed ACK (40 ms)
+            # Else headers and body in two writes wait on a delayed ACK (40 ms)
+            disable_nagle_algorithm = True
 
             def _serve(self) -> None:
                 split = urlsplit(self.path)
@@ -357,21 +560,37 @@ class FakeArk:
                 body = json.loads(raw) if raw else None
                 query = parse_qsl(split.query)
                 with fake.arrival:
-                    fake.requests.append({"method": self.command, "path": split.path, "query": query, "body": body,
-                                          "authorization": self.headers.get("Authorization"),
-                                          "connection": self.client_address})
+                    fake.requests.append(
+                        {
+                            "method": self.command,
+                            "path": split.path,
+                            "query": query,
+                            "body": body,
+                            "authorization": self.headers.get("Authorization"),
+                            "connection": self.client_address,
+                        }
+                    )
                     fake.arrival.notify_all()
-                fault = next((f for (method, prefix), f in list(fake.faults.items())
-                              if method == self.command and split.path.startswith(prefix)), None)
+                fault = next(
+                    (
+                        f
+                        for (method, prefix), f in list(fake.faults.items())
+                        if method == self.command and split.path.startswith(prefix)
+                    ),
+                    None,
+                )
                 if fault:
                     return fault(self)
                 if split.path.startswith("/files/"):
-                    if split.path.endswith(".png"):  # a generated image or a last frame
+                    # A generated image or a last frame
+                    if split.path.endswith(".png"):
                         return answer(200, PICTURE, "image/png")(self)
                     return self._send_video()
                 status, reply = fake.handle(self.command, split.path, query, body)
                 if reply is None:
-                    return answer(status, "<html><h1>404 Not Found</h1></html>", "text/html")(self)
+                    return answer(
+                        status, "<html><h1>404 Not Found</h1></html>", "text/html"
+                    )(self)
                 answer(status, json.dumps(reply))(self)
 
             def _send_video(self) -> None:
@@ -398,10 +617,14 @@ def fake_ark() -> Any:
 
 
 def ark_error(status: int, code: str, message: str, **headers: str) -> Any:
-    return answer(status, json.dumps({"error": {"code": code, "message": message}}), **headers)
+    return answer(
+        status, json.dumps({"error": {"code": code, "message": message}}), **headers
+    )
 
 
 TASKS_ROUTE = "/api/v3/contents/generations/tasks"
+
+
 class HttpServer:
     """The console script serving streamable HTTP on a free port, stopped with SIGTERM; its output kept."""
 
@@ -411,9 +634,23 @@ class HttpServer:
             self.port = probe.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}/mcp"
         self.process = subprocess.Popen(
-            [str(SCRIPT), "--transport", "streamable-http", "--port", str(self.port), *args],
-            env={**SCRIPT_ENV, "HOME": os.environ.get("HOME", "/"), "ARK_BASE_URL": fake.url, **env},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            [
+                str(SCRIPT),
+                "--transport",
+                "streamable-http",
+                "--port",
+                str(self.port),
+                *args,
+            ],
+            env={
+                **SCRIPT_ENV,
+                "HOME": os.environ.get("HOME", "/"),
+                "ARK_BASE_URL": fake.url,
+                **env,
+            },
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         self.stdout = self.stderr = ""
 
     def __enter__(self) -> HttpServer:
@@ -433,7 +670,11 @@ class HttpServer:
         self.stdout, self.stderr = out.decode(), err.decode()
 
     def client(self, **headers: str) -> Client:
-        return Client(streamable_http_client(self.url, http_client=httpx2.AsyncClient(headers=headers)))
+        return Client(
+            streamable_http_client(
+                self.url, http_client=httpx2.AsyncClient(headers=headers)
+            )
+        )
 
 
 def jpegs(result: Any) -> list[Any]:
@@ -451,10 +692,13 @@ class Stderr:
 
     def __init__(self) -> None:
         read, write = os.pipe()
-        self.file = os.fdopen(write, "w")  # the errlog given to stdio_client; the server's copy stays open
+        # The errlog given to stdio_client; the server's copy stays open
+        self.file = os.fdopen(write, "w")
         self.lines: list[str] = []
         self.condition = threading.Condition()
-        threading.Thread(target=self._read, args=(os.fdopen(read),), daemon=True).start()
+        threading.Thread(
+            target=self._read, args=(os.fdopen(read),), daemon=True
+        ).start()
 
     def _read(self, pipe: Any) -> None:
         for line in pipe:
@@ -465,8 +709,11 @@ class Stderr:
     def seen(self, text: str, count: int = 1) -> None:
         def found() -> int:
             return sum(text in line for line in self.lines)
+
         with self.condition:
-            assert self.condition.wait_for(lambda: found() >= count, timeout=30), "".join(self.lines)
+            assert self.condition.wait_for(lambda: found() >= count, timeout=30), (
+                "".join(self.lines)
+            )
 
 
 def rows(state: Path) -> dict[str, dict[str, Any]]:
@@ -476,10 +723,19 @@ def rows(state: Path) -> dict[str, dict[str, Any]]:
 
 
 # Model ids the tests of the defaults use.
-LITE, S45, PRO, FLASH, S55, S40 = ("doubao-seedream-5-0-260128", "doubao-seedream-4-5-251128",
-                                   "doubao-seedream-5-0-pro-260628", "doubao-seedream-5-0-flash-260915",
-                                   "doubao-seedream-5-5-261028", "doubao-seedream-4-0-250828")
-DANCE_20, DANCE_25, DANCE_15 = "doubao-seedance-2-0-260128", "doubao-seedance-2-5-260628", "doubao-seedance-1-5-pro-251215"
+LITE, S45, PRO, FLASH, S55, S40 = (
+    "doubao-seedream-5-0-260128",
+    "doubao-seedream-4-5-251128",
+    "doubao-seedream-5-0-pro-260628",
+    "doubao-seedream-5-0-flash-260915",
+    "doubao-seedream-5-5-261028",
+    "doubao-seedream-4-0-250828",
+)
+DANCE_20, DANCE_25, DANCE_15 = (
+    "doubao-seedance-2-0-260128",
+    "doubao-seedance-2-5-260628",
+    "doubao-seedance-1-5-pro-251215",
+)
 NOT_FOUND = "InvalidEndpointOrModel.NotFound"
 
 
@@ -491,11 +747,21 @@ class LockHolder:
     """Another process holding the record's write lock (BEGIN EXCLUSIVE) until `release()`."""
 
     def __init__(self, path: Path):
-        self.process = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                textwrap.dedent("""
             import sqlite3, sys
             db = sqlite3.connect(sys.argv[1], isolation_level=None)
             db.execute("BEGIN EXCLUSIVE"); print("locked", flush=True); sys.stdin.read(); db.execute("COMMIT")
-        """), str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        """),
+                str(path),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert self.process.stdout and self.process.stdout.readline() == "locked\n"
 
     def release(self) -> None:
@@ -519,7 +785,9 @@ class SecretService:
 
         self.server = LoopbackServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True).start()
+        threading.Thread(
+            target=self.server.serve_forever, args=(0.01,), daemon=True
+        ).start()
 
     def __enter__(self) -> SecretService:
         return self
@@ -535,14 +803,24 @@ def bomb(side: int = 11580) -> bytes:
     import zlib
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+        return (
+            len(data).to_bytes(4, "big")
+            + kind
+            + data
+            + zlib.crc32(kind + data).to_bytes(4, "big")
+        )
 
-    row = bytes(1 + (side + 7) // 8)  # filter byte 0, then the row's bits
+    # Filter byte 0, then the row's bits
+    row = bytes(1 + (side + 7) // 8)
     packer = zlib.compressobj(9)
     idat = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
     header = side.to_bytes(4, "big") * 2 + bytes([1, 0, 0, 0, 0])
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", idat)
+        + chunk(b"IEND", b"")
+    )
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
