@@ -39,7 +39,9 @@ from doubao_mcp import (
     Estimate,
     Estimates,
     Record,
+    Sample,
     build_server,
+    family_key,
     key_fingerprint,
     shape_task,
     wait_for_task,
@@ -382,9 +384,13 @@ async def waiting(
         ):
             lags[name].append(times[-1] - finish)
             polls[name].append(len(times))
-        estimates._add(
-            key_fingerprint(KEY) or "", f"cgt-{n}", model, "720p", int(duration), finish
+        sample = Sample(
+            family=family_key(model),
+            resolution="720p",
+            duration=int(duration),
+            seconds=finish,
         )
+        estimates.add(key_fingerprint(KEY) or "", f"cgt-{n}", sample)
     # The first 3 tasks of each kind start from the prior: their worst is shown apart
     for name in (
         "old",
