@@ -40,6 +40,8 @@ from doubao_mcp import (
     Studio,
     Watcher,
     build_server,
+    no_price,
+    priced,
 )
 
 KEY = "ark-test-0f3c9a7e-5b1d-4c2e-9f8a-6d7e8f9a0b1c"
@@ -169,6 +171,13 @@ def make_studio(
         media_domains=config.media_domains,
     )
     return Studio(config, client, record=record)
+
+
+def plan_of(studio: Studio, choice: Any) -> Any:
+    """A plan for a call made straight to the studio: its models, none of them priced."""
+    return priced(
+        studio.spend, choice, {}, lambda model: no_price(studio.spend.book, model)
+    )
 
 
 async def no_progress(*_: Any) -> None:
@@ -319,6 +328,58 @@ class LoopbackServer(ThreadingHTTPServer):
     daemon_threads = True
 
 
+# Ark's output sizes (ARK_API.md, Billing), transcribed here on their own: the fake bills by them, and the server's
+# estimates are checked against what it bills.
+ARK_SIZES = {
+    "480p": {
+        "16:9": (864, 480),
+        "4:3": (736, 544),
+        "1:1": (640, 640),
+        "3:4": (544, 736),
+        "9:16": (480, 864),
+        "21:9": (960, 416),
+    },
+    "720p": {
+        "16:9": (1280, 720),
+        "4:3": (1112, 834),
+        "1:1": (960, 960),
+        "3:4": (834, 1112),
+        "9:16": (720, 1280),
+        "21:9": (1470, 630),
+    },
+    "1080p": {
+        "16:9": (1920, 1080),
+        "4:3": (1664, 1248),
+        "1:1": (1440, 1440),
+        "3:4": (1248, 1664),
+        "9:16": (1080, 1920),
+        "21:9": (2206, 946),
+    },
+}
+# The length Ark picks for duration -1 (the fake's choice).
+AUTO_SECONDS = 8
+
+
+def made_video(asked: dict[str, Any], draft: bool) -> dict[str, Any]:
+    """What Ark reports of a finished video: what it made (a draft at 480p, an adaptive ratio as 16:9) and the tokens
+    it billed, width x height x (24 x seconds + 1) / 1024."""
+    resolution = "480p" if draft else asked.get("resolution", "720p")
+    ratio = asked.get("ratio", "16:9")
+    ratio = "16:9" if ratio == "adaptive" else ratio
+    width, height = ARK_SIZES[resolution][ratio] if resolution != "4k" else (3840, 2160)
+    seconds = asked.get("duration", 5)
+    seconds = AUTO_SECONDS if seconds == -1 else seconds
+    frames = asked.get("frames") or 24 * seconds + 1
+    tokens = width * height * frames // 1024
+    made = {
+        "resolution": resolution,
+        "ratio": ratio,
+        "service_tier": asked.get("service_tier", "default"),
+    }
+    made.update({"frames": frames} if asked.get("frames") else {"duration": seconds})
+    return {**made, "usage": {"completion_tokens": tokens, "total_tokens": tokens}}
+
+
 class FakeArk:
     """A small Ark look-alike on 127.0.0.1: image generation, the video-task lifecycle, and the
     result files under /files/, over HTTP/1.1 keep-alive like the real thing.
@@ -415,6 +476,7 @@ class FakeArk:
                         {"url": f"{self.root}/files/image-{i}.png", "size": "1024x768"}
                         for i in range(count)
                     ],
+                    "usage": {"generated_images": count},
                 }
             if method == "POST" and path == "/api/v3/contents/generations/tasks":
                 problem = self._content_problem(body.get("content"))
@@ -440,6 +502,17 @@ class FakeArk:
                     model=body["model"],
                     draft=bool(body.get("draft")),
                     last_frame=bool(body.get("return_last_frame")),
+                    asked={
+                        key: body[key]
+                        for key in (
+                            "resolution",
+                            "ratio",
+                            "duration",
+                            "frames",
+                            "service_tier",
+                        )
+                        if key in body
+                    },
                     **({"draft_task_id": draft} if draft else {}),
                 )
                 return 200, {"id": task_id}
@@ -527,9 +600,12 @@ class FakeArk:
 
     def _view(self, task: dict[str, Any]) -> dict[str, Any]:
         view = {
-            k: v for k, v in task.items() if k not in ("polls", "born", "last_frame")
+            k: v
+            for k, v in task.items()
+            if k not in ("polls", "born", "last_frame", "asked")
         }
         if task["status"] == "succeeded":
+            made = made_video(task.get("asked", {}), bool(task.get("draft")))
             view.update(
                 content={
                     "video_url": f"{self.root}/files/{task['id']}.mp4?sig=x",
@@ -539,10 +615,8 @@ class FakeArk:
                         else {}
                     ),
                 },
-                resolution="720p",
-                ratio="16:9",
-                duration=5,
                 framespersecond=24,
+                **made,
             )
         return view
 

@@ -94,12 +94,21 @@ import anyio
 import anyio.to_thread
 import requests
 from mcp.server.apps import Apps, ResourceCsp
+from mcp.server.elicitation import AcceptedElicitation, ElicitationResult
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.resolve import Elicit, Resolve
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
-from pydantic import AfterValidator, ConfigDict, Field, ValidationError, with_config
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    with_config,
+)
 from pydantic.json_schema import SkipJsonSchema as Unlisted
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
@@ -132,6 +141,26 @@ VIDEO_MODEL_ENV = ("DOUBAO_VIDEO_MODEL", "DOUBAO_VIDEO_ENDPOINT_ID")
 # http: the same as streamable-http.
 TRANSPORTS = ("stdio", "streamable-http", "http")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# What things cost (the prices themselves are under Models, beside the models).
+# Video output tokens: width x height x frames / 1024, at 24 frames a second plus one.
+VIDEO_FPS = 24
+PIXELS_PER_TOKEN = 1024
+# What Ark makes when a call says nothing: 5 s at 720p, and 16:9 (also the estimate for ratio adaptive).
+DEFAULT_VIDEO_SECONDS = 5
+DEFAULT_VIDEO_RESOLUTION = "720p"
+DEFAULT_VIDEO_RATIO = "16:9"
+# service_tier flex, as a fraction of the price.
+FLEX_PRICE_FACTOR = 0.5
+# A layer split bills its base image and each layer (up to 16).
+LAYER_SPLIT_IMAGES = 17
+# The day's limit when DOUBAO_DAILY_LIMIT is unset, in the region's currency (see docs/cost.md for why).
+DEFAULT_DAILY_LIMIT = {"CNY": 200.0, "USD": 30.0}
+# How long a call waits for another process's reservation before it says the limit cannot be checked.
+LEDGER_WAIT_SECONDS = 5.0
+# A task whose creation timed out is looked for among the tasks Ark made this long before or after it was sent.
+UNKNOWN_MATCH_SECONDS = 300.0
+# The first protocol revision that carries a question to the person in a tool's result (both transports).
+INPUT_REQUIRED_VERSION = "2026-07-28"
 # Talking to Ark: deadlines and retries.
 # A set of 15 4K images can take minutes; Ark's SDKs wait 600 s.
 DEFAULT_IMAGE_TIMEOUT_SECONDS = 300.0
@@ -730,6 +759,8 @@ class VideoFamily:
     lifecycle: Lifecycle | None = None
     # How long a 5 s 720p video takes, before any is seen (the prior)
     seconds: float = UNKNOWN_MODEL_SECONDS
+    # The most seconds of reference video a call may hold (billed as input).
+    reference_seconds: float = 15.2
 
 
 @dataclass(frozen=True)
@@ -771,6 +802,7 @@ SEEDANCE_2_5_FAMILY = replace(
     drafts=("480p",),
     omni=True,
     seconds=120.0,
+    reference_seconds=30.2,
 )
 RETIRED_1_0 = Lifecycle(
     name="Seedance 1.0",
@@ -888,6 +920,159 @@ IMAGE_MODELS: dict[str, ImageFamily] = {
     ),
 }
 
+
+@dataclass(frozen=True)
+class Price:
+    """What one family costs in one region. Videos are billed by output tokens (see VIDEO_FPS), at a rate per
+    million that depends on the resolution and on whether the input holds a video; images by the image. A
+    resolution or size without a rate has no price: never one made up. DOUBAO_PRICES replaces any of it."""
+
+    # Per million output tokens, by resolution; with a reference video in the input; with generate_audio false.
+    per_million_tokens: Mapping[str, float] = field(default_factory=dict)
+    with_video_input: Mapping[str, float] = field(default_factory=dict)
+    without_audio: Mapping[str, float] = field(default_factory=dict)
+    # service_tier flex: this fraction of the rate.
+    flex: float = FLEX_PRICE_FACTOR
+    # Per image generated: one price, or by size ("1K", "2K").
+    per_image: float | Mapping[str, float] | None = None
+    # Per image generated, for each reference image beyond the first.
+    per_extra_reference: float = 0.0
+    # Where the figures come from, and when they were read.
+    source: str = ""
+    date: str = ""
+
+
+# The fields a DOUBAO_PRICES entry may give, and "as" (price an endpoint like a family or model).
+PRICE_FIELDS = ("as", *Price.__dataclass_fields__)
+
+
+def by_resolution(low: float, high: float | None = None) -> dict[str, float]:
+    """One rate at 480p and 720p, another (or the same) at 1080p."""
+    return {"480p": low, "720p": low, "1080p": low if high is None else high}
+
+
+def up_to_720p(rate: float) -> dict[str, float]:
+    return {"480p": rate, "720p": rate}
+
+
+CHINA_RESELLERS = (
+    "resellers' billing code, consistent with each other [R] (ARK_API.md, Billing)"
+)
+BYTEPLUS_COMFY = "ComfyUI's BytePlus price list [C], maybe 1.43x BytePlus's own: an upper bound (ARK_API.md, Billing)"
+BYTEPLUS_IMAGES = "ComfyUI's and resellers' lists [C][R] (ARK_API.md, Billing)"
+# By region and family (see family_key). China's image prices, and Seedance 2.5, 2.0 mini and 1.5 pro in CNY,
+# were not found: those have no price until DOUBAO_PRICES gives one.
+PRICES = Regional(
+    china={
+        "seedance-2-0": Price(
+            per_million_tokens=by_resolution(46, 51),
+            with_video_input=by_resolution(28, 31),
+            source=CHINA_RESELLERS,
+            date="2026-11",
+        ),
+        "seedance-2-0-fast": Price(
+            per_million_tokens=up_to_720p(37),
+            with_video_input=up_to_720p(22),
+            source=CHINA_RESELLERS,
+            date="2026-11",
+        ),
+        "seedance-1-0-pro": Price(
+            per_million_tokens=by_resolution(15), source=CHINA_RESELLERS, date="2026-11"
+        ),
+        "seedance-1-0-pro-fast": Price(
+            per_million_tokens=by_resolution(4.2),
+            source=CHINA_RESELLERS,
+            date="2026-11",
+        ),
+    },
+    byteplus={
+        "seedance-2-5": Price(
+            per_million_tokens=by_resolution(15.301, 16.731),
+            with_video_input=by_resolution(9.152, 10.01),
+            source=BYTEPLUS_COMFY,
+            date="2026-11",
+        ),
+        "seedance-2-0": Price(
+            per_million_tokens=by_resolution(10.01, 11.011),
+            with_video_input=by_resolution(6.149, 6.721),
+            source=BYTEPLUS_COMFY,
+            date="2026-11",
+        ),
+        "seedance-2-0-fast": Price(
+            per_million_tokens=up_to_720p(8.008),
+            with_video_input=up_to_720p(4.719),
+            source=BYTEPLUS_COMFY,
+            date="2026-11",
+        ),
+        "seedance-2-0-mini": Price(
+            per_million_tokens=up_to_720p(5.005),
+            with_video_input=up_to_720p(3.003),
+            source=BYTEPLUS_COMFY,
+            date="2026-11",
+        ),
+        "seedance-1-5-pro": Price(
+            per_million_tokens=by_resolution(2.4),
+            without_audio=by_resolution(1.2),
+            source="resellers' notes [R] (ARK_API.md, Billing)",
+            date="2026-11",
+        ),
+        "seedream-5-0-pro": Price(
+            per_image={"1K": 0.045, "2K": 0.09},
+            per_extra_reference=0.003,
+            source=BYTEPLUS_IMAGES,
+            date="2026-11",
+        ),
+        "seedream-5-0-flash": Price(
+            per_image=0.02574, source=BYTEPLUS_IMAGES, date="2026-11"
+        ),
+        "seedream-5-0": Price(per_image=0.035, source=BYTEPLUS_IMAGES, date="2026-11"),
+        "seedream-5-0-lite": Price(
+            per_image=0.035, source=BYTEPLUS_IMAGES, date="2026-11"
+        ),
+        "seedream-4-5": Price(per_image=0.04, source=BYTEPLUS_IMAGES, date="2026-11"),
+        "seedream-4-0": Price(per_image=0.03, source=BYTEPLUS_IMAGES, date="2026-11"),
+    },
+)
+CURRENCIES = Regional(china="CNY", byteplus="USD")
+# Output sizes by resolution and ratio (4k: twice 1080p's sides).
+VIDEO_SIZES: dict[str, dict[str, tuple[int, int]]] = {
+    "480p": {
+        "16:9": (864, 480),
+        "4:3": (736, 544),
+        "1:1": (640, 640),
+        "3:4": (544, 736),
+        "9:16": (480, 864),
+        "21:9": (960, 416),
+    },
+    "720p": {
+        "16:9": (1280, 720),
+        "4:3": (1112, 834),
+        "1:1": (960, 960),
+        "3:4": (834, 1112),
+        "9:16": (720, 1280),
+        "21:9": (1470, 630),
+    },
+    "1080p": {
+        "16:9": (1920, 1080),
+        "4:3": (1664, 1248),
+        "1:1": (1440, 1440),
+        "3:4": (1248, 1664),
+        "9:16": (1080, 1920),
+        "21:9": (2206, 946),
+    },
+}
+VIDEO_SIZES["4k"] = {
+    ratio: (2 * width, 2 * height)
+    for ratio, (width, height) in VIDEO_SIZES["1080p"].items()
+}
+# Named image sizes, in pixels, to price a WxH size by the smallest named one that holds it.
+IMAGE_SIZE_PIXELS = {
+    "1K": 1024**2,
+    "1.5K": 1536**2,
+    "2K": 2048**2,
+    "3K": 3072**2,
+    "4K": 4096**2,
+}
 
 # --- Errors: what a call can fail with, and the one place an error's advice is decided --------------------------------
 
@@ -1129,6 +1314,13 @@ class Config:
     state_dir: Path | None = None
     # Hosts the viewer may load images and videos from.
     media_domains: tuple[str, ...] = MEDIA_DOMAINS
+    # DOUBAO_PRICES: entries by family, model or endpoint id, checked (see read_prices).
+    price_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # DOUBAO_DAILY_LIMIT in the region's currency; None: off. limit_set: the person set it (not the default).
+    daily_limit: float | None = None
+    limit_set: bool = False
+    # DOUBAO_CONFIRM_ABOVE: calls estimated above it are asked about first; None: never.
+    confirm_above: float | None = None
     # From base_url, in __post_init__: CHINA or BYTEPLUS.
     region: int = field(init=False, default=CHINA)
 
@@ -1140,13 +1332,20 @@ class Config:
         except DoubaoError as error:
             raise ConfigError(str(error)) from None
         allowed_dir = read_allowed_dir(env)
+        base_url = read_base_url(env)
+        currency = CURRENCIES[region_of(base_url)]
+        daily_limit, limit_set = read_daily_limit(env, currency)
         return cls(
+            price_overrides=read_prices(env, currency),
+            daily_limit=daily_limit,
+            limit_set=limit_set,
+            confirm_above=read_amount(env, "DOUBAO_CONFIRM_ABOVE", currency),
             state_dir=read_state_dir(env),
             previews=env.get("DOUBAO_PREVIEWS", "1").strip().lower()
             not in ("0", "false", "no", "off"),
             media_domains=MEDIA_DOMAINS + read_media_domains(env),
             api_key=api_key,
-            base_url=read_base_url(env),
+            base_url=base_url,
             image_model=first_setting(env, IMAGE_MODEL_ENV),
             video_model=first_setting(env, VIDEO_MODEL_ENV),
             image_timeout=read_image_timeout(env),
@@ -1155,11 +1354,17 @@ class Config:
         )
 
     def __post_init__(self) -> None:
-        # BYTEPLUS on a BytePlus ModelArk host (the same models under other ids), else CHINA.
-        host = urlsplit(self.base_url).hostname or ""
-        object.__setattr__(
-            self, "region", BYTEPLUS if host.endswith(".bytepluses.com") else CHINA
-        )
+        object.__setattr__(self, "region", region_of(self.base_url))
+
+    @property
+    def currency(self) -> str:
+        return str(CURRENCIES[self.region])
+
+
+def region_of(base_url: str) -> int:
+    """BYTEPLUS on a BytePlus ModelArk host (the same models under other ids, billed in USD), else CHINA."""
+    host = urlsplit(base_url).hostname or ""
+    return BYTEPLUS if host.endswith(".bytepluses.com") else CHINA
 
 
 def read_base_url(env: Mapping[str, str]) -> str:
@@ -1228,6 +1433,135 @@ def read_state_dir(env: Mapping[str, str]) -> Path | None:
         return None
     # A relative one is under home, as DOUBAO_OUTPUT_DIR is.
     return Path.home() / Path(given).expanduser()
+
+
+def read_daily_limit(
+    env: Mapping[str, str], currency: str
+) -> tuple[float | None, bool]:
+    """DOUBAO_DAILY_LIMIT, and whether the person set it: unset, the default for the currency; off, none."""
+    given = first_setting(env, ("DOUBAO_DAILY_LIMIT",))
+    if given is None:
+        return DEFAULT_DAILY_LIMIT[currency], False
+    return read_amount(env, "DOUBAO_DAILY_LIMIT", currency), True
+
+
+def read_amount(env: Mapping[str, str], name: str, currency: str) -> float | None:
+    """An amount of money in the region's currency, or None for unset or off. Anything else stops start-up: a
+    limit that does not parse is never read as no limit."""
+    given = first_setting(env, (name,))
+    if given is None or given.lower() == "off":
+        return None
+    try:
+        amount = float(given.upper().removesuffix(currency).strip())
+    except ValueError:
+        amount = -1.0
+    if not (math.isfinite(amount) and amount >= 0):
+        raise ConfigError(
+            f"{name} must be an amount in {currency} (this Ark bills in {currency}) such as 50, or off, got "
+            f"{given[:40]!r}"
+        )
+    return amount
+
+
+def read_prices(env: Mapping[str, str], currency: str) -> dict[str, dict[str, Any]]:
+    """DOUBAO_PRICES: a JSON file of prices that replace or extend the built-in table, each entry checked (see
+    docs/cost.md). Keys are lower-cased, as family_key makes them."""
+    given = first_setting(env, ("DOUBAO_PRICES",))
+    if not given:
+        return {}
+    where = f"DOUBAO_PRICES ({given[:200]})"
+    try:
+        document = json.loads(Path(given).expanduser().read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(
+            f"{where} cannot be read: {error.strerror or error}"
+        ) from None
+    except ValueError as error:
+        raise ConfigError(f"{where} is not JSON: {error}") from None
+    if not isinstance(document, dict) or set(document) - {"currency", "models"}:
+        raise ConfigError(
+            f'{where} must be an object with "currency" and "models", such as {{"currency": "{currency}", '
+            '"models": {"doubao-seedance-2-0": {"per_million_tokens": {"720p": 46}}}}'
+        )
+    if document.get("currency") != currency:
+        raise ConfigError(
+            f'{where} must say "currency": "{currency}": this Ark (ARK_BASE_URL) bills in {currency}, and '
+            f"its prices are given in {currency} (got {str(document.get('currency'))[:20]!r})"
+        )
+    models = document.get("models", {})
+    if not isinstance(models, dict):
+        raise ConfigError(f'{where}: "models" must be an object of entries by model')
+    entries = {
+        price_key(str(key)): check_price_entry(f"{where} models.{key}", entry)
+        for key, entry in models.items()
+    }
+    for key, entry in entries.items():
+        target = entry.get("as", "")
+        if "as" in entry and not (
+            price_key(target) in entries
+            or family_key(target) in {*PRICES.china, *PRICES.byteplus}
+        ):
+            raise ConfigError(
+                f"{where} models.{key}.as names {target!r}, which has no price here or in the built-in table"
+            )
+    return entries
+
+
+def price_key(model: str) -> str:
+    """Where a price is kept: a full model id (with its date stamp) or an endpoint id as it is, anything else as
+    its family."""
+    key = model.strip().lower()
+    return key if key.startswith("ep-") or re.search(r"-\d{6}$", key) else family_key(key)
+
+
+def check_price_entry(where: str, entry: Any) -> dict[str, Any]:
+    """One DOUBAO_PRICES entry, every field checked."""
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where} must be an object of prices")
+    for name, value in entry.items():
+        if name not in PRICE_FIELDS:
+            raise ConfigError(
+                f"{where} has an unknown field {name!r}: allowed are {', '.join(PRICE_FIELDS)}"
+            )
+        at = f"{where}.{name}"
+        if name in ("as", "source", "date"):
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{at} must be a string")
+        elif name in ("per_million_tokens", "with_video_input", "without_audio"):
+            check_rates(at, value, VIDEO_SIZES, "resolutions")
+        elif name == "per_image" and isinstance(value, dict):
+            check_rates(at, value, IMAGE_SIZE_PIXELS, "sizes")
+        elif not is_amount(value) or (name == "flex" and value > 1):
+            allowed = (
+                "a fraction from 0 to 1" if name == "flex" else "an amount of 0 or more"
+            )
+            raise ConfigError(f"{at} must be {allowed}, got {str(value)[:40]!r}")
+    return entry
+
+
+def check_rates(where: str, rates: Any, known: Mapping[str, Any], what: str) -> None:
+    if not isinstance(rates, dict):
+        raise ConfigError(
+            f'{where} must be an object of amounts by {what[:-1]}, such as {{"{next(iter(known))}": 1}}'
+        )
+    for name, amount in rates.items():
+        if name not in known:
+            raise ConfigError(
+                f"{where} has an unknown {what[:-1]} {name!r}: allowed are {', '.join(known)}"
+            )
+        if not is_amount(amount):
+            raise ConfigError(
+                f"{where}.{name} must be an amount of 0 or more, got {str(amount)[:40]!r}"
+            )
+
+
+def is_amount(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )
 
 
 # --- Arguments: met halfway, then checked, before anything is sent ----------------------------------------------------
@@ -1694,6 +2028,8 @@ Report = Callable[[float, float | None, str], Awaitable[None]]
 async def generate_image(
     ctx: Context,
     prompt: ImagePrompt,
+    plan: ImagePlan,
+    consent: ImageConsent,
     model: ImageModel = None,
     images: ImageImages = None,
     size: ImageSize = None,
@@ -1712,15 +2048,7 @@ async def generate_image(
     server's folder."""
     studio = studio_of(ctx)
     config = studio.config
-    ask = ImageAsk(
-        images=len(images or []),
-        size=size,
-        max_images=max_images,
-        web_search=bool(web_search),
-        background=background,
-    )
-    choice = candidates("image", ask, config, model)
-    extra = check_extra(extra, tool_arguments("generate_image"))
+    check_consent(config, plan.quote, consent)
     api_key = api_key_for(config, ctx.headers)
     save_to = await studio.lanes.quick.run(choose_folder, save_dir, config)
     refs = [
@@ -1730,11 +2058,11 @@ async def generate_image(
     loaded = await studio.lanes.slow.run(load_inputs, refs, config)
     body = image_request(
         prompt,
-        choice.models[0],
+        plan.choice.models[0],
         loaded,
         max_images,
         web_search,
-        extra,
+        plan.extra,
         size=size,
         seed=seed,
         guidance_scale=guidance_scale,
@@ -1744,8 +2072,92 @@ async def generate_image(
     )
     return cast(
         ImageResult,
-        await make_images(studio, choice, body, api_key, save_to, ctx.report_progress),
+        await make_images(studio, plan, body, api_key, save_to, ctx.report_progress),
     )
+
+
+class Plan(NamedTuple):
+    """What a generation will do, decided before anything is sent: the models it may go to, each one's quote, the
+    call's quote (the dearest), and its arguments as checked."""
+
+    choice: Choice
+    quotes: Mapping[str, Quote]
+    quote: Quote
+    extra: dict[str, Any]
+    given: Mapping[str, list[str]] = {}
+    fields: Mapping[str, Any] = {}
+
+
+def plan_images(
+    ctx: Context,
+    model: str | None,
+    images: list[str] | None,
+    size: str | None,
+    max_images: int | None,
+    web_search: bool | None,
+    background: str | None,
+    extra: dict[str, Any] | None,
+) -> Plan:
+    ask = ImageAsk(
+        images=len(images or []),
+        size=size,
+        max_images=max_images,
+        web_search=bool(web_search),
+        background=background,
+    )
+    """generate_image's plan (a resolver: it runs before the body, and before the question it may need)."""
+    studio = studio_of(ctx)
+    choice = candidates("image", ask, studio.config, model)
+    extra = check_extra(extra, tool_arguments("generate_image"))
+    book = studio.spend.book
+    return priced(
+        studio.spend, choice, extra, lambda m: quote_images(book, m, ask, extra)
+    )
+
+
+def priced(
+    spend: Spend,
+    choice: Choice,
+    extra: dict[str, Any],
+    quote_of: Callable[[str], Quote],
+    given: Mapping[str, list[str]] = {},
+    fields: Mapping[str, Any] = {},
+) -> Plan:
+    """The call quoted on each model it may go to. Under a limit the person set, defaults without a price are passed
+    over: the limit holds only for what it can count."""
+    quotes = {model: quote_of(model) for model in choice.models}
+    if spend.strict and spend.limit is not None and choice.source == "default":
+        kept = tuple(
+            model for model in choice.models if quotes[model].amount is not None
+        )
+        choice = choice._replace(models=kept or choice.models)
+    quote = call_quote(quotes[model] for model in choice.models)
+    return Plan(choice, quotes, quote, extra, given, fields)
+
+
+class SpendConsent(BaseModel):
+    """The question's one field."""
+
+    spend: bool = Field(
+        default=True,
+        title="Go ahead",
+        description="Yes: send it and spend about this much",
+    )
+
+
+class Unasked(NamedTuple):
+    """A resolver's answer when it asks nothing: no question needed, or why the call is refused without one."""
+
+    refusal: str | None = None
+
+
+def ask_before_images(ctx: Context, plan: ImagePlan) -> Elicit[SpendConsent] | Unasked:
+    """generate_image's question to the person, when its quote needs one."""
+    return consent_question(ctx, plan.quote)
+
+
+ImagePlan = Annotated[Plan, Resolve(plan_images)]
+ImageConsent = Annotated[ElicitationResult[SpendConsent], Resolve(ask_before_images)]
 
 
 @tool(
@@ -1759,6 +2171,8 @@ async def generate_image(
 )
 async def generate_video(
     ctx: Context,
+    plan: VideoPlan,
+    consent: VideoConsent,
     prompt: VideoPrompt = None,
     model: VideoModel = None,
     first_frame: MediaArg = None,
@@ -1790,6 +2204,57 @@ async def generate_video(
     wait_until = time.monotonic() + wait_seconds
     studio = studio_of(ctx)
     config = studio.config
+    check_consent(config, plan.quote, consent)
+    api_key = api_key_for(config, ctx.headers)
+    save_to = await studio.lanes.quick.run(choose_folder, save_dir, config)
+    media = await load_content(studio, plan.given)
+    body = video_request(
+        plan.choice.models[0],
+        prompt,
+        media,
+        draft_task_id,
+        web_search,
+        plan.extra,
+        plan.fields,
+    )
+    asked = VideoKind(resolution=resolution, duration=duration)
+    follow = Following(
+        until=wait_until,
+        save_to=save_to,
+        api_key=api_key,
+        report=ctx.report_progress,
+        asked=asked,
+    )
+    return cast(VideoTask, await make_video(studio, plan, body, follow))
+
+
+def plan_video(
+    ctx: Context,
+    prompt: str | None,
+    model: str | None,
+    first_frame: str | None,
+    last_frame: str | None,
+    reference_images: list[str] | None,
+    reference_videos: list[str] | None,
+    reference_audios: list[str] | None,
+    draft_task_id: str | None,
+    resolution: str | None,
+    ratio: str | None,
+    duration: int | None,
+    frames: int | None,
+    seed: int | None,
+    camera_fixed: bool | None,
+    watermark: bool | None,
+    generate_audio: bool | None,
+    return_last_frame: bool | None,
+    draft: bool | None,
+    web_search: bool | None,
+    service_tier: str | None,
+    callback_url: str | None,
+    extra: dict[str, Any] | None,
+) -> Plan:
+    """generate_video's plan (a resolver: it runs before the body, and before the question it may need)."""
+    studio = studio_of(ctx)
     given = media_given(
         first_frame, last_frame, reference_images, reference_videos, reference_audios
     )
@@ -1810,22 +2275,25 @@ async def generate_video(
     }
     extra = check_extra(extra, tool_arguments("generate_video"))
     ask = video_ask(given, fields, extra, prompt, draft_task_id, web_search)
-    choice = candidates("video", ask, config, model)
-    api_key = api_key_for(config, ctx.headers)
-    save_to = await studio.lanes.quick.run(choose_folder, save_dir, config)
-    media = await load_content(studio, given)
-    body = video_request(
-        choice.models[0], prompt, media, draft_task_id, web_search, extra, fields
+    choice = candidates("video", ask, studio.config, model)
+    book = studio.spend.book
+    return priced(
+        studio.spend,
+        choice,
+        extra,
+        lambda m: quote_video(book, m, ask, service_tier),
+        given,
+        fields,
     )
-    asked = VideoKind(resolution=resolution, duration=duration)
-    follow = Following(
-        until=wait_until,
-        save_to=save_to,
-        api_key=api_key,
-        report=ctx.report_progress,
-        asked=asked,
-    )
-    return cast(VideoTask, await make_video(studio, choice, body, follow))
+
+
+def ask_before_video(ctx: Context, plan: VideoPlan) -> Elicit[SpendConsent] | Unasked:
+    """generate_video's question to the person, when its quote needs one."""
+    return consent_question(ctx, plan.quote)
+
+
+VideoPlan = Annotated[Plan, Resolve(plan_video)]
+VideoConsent = Annotated[ElicitationResult[SpendConsent], Resolve(ask_before_video)]
 
 
 def media_given(
@@ -1998,7 +2466,7 @@ def video_ask(
         resolution=fields["resolution"],
         ratio=fields["ratio"],
         draft=bool(fields["draft"]),
-        generate_audio=bool(fields["generate_audio"]),
+        generate_audio=fields["generate_audio"],
         web_search=bool(web_search),
         task_type=string_of(extra.get("omni_reference_task_type")),
         output_format=string_of(extra.get("output_format")),
@@ -2068,7 +2536,8 @@ class VideoAsk:
     resolution: str | None = None
     ratio: str | None = None
     draft: bool = False
-    generate_audio: bool = False
+    # None: not given (Ark's default: with audio where the model makes it).
+    generate_audio: bool | None = None
     web_search: bool = False
     # extra.omni_reference_task_type.
     task_type: str = ""
@@ -2264,7 +2733,7 @@ def timing_rules(ask: VideoAsk, family: VideoFamily, shown: str) -> list[Rule]:
         ),
         Rule(
             takes="generate_audio",
-            broken=ask.generate_audio and not family.audio,
+            broken=bool(ask.generate_audio) and not family.audio,
             message=f"generate_audio: {shown} makes silent videos.",
         ),
         Rule(
@@ -3051,6 +3520,552 @@ class ContentItem(NamedTuple):
     url: str
 
 
+# --- Cost: what a call will cost, what it cost, and whether the person agreed -----------------------------------------
+# Before anything is sent, a call is quoted from the price table (PRICES, with DOUBAO_PRICES on top): tokens, rate,
+# total and the basis in words. Above DOUBAO_CONFIRM_ABOVE the person is asked, through MCP elicitation, before the
+# tool body runs (a resolver: no argument can answer for them). Each POST then reserves its model's quote under the
+# day's limit (see Ledger), and Ark's usage settles it: a succeeded task to what was billed, a failed or cancelled one
+# to nothing. A quote is never made up: a model or size without a price says so.
+
+
+class PriceBook:
+    """The prices one server uses: its region's built-in table, DOUBAO_PRICES on top (field by field, a resolution
+    or size at a time), and the real models that answers named for endpoint ids."""
+
+    def __init__(self, region: int, overrides: Mapping[str, Mapping[str, Any]]):
+        self.region, self.overrides = region, overrides
+        self.currency = str(CURRENCIES[region])
+        # Endpoint id: the model an answer named for it.
+        self.endpoints: dict[str, str] = {}
+
+    def price(self, model: str) -> Price | None:
+        return self._price(price_key(model), ())
+
+    def priced_as(self, model: str) -> str:
+        """The model whose table row a model's limits come from: an endpoint's `as`, or what an answer named."""
+        entry = self.overrides.get(price_key(model), {})
+        return str(entry.get("as") or self.endpoints.get(model.lower()) or model)
+
+    def learn(self, asked: str, named: Any) -> None:
+        """An answer named the model behind an endpoint id: it is priced like that model from now on."""
+        if (
+            asked.lower().startswith("ep-")
+            and isinstance(named, str)
+            and named != asked
+        ):
+            if len(self.endpoints) < KEYS_KEPT:
+                self.endpoints[asked.lower()] = named
+
+    def _price(self, key: str, seen: tuple[str, ...]) -> Price | None:
+        if key in seen:
+            return None
+        entry = dict(self.overrides.get(key, {}))
+        target = entry.pop("as", None) or self.endpoints.get(key)
+        if target:
+            base = self._price(price_key(str(target)), (*seen, key))
+        else:
+            family = family_key(key)
+            base = PRICES[self.region].get(family)
+            if family != key:
+                base = merged_price(base, self.overrides.get(family))
+        return merged_price(base, entry)
+
+
+def merged_price(base: Price | None, entry: Mapping[str, Any] | None) -> Price | None:
+    """`base` with an entry's fields on top: a mapping merged key by key, anything else replaced."""
+    if not entry:
+        return base
+    fields: dict[str, Any] = {}
+    for name, value in entry.items():
+        if name == "as":
+            continue
+        old = getattr(base, name, None)
+        if isinstance(value, dict) and isinstance(old, Mapping):
+            value = {**old, **value}
+        fields[name] = value
+    return replace(base or Price(), **fields)
+
+
+class Quote(NamedTuple):
+    """What a call will cost, before it is sent: the amount (None: no price), its basis in words, and what Ark's
+    usage is multiplied by to settle it (per million tokens, flex applied; or per image)."""
+
+    amount: float | None
+    currency: str
+    basis: str
+    rate: float | None = None
+    tokens: int | None = None
+
+
+def quote_video(
+    book: PriceBook, model: str, ask: VideoAsk, service_tier: str | None
+) -> Quote:
+    """A video's cost: output tokens by Ark's formula at the model's rate for its resolution, plus the seconds of
+    reference video billed as input (their length is not known here: the most the model takes, an upper bound)."""
+    price = book.price(model)
+    family = family_row("video", book.priced_as(model))
+    resolution = "480p" if ask.draft else ask.resolution or DEFAULT_VIDEO_RESOLUTION
+    ratio = ask.ratio if ask.ratio in VIDEO_SIZES["720p"] else DEFAULT_VIDEO_RATIO
+    if ask.frames:
+        frames, length = ask.frames, f"{ask.frames} frames"
+    else:
+        seconds = ask.duration or DEFAULT_VIDEO_SECONDS
+        upper = seconds == -1
+        if upper:
+            seconds = family.durations[1] if family else 15
+        frames, length = (
+            VIDEO_FPS * seconds + 1,
+            f"{'up to ' if upper else ''}{seconds} s",
+        )
+    if resolution not in VIDEO_SIZES:
+        return no_price(book, f"{model} at {resolution}")
+    width, height = VIDEO_SIZES[resolution][ratio]
+    tokens = width * height * frames // PIXELS_PER_TOKEN
+    videos = ask.media.get("reference_videos", 0)
+    rates = price and (
+        price.with_video_input
+        if videos
+        else price.without_audio
+        if ask.generate_audio is False and price.without_audio
+        else price.per_million_tokens
+    )
+    if not price or not rates or resolution not in rates:
+        what = f"{model} at {resolution}{' with a reference video' if videos else ''}"
+        return no_price(book, what)
+    rate = rates[resolution] * (price.flex if service_tier == "flex" else 1)
+    shown = f"{resolution} {ratio if ask.ratio in VIDEO_SIZES['720p'] else f'{ratio} (adaptive or unset: as 16:9)'}"
+    basis = f"{shown} {length}: {tokens:,} tokens"
+    if videos:
+        reference = family.reference_seconds if family else 15.2
+        extra = int(width * height * VIDEO_FPS * reference // PIXELS_PER_TOKEN)
+        basis += f" + up to {reference:g} s of reference video, {extra:,} tokens (an upper bound)"
+        tokens += extra
+    basis += f" at {rate:g} {book.currency}/M"
+    if service_tier == "flex":
+        basis += " (flex)"
+    if ask.draft:
+        basis += "; a draft is billed as 480p"
+    return Quote(round(tokens * rate / 1e6, 4), book.currency, basis, rate, tokens)
+
+
+def quote_images(
+    book: PriceBook, model: str, ask: ImageAsk, extra: Mapping[str, Any]
+) -> Quote:
+    """Images' cost: every image the call may make (a set's most, a layer split's layers) at the model's price for
+    its size, and for each reference beyond the first where the model charges for them."""
+    price = book.price(model)
+    each = per_image_price(price.per_image, ask.size) if price else None
+    if price is None or each is None:
+        return no_price(book, f"{model} images{f' at {ask.size}' if ask.size else ''}")
+    amount, size_basis = each
+    count = ask.max_images or 1
+    if extra.get("layer_decomposition"):
+        count = LAYER_SPLIT_IMAGES
+    amount += price.per_extra_reference * max(ask.images - 1, 0)
+    many = f"up to {count} images" if count > 1 else "1 image"
+    basis = f"{many} at {amount:g} {book.currency}{size_basis}"
+    return Quote(round(count * amount, 4), book.currency, basis, amount)
+
+
+def per_image_price(
+    per_image: float | Mapping[str, float] | None, size: str | None
+) -> tuple[float, str] | None:
+    """The price of one image at `size`, and a word on how it was found: by the size, else by the smallest priced
+    size that holds it (an upper bound), else, for a size not given, the dearest (an upper bound)."""
+    if per_image is None or not isinstance(per_image, Mapping):
+        return None if per_image is None else (float(per_image), "")
+    if size and size in per_image:
+        return per_image[size], f" ({size})"
+    pixels = IMAGE_SIZE_PIXELS.get(size or "") or pixels_of(size)
+    larger = sorted(
+        (IMAGE_SIZE_PIXELS[name], name)
+        for name in per_image
+        if name in IMAGE_SIZE_PIXELS
+    )
+    fits = [name for area, name in larger if pixels and area >= pixels]
+    name = fits[0] if fits else larger[-1][1] if larger and not pixels else None
+    if name is None:
+        return None
+    return per_image[name], f" (priced as {name}: an upper bound)"
+
+
+def pixels_of(size: str | None) -> int | None:
+    match = re.fullmatch(r"(\d+)x(\d+)", size or "")
+    return int(match[1]) * int(match[2]) if match else None
+
+
+def no_price(book: PriceBook, what: str) -> Quote:
+    return Quote(
+        None,
+        book.currency,
+        f"no price is known for {what} in {book.currency}: see docs/cost.md to give one in DOUBAO_PRICES",
+    )
+
+
+def call_quote(quotes: Iterable[Quote]) -> Quote:
+    """What a call may cost across the models it may go to: the dearest (a default may fall through to the next)."""
+    listed = list(quotes)
+    priced = [quote for quote in listed if quote.amount is not None]
+    return max(priced, key=lambda quote: quote.amount or 0) if priced else listed[0]
+
+
+def billed_video(
+    book: PriceBook, task: Mapping[str, Any], rate: float | None
+) -> Cost | None:
+    """What Ark billed for a finished task: a succeeded one's tokens at its rate (the one its creation was quoted
+    at, else the task's own model and resolution without video input); a failed one nothing."""
+    status = task.get("status")
+    if status in ("failed", "cancelled", "expired"):
+        return Cost(
+            currency=book.currency,
+            billed=0,
+            billed_basis=f"not billed: the task {status}",
+        )
+    usage = task.get("usage") or {}
+    tokens = clean_int(usage.get("total_tokens")) or clean_int(
+        usage.get("completion_tokens")
+    )
+    if status != "succeeded" or tokens is None:
+        return None
+    guessed = ""
+    if rate is None:
+        ask = VideoAsk(
+            media={},
+            resolution=task.get("resolution"),
+            ratio=task.get("ratio"),
+            generate_audio=task.get("generate_audio") is not False,
+        )
+        rate = quote_video(
+            book, str(task.get("model") or ""), ask, task.get("service_tier")
+        ).rate
+        guessed = " (the rate without a reference video)"
+    if rate is None:
+        return Cost(
+            currency=book.currency,
+            billed_basis=f"{tokens:,} tokens; no price is known for its model",
+        )
+    return Cost(
+        currency=book.currency,
+        billed=round(tokens * rate / 1e6, 4),
+        billed_basis=f"{tokens:,} tokens at {rate:g} {book.currency}/M{guessed}",
+    )
+
+
+def billed_images(book: PriceBook, usage: Any, each: float | None) -> Cost | None:
+    """What Ark billed for an image call: the images it reports generating, at the quoted price of one."""
+    count = clean_int(as_object(usage).get("generated_images"))
+    if count is None:
+        return None
+    if each is None:
+        return Cost(
+            currency=book.currency,
+            billed_basis=f"{count} images; no price is known for its model",
+        )
+    return Cost(
+        currency=book.currency,
+        billed=round(count * each, 4),
+        billed_basis=f"{count} images at {each:g} {book.currency}",
+    )
+
+
+def estimated(quote: Quote) -> Cost:
+    """A quote as a result shows it."""
+    if quote.amount is None:
+        return Cost(currency=quote.currency, basis=quote.basis)
+    return Cost(currency=quote.currency, estimate=quote.amount, basis=quote.basis)
+
+
+def consent_question(ctx: Context, quote: Quote) -> Elicit[SpendConsent] | Unasked:
+    """Ask the person about a call quoted above DOUBAO_CONFIRM_ABOVE (or with no price), or say why it cannot be
+    asked: the client declared no elicitation, or it speaks 2025-11-25 over stateless HTTP, which has no channel
+    for a question."""
+    studio = studio_of(ctx)
+    if not needs_consent(studio.config, quote):
+        return Unasked()
+    refusal = room_for(studio, api_key_for(studio.config, ctx.headers), quote)
+    if refusal:
+        return Unasked(refusal)
+    threshold = f"{studio.config.confirm_above:g} {quote.currency}"
+    cost = (
+        f"about {quote.amount:g} {quote.currency}"
+        if quote.amount is not None
+        else "an unknown amount"
+    )
+    if not can_ask(ctx):
+        return Unasked(
+            f"Not sent: this call would cost {cost} ({quote.basis}), above DOUBAO_CONFIRM_ABOVE ({threshold}), and "
+            "this client cannot be asked to confirm it (it supports no MCP elicitation, or has no channel for it "
+            "over this connection). Use a client that asks (Claude Code, VS Code, Cursor), or raise or unset "
+            "DOUBAO_CONFIRM_ABOVE in this server's settings."
+        )
+    return Elicit(
+        f"This will cost {cost}: {quote.basis}. That is above your DOUBAO_CONFIRM_ABOVE ({threshold}). Go ahead?",
+        SpendConsent,
+    )
+
+
+def needs_consent(config: Config, quote: Quote) -> bool:
+    return config.confirm_above is not None and (
+        quote.amount is None or quote.amount > config.confirm_above
+    )
+
+
+def can_ask(ctx: Context) -> bool:
+    """Whether a question reaches the person: the client declared form elicitation, and (before 2026-07-28, which
+    carries questions in the result) this connection can send it a request mid-call."""
+    capabilities = ctx.client_capabilities
+    elicitation = capabilities.elicitation if capabilities else None
+    if elicitation is None or (
+        elicitation.form is None and elicitation.url is not None
+    ):
+        return False
+    version = ctx.protocol_version or ""
+    return version >= INPUT_REQUIRED_VERSION or bool(ctx.session.can_send_request)
+
+
+def check_consent(config: Config, quote: Quote, outcome: Any) -> None:
+    """In the tool body, before anything is sent: a call that needed the person's yes has it."""
+    refusal = (
+        outcome.data.refusal
+        if isinstance(outcome, AcceptedElicitation)
+        and isinstance(outcome.data, Unasked)
+        else None
+    )
+    if refusal:
+        raise DoubaoError(refusal)
+    if not needs_consent(config, quote):
+        return
+    agreed = isinstance(outcome, AcceptedElicitation) and isinstance(
+        outcome.data, SpendConsent
+    )
+    if not (agreed and outcome.data.spend):
+        raise DoubaoError(
+            f"Not sent: the person did not agree to spend this ({quote.basis}). Nothing was created or billed; "
+            "ask them before trying again."
+        )
+
+
+class Spend:
+    """The day's limit as one server keeps it: the ledger (in the task record, shared by every process that uses it;
+    in memory without one), the limit, and the rate each task of this process was quoted at."""
+
+    def __init__(self, config: Config, record_path: Path | None):
+        self.limit, self.strict = config.daily_limit, config.limit_set
+        self.book = PriceBook(config.region, config.price_overrides)
+        self.ledger = (
+            None if self.limit is None else Ledger(record_path, self.book.currency)
+        )
+        # Keys told that the limit lives in memory only.
+        self.told: set[str | None] = set()
+        # Task id: the rate its creation was quoted at (for its billed cost); a bounded few.
+        self.rates: collections.OrderedDict[str, float | None] = (
+            collections.OrderedDict()
+        )
+
+    def remember(self, task_id: str, rate: float | None) -> None:
+        self.rates[task_id] = rate
+        if len(self.rates) > RECORD_CACHE_TASKS:
+            self.rates.popitem(last=False)
+
+
+class Reservation:
+    """One POST's reservation under the limit, and what became of it."""
+
+    def __init__(
+        self, spend: Spend, row: int | None, quote: Quote, note: str | None = None
+    ):
+        self.spend, self.row, self.quote, self.note = spend, row, quote, note
+
+    def created(self, task_id: str | None) -> None:
+        """Ark answered with a task (or, without an id, it may have made one)."""
+        if task_id:
+            self.spend.remember(task_id, self.quote.rate)
+        if self.spend.ledger and self.row is not None:
+            self.spend.ledger.created(self.row, task_id)
+
+    def failed(self, error: BaseException) -> None:
+        """The POST failed: Ark's refusal (a 4xx) bills nothing; a timeout, a dropped connection or a 5xx may have
+        made the task, so its reservation stays until a list of the key's tasks shows whether it exists."""
+        if not (self.spend.ledger and self.row is not None):
+            return
+        refused = (
+            isinstance(error, ArkAPIError)
+            and 400 <= error.status < 500
+            and error.status != 408
+        )
+        if refused:
+            self.spend.ledger.release(self.row)
+        else:
+            self.spend.ledger.created(self.row, None)
+
+    def images(self, usage: Any) -> Cost | None:
+        """An image answer settles at once, to the images Ark reports."""
+        billed = billed_images(self.spend.book, usage, self.quote.rate)
+        if self.spend.ledger and self.row is not None:
+            self.spend.ledger.settle_row(
+                self.row, billed.get("billed") if billed else None
+            )
+        return billed
+
+
+def reserve_spend(
+    studio: Studio, api_key: str, quote: Quote, kind: Kind, model: str
+) -> Reservation:
+    """Reserve a POST's quote under the day's limit, or refuse it before anything is sent. When the day looks full,
+    what finished since is settled first (one list request), so a limit is never held by tasks already done. Runs on
+    a worker thread."""
+    spend = studio.spend
+    ledger = spend.ledger
+    if ledger is None or spend.limit is None:
+        return Reservation(spend, None, quote)
+    if quote.amount is None and spend.strict:
+        raise DoubaoError(unpriced_refusal(quote))
+    owner = key_fingerprint(api_key)
+    try:
+        try:
+            row = ledger.reserve(owner, quote, spend.limit, kind, model)
+        except OverLimit:
+            refresh_spend(studio, api_key)
+            row = ledger.reserve(owner, quote, spend.limit, kind, model)
+    except OverLimit as over:
+        raise DoubaoError(over_limit_refusal(over.spent, quote, spend.limit)) from None
+    except sqlite3.Error as error:
+        raise DoubaoError(
+            f"Not sent: today's spend cannot be checked against DOUBAO_DAILY_LIMIT ({reason_of(error)}). Another "
+            "server may hold the task record for a moment: try again. Nothing was created or billed."
+        ) from None
+    note = None
+    if ledger.path is None and owner not in spend.told:
+        spend.told.add(owner)
+        note = (
+            "Today's spend under DOUBAO_DAILY_LIMIT is kept in memory (the task record is off): a restart forgets "
+            "it, and other server processes do not see it."
+        )
+    return Reservation(spend, row, quote, note)
+
+
+def room_for(studio: Studio, api_key: str, quote: Quote) -> str | None:
+    """Why the limit would refuse this call now (checked before a question is put to the person), or None."""
+    spend = studio.spend
+    if spend.ledger is None or spend.limit is None:
+        return None
+    if quote.amount is None and spend.strict:
+        return unpriced_refusal(quote)
+    owner = key_fingerprint(api_key)
+    try:
+        spent = spend.ledger.spent(owner)
+        if spent + (quote.amount or 0) > spend.limit:
+            refresh_spend(studio, api_key)
+            spent = spend.ledger.spent(owner)
+    except sqlite3.Error:
+        # The body's reservation says it, and refuses.
+        return None
+    if spent + (quote.amount or 0) > spend.limit:
+        return over_limit_refusal(spent, quote, spend.limit)
+    return None
+
+
+def over_limit_refusal(spent: float, quote: Quote, limit: float) -> str:
+    now = datetime.now()
+    midnight = datetime.combine(now.date(), datetime.min.time()).timestamp() + 86400
+    left = max(int(midnight - now.timestamp()) // 60, 1)
+    return (
+        f"Not sent: this call would cost about {quote.amount:g} {quote.currency} ({quote.basis}), and "
+        f"{spent:.4g} {quote.currency} of today's limit of {limit:g} {quote.currency} (DOUBAO_DAILY_LIMIT) is spent "
+        f"or reserved. The day turns at local midnight, in {left // 60} h {left % 60} min. To go on now, raise "
+        "DOUBAO_DAILY_LIMIT in this server's settings (the env block of your MCP client's config) and restart it. "
+        "Nothing was created or billed."
+    )
+
+
+def unpriced_refusal(quote: Quote) -> str:
+    return (
+        f"Not sent: {quote.basis}, and DOUBAO_DAILY_LIMIT holds only for calls it can price. Give its price in "
+        'DOUBAO_PRICES (for an endpoint: {"models": {"ep-...": {"as": "doubao-seedance-2-0"}}}), or choose a '
+        "model that has one, or set DOUBAO_DAILY_LIMIT=off. Nothing was created or billed."
+    )
+
+
+def settle_spend(spend: Spend, tasks: Iterable[Task]) -> None:
+    """Finished tasks settle their reservations: a succeeded one to what Ark billed, any other to nothing."""
+    ledger = spend.ledger
+    finished = [task for task in tasks if task["status"] in FINAL_STATUSES]
+    if ledger is None or not finished:
+        return
+    try:
+        ledger.settle(finished)
+    # The reservation stays (an upper bound) until the next look at the task settles it.
+    except sqlite3.Error as error:
+        log.warning("Settling today's spend failed: %s", error)
+
+
+def refresh_spend(studio: Studio, api_key: str) -> None:
+    """Settle this key's open reservations from a list of their tasks, after looking for the tasks whose creation
+    had no answer: a task of its model that Ark made near when it was sent is it; a list that reaches back past
+    then without it shows there is none, and its reservation is released. Failures leave everything reserved. Runs
+    on a worker thread."""
+    ledger = studio.spend.ledger
+    if ledger is None:
+        return
+    owner = key_fingerprint(api_key)
+    try:
+        rows = ledger.open_rows(owner)
+        for model in {row.model for row in rows if row.unknown}:
+            lost = [row for row in rows if row.unknown and row.model == model]
+            find_unknown_tasks(studio, api_key, model, lost)
+        ids = [row.task_id for row in ledger.open_rows(owner) if row.task_id]
+        if ids:
+            found = tasks_by_id(studio.client, ids, api_key)
+            settle_spend(studio.spend, list(found.values()))
+    except (DoubaoError, sqlite3.Error) as error:
+        log.info("Could not refresh today's spend: %s", reason_of(error))
+
+
+def find_unknown_tasks(
+    studio: Studio, api_key: str, model: str, lost: list[LedgerRow]
+) -> None:
+    """One list of the key's newest tasks of `model`: each creation without an answer gets the task made near when
+    it was sent, or, when the list reaches back past then without one, is released."""
+    ledger = studio.spend.ledger
+    assert ledger is not None
+    answer = as_object(
+        studio.client.list_tasks(
+            [("page_size", LIST_PAGE_TASKS), ("filter.model", model)], api_key
+        )
+    )
+    items = [item for item in answer.get("items") or [] if isinstance(item, dict)]
+    claimed = ledger.known_tasks([task_id_of(item) or "" for item in items])
+    complete = clean_int(answer.get("total")) == len(items)
+    for row in sorted(lost, key=lambda row: row.posted):
+        found_id = unknown_task_of(row, items, claimed)
+        if found_id:
+            claimed.add(found_id)
+            ledger.created(row.row, found_id)
+        elif complete or any(
+            (timestamp_of_answer(item) or row.posted)
+            < row.posted - UNKNOWN_MATCH_SECONDS
+            for item in items
+        ):
+            ledger.release(row.row)
+
+
+def unknown_task_of(
+    row: LedgerRow, items: list[dict[str, Any]], claimed: set[str]
+) -> str | None:
+    """The task Ark made for a POST that had no answer: one of its model, made near when it was sent, not claimed."""
+    for item in sorted(items, key=lambda item: timestamp_of_answer(item) or 0):
+        task_id, created = task_id_of(item), timestamp_of_answer(item)
+        if task_id and task_id not in claimed and created is not None:
+            if abs(created - row.posted) <= UNKNOWN_MATCH_SECONDS:
+                return task_id
+    return None
+
+
+def timestamp_of_answer(item: Mapping[str, Any]) -> float | None:
+    created = item.get("created_at")
+    return float(cast(float, created)) if is_amount(created) else timestamp_of(created)
+
+
 # --- The studio: images, and a video task's life in the order a call uses it ------------------------------------------
 # A video task is created (falling through the defaults Ark says this account cannot use), observed (each answer
 # written to the record where it changed, and taught to the estimates), waited for (polls timed by the estimate,
@@ -3079,6 +4094,7 @@ class Studio:
         self.record, self.watcher = record, watcher
         self.memory = ModelMemory()
         self.estimates = Estimates(record, key_fingerprint(config.api_key))
+        self.spend = Spend(config, record.path if record else None)
         self.batchers: collections.OrderedDict[str, PollBatcher] = (
             collections.OrderedDict()
         )
@@ -3114,19 +4130,21 @@ class Following:
 
 
 async def make_video(
-    studio: Studio, choice: Choice, body: dict[str, Any], follow: Following
+    studio: Studio, plan: Plan, body: dict[str, Any], follow: Following
 ) -> Task:
-    """A video task created on the first model of `choice` this account can use, then followed as asked."""
+    """A video task created on the first model of the plan this account can use, then followed as asked."""
     created, note = await studio.lanes.slow.run(
         create_task,
         studio,
-        choice,
+        plan,
         body,
         follow.api_key,
         follow.save_to,
     )
     try:
         task = await follow_task(studio, created, follow)
+        studio.spend.book.learn(created["model"], task.get("model"))
+        task = with_fields(task, cost={**created["cost"], **task.get("cost", {})})
     except Exception as error:
         # The task exists and is billed: whatever fails after its creation, its id comes back.
         log.exception("Following %s after its creation failed", created["task_id"])
@@ -3138,20 +4156,30 @@ async def make_video(
 
 def create_task(
     studio: Studio,
-    choice: Choice,
+    plan: Plan,
     body: dict[str, Any],
     api_key: str,
     save_to: Folder | None,
 ) -> tuple[Task, str | None]:
-    """POST the task to the first usable model of `choice`, and write its row in the record on the same thread (the
-    record costs the call no extra hop): the new task, and the note on its model."""
+    """POST the task to the first usable model of the plan, each POST reserving its quote under the day's limit,
+    and write its row in the record on the same thread (the record costs the call no extra hop): the new task, and
+    the notes on its model and its cost."""
+    reservations: list[Reservation] = []
 
     def send(model: str) -> dict[str, Any]:
-        return studio.client.create_task({**body, "model": model}, api_key)
+        reservation = reserve_spend(studio, api_key, plan.quotes[model], "video", model)
+        reservations.append(reservation)
+        try:
+            answer = studio.client.create_task({**body, "model": model}, api_key)
+        except BaseException as error:
+            reservation.failed(error)
+            raise
+        reservation.created(task_id_of(answer))
+        return answer
 
     answer, used, skipped = first_usable(
         "video",
-        choice,
+        plan.choice,
         send,
         studio.memory,
         api_key,
@@ -3163,13 +4191,17 @@ def create_task(
             "a new task without a usable task id (the task may exist: see list_video_tasks)",
             answer,
         )
-    created = new_task(task_id, used)
+    created = with_fields(new_task(task_id, used), cost=estimated(plan.quotes[used]))
     try:
         record_new_task(studio, created, {**body, "model": used}, api_key, save_to)
     except Exception:
         # The record never costs the caller the new task's id.
         log.exception("Recording the new task %s failed", task_id)
-    return created, model_note("video", used, skipped, studio.config.region)
+    notes = [
+        model_note("video", used, skipped, studio.config.region),
+        reservations[-1].note,
+    ]
+    return created, " ".join(filter(None, notes)) or None
 
 
 def first_usable(
@@ -3866,6 +4898,8 @@ def observe(studio: Studio, tasks: list[Task], api_key: str) -> list[Task]:
     """Tasks as Ark described them to this key: taught to the estimates, written to the record where that
     changed, with the files saved for them and a background save that failed."""
     studio.estimates.learn(api_key, tasks)
+    settle_spend(studio.spend, tasks)
+    tasks = [with_billed(studio, task) for task in tasks]
     if studio.record is None:
         return tasks
     studio.record.observed(tasks)
@@ -3874,6 +4908,15 @@ def observe(studio: Studio, tasks: list[Task], api_key: str) -> list[Task]:
         with_record(task, known[task["task_id"]]) if task["task_id"] in known else task
         for task in tasks
     ]
+
+
+def with_billed(studio: Studio, task: Task) -> Task:
+    """A finished task with what Ark billed for it."""
+    if task["status"] not in FINAL_STATUSES:
+        return task
+    spend = studio.spend
+    billed = billed_video(spend.book, task, spend.rates.get(task["task_id"]))
+    return with_fields(task, cost=billed) if billed else task
 
 
 def poll_interval(age: float, estimate: float, intervals: tuple[float, float]) -> float:
@@ -4065,29 +5108,46 @@ def save_later(studio: Studio, task: Task, folder: Folder, api_key: str) -> Task
 
 async def make_images(
     studio: Studio,
-    choice: Choice,
+    plan: Plan,
     body: dict[str, Any],
     api_key: str,
     save_to: Folder | None,
     report: Report,
 ) -> Task:
-    """Images from the first model of `choice` this account can use, shaped, and saved when asked."""
+    """Images from the first model of the plan this account can use, each POST reserving its quote under the day's
+    limit and settling it to what Ark reports; shaped, and saved when asked."""
+    reservations: list[Reservation] = []
+    billed: list[Cost | None] = []
 
     def send(model: str) -> dict[str, Any]:
-        return studio.client.generate_images({**body, "model": model}, api_key)
+        reservation = reserve_spend(studio, api_key, plan.quotes[model], "image", model)
+        reservations.append(reservation)
+        try:
+            answer = studio.client.generate_images({**body, "model": model}, api_key)
+        except BaseException as error:
+            reservation.failed(error)
+            raise
+        billed.append(reservation.images(as_object(answer).get("usage")))
+        return answer
 
     making = studio.lanes.slow.run(
         first_usable,
         "image",
-        choice,
+        plan.choice,
         send,
         studio.memory,
         api_key,
         studio.config.region,
     )
     data, used, skipped = await with_heartbeat(report, "generating images", making)
+    studio.spend.book.learn(used, data.get("model"))
     result: Task = dict(shape_images(data))
-    note = model_note("image", used, skipped, studio.config.region)
+    result["cost"] = {**estimated(plan.quotes[used]), **(billed[-1] or {})}
+    notes = [
+        model_note("image", used, skipped, studio.config.region),
+        reservations[-1].note,
+    ]
+    note = " ".join(filter(None, notes))
     if note:
         result["note"] = f"{note} {result['note']}"
     if save_to:
@@ -5433,6 +6493,16 @@ class ImageError(TypedDict):
     message: str
 
 
+class Cost(TypedDict):
+    """What a call costs: the estimate before it was sent and its basis, and what Ark billed once it says."""
+
+    currency: str
+    estimate: NotRequired[float]
+    basis: NotRequired[str]
+    billed: NotRequired[float]
+    billed_basis: NotRequired[str]
+
+
 @with_config(OPEN)
 class ImageResult(TypedDict):
     model: NotRequired[str]
@@ -5440,6 +6510,7 @@ class ImageResult(TypedDict):
     images: list[ImageOut]
     errors: list[ImageError]
     usage: NotRequired[dict[str, Any]]
+    cost: NotRequired[Unlisted[Cost]]
     saved_files: NotRequired[list[SavedFile]]
     save_errors: NotRequired[list[SaveError]]
     note: str
@@ -5470,6 +6541,7 @@ class ListedTask(TypedDict):
     output_format: NotRequired[Unlisted[str]]
     execution_expires_after: NotRequired[Unlisted[int]]
     usage: NotRequired[dict[str, Any]]
+    cost: NotRequired[Unlisted[Cost]]
     saved_files: NotRequired[list[SavedFile]]
     save_errors: NotRequired[list[SaveError]]
 
@@ -6415,6 +7487,9 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
                 db.execute(statement)
         elif version == 1:
             migrate_v1(db)
+        # Added beside the tasks in version 2: older servers leave it alone.
+        for statement in SPEND_SCHEMA:
+            db.execute(statement)
         db.execute(f"PRAGMA application_id = {RECORD_APP_ID}")
         db.execute(f"PRAGMA user_version = {RECORD_VERSION}")
         db.execute("COMMIT")
@@ -6494,6 +7569,200 @@ def open_record(config: Config, explicit: bool) -> Record | None:
             "No task record, so videos are saved only when a call asks: %s.", message
         )
         return None
+
+
+# --- The spend ledger: today's spend per key, shared by every process that uses the task record -----------------------
+# One row per POST: reserved with its quote before it is sent, then settled to what Ark billed, or released. The
+# day's spend is the sum of a key's rows of the local date that are not released. A reservation is one transaction
+# (BEGIN IMMEDIATE), so of two calls at once, in one process or two, only those the limit has room for pass. Unlike
+# the record's writes, the ledger's are synchronous: a limit that cannot be checked refuses the call.
+
+SPEND_SCHEMA = (
+    """
+CREATE TABLE IF NOT EXISTS spend (
+    id INTEGER PRIMARY KEY,
+    owner TEXT,                    -- fingerprint of the key that spends
+    currency TEXT NOT NULL,
+    day TEXT NOT NULL,             -- the local date it was reserved on
+    kind TEXT NOT NULL, model TEXT NOT NULL,
+    task_id TEXT,                  -- NULL: an image call, or a creation that had no answer (yet)
+    state TEXT NOT NULL,           -- reserved, unknown (no answer), settled, released
+    amount REAL NOT NULL,          -- the quote while reserved; what Ark billed once settled
+    rate REAL,                     -- per million tokens, or per image: what settles it from Ark's usage
+    posted REAL NOT NULL           -- when it was sent (unix seconds)
+)""",
+    "CREATE INDEX IF NOT EXISTS spend_day ON spend (owner, day)",
+    "CREATE INDEX IF NOT EXISTS spend_task ON spend (task_id)",
+)
+# Rows a sum trusts: an amount another program wrote as text, negative or absurd counts as nothing.
+TRUSTED_AMOUNT = "CASE WHEN typeof(amount) IN ('real', 'integer') AND amount BETWEEN 0 AND 1e12 THEN amount ELSE 0 END"
+
+
+class OverLimit(Exception):
+    def __init__(self, spent: float):
+        self.spent = spent
+
+
+class LedgerRow(NamedTuple):
+    row: int
+    task_id: str | None
+    model: str
+    posted: float
+    unknown: bool
+
+
+class Ledger:
+    """Today's spend by key: in the task record's file, or in memory (path None)."""
+
+    def __init__(self, path: Path | None, currency: str):
+        self.path, self.currency = path, currency
+        self.lock = threading.Lock()
+        self.db: sqlite3.Connection | None = None
+
+    def _open(self) -> sqlite3.Connection:
+        """The connection, opened at first use (the record made the file and its table)."""
+        if self.db is None:
+            db = sqlite3.connect(
+                self.path or ":memory:",
+                timeout=LEDGER_WAIT_SECONDS,
+                check_same_thread=False,
+                isolation_level=None,
+            )
+            for statement in SPEND_SCHEMA:
+                db.execute(statement)
+            self.db = db
+        return self.db
+
+    def reserve(
+        self, owner: str | None, quote: Quote, limit: float, kind: str, model: str
+    ) -> int:
+        """Reserve the quote, if today's spend leaves room for it: the row, or OverLimit."""
+        with self.lock:
+            db = self._open()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                spent = self._spent(db, owner)
+                if spent + (quote.amount or 0) > limit:
+                    raise OverLimit(spent)
+                cursor = db.execute(
+                    "INSERT INTO spend (owner, currency, day, kind, model, state, amount, rate, posted) VALUES "
+                    "(?, ?, ?, ?, ?, 'reserved', ?, ?, ?)",
+                    (
+                        owner,
+                        self.currency,
+                        today(),
+                        kind,
+                        model,
+                        quote.amount or 0,
+                        quote.rate,
+                        time.time(),
+                    ),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return int(cursor.lastrowid or 0)
+
+    def spent(self, owner: str | None) -> float:
+        with self.lock:
+            return self._spent(self._open(), owner)
+
+    def _spent(self, db: sqlite3.Connection, owner: str | None) -> float:
+        (total,) = db.execute(
+            f"SELECT TOTAL({TRUSTED_AMOUNT}) FROM spend WHERE owner IS ? AND day = ? AND currency = ? AND state != "
+            "'released'",
+            (owner, today(), self.currency),
+        ).fetchone()
+        return float(total)
+
+    def _run(self, sql: str, *values: Any) -> list[Any]:
+        with self.lock:
+            return self._open().execute(sql, values).fetchall()
+
+    def created(self, row: int, task_id: str | None) -> None:
+        """The POST's task, or no answer to it (unknown: still reserved)."""
+        state = "reserved" if task_id else "unknown"
+        self._run(
+            "UPDATE spend SET task_id = ?, state = ? WHERE id = ?", task_id, state, row
+        )
+
+    def release(self, row: int) -> None:
+        self._run("UPDATE spend SET state = 'released', amount = 0 WHERE id = ?", row)
+
+    def settle_row(self, row: int, billed: float | None) -> None:
+        """An image call's answer: what it billed, or (no usage in the answer) the quote stands."""
+        if billed is None:
+            self._run("UPDATE spend SET state = 'settled' WHERE id = ?", row)
+        else:
+            self._run(
+                "UPDATE spend SET state = 'settled', amount = ? WHERE id = ?",
+                billed,
+                row,
+            )
+
+    def settle(self, tasks: Iterable[Mapping[str, Any]]) -> None:
+        """Finished tasks: a succeeded one's tokens at the rate it was quoted at (no usage: the quote stands), any
+        other status nothing."""
+        for task in tasks:
+            usage = as_object(task.get("usage"))
+            tokens = clean_int(usage.get("total_tokens")) or clean_int(
+                usage.get("completion_tokens")
+            )
+            if task["status"] != "succeeded":
+                self._run(
+                    "UPDATE spend SET state = 'released', amount = 0 WHERE task_id = ? AND state = 'reserved'",
+                    task["task_id"],
+                )
+            elif tokens is None:
+                self._run(
+                    "UPDATE spend SET state = 'settled' WHERE task_id = ? AND state = 'reserved'",
+                    task["task_id"],
+                )
+            else:
+                self._run(
+                    "UPDATE spend SET state = 'settled', amount = CASE WHEN typeof(rate) = 'real' OR typeof(rate) = "
+                    "'integer' THEN ? * rate / 1e6 ELSE 0 END WHERE task_id = ? AND state = 'reserved'",
+                    tokens,
+                    task["task_id"],
+                )
+
+    def open_rows(self, owner: str | None) -> list[LedgerRow]:
+        """This key's video reservations not settled yet: with a task, or whose creation had no answer."""
+        rows = self._run(
+            "SELECT id, task_id, model, posted, state FROM spend WHERE owner IS ? AND kind = 'video' AND state IN "
+            "('reserved', 'unknown') AND posted > ? ORDER BY id LIMIT ?",
+            owner,
+            time.time() - ARK_RETENTION_SECONDS,
+            LIST_PAGE_TASKS,
+        )
+        return [
+            LedgerRow(
+                row,
+                task_id if isinstance(task_id, str) else None,
+                str(model),
+                float(posted),
+                state == "unknown",
+            )
+            for row, task_id, model, posted, state in rows
+            if is_amount(posted)
+        ]
+
+    def known_tasks(self, task_ids: list[str]) -> set[str]:
+        """Which of these tasks already have a row (made by a call that had its answer)."""
+        ids = [task_id for task_id in task_ids if task_id][:SQL_CHUNK_IDS]
+        if not ids:
+            return set()
+        rows = self._run(
+            f"SELECT task_id FROM spend WHERE task_id IN ({', '.join('?' * len(ids))})",
+            *ids,
+        )
+        return {task_id for (task_id,) in rows}
+
+
+def today() -> str:
+    """The local date: the day's limit turns at local midnight."""
+    return datetime.now().strftime("%Y-%m-%d")
 
 
 # --- Downloads: only a real image or video is saved, from public addresses --------------------------------------------
@@ -6998,6 +8267,8 @@ class Watcher:
         # What a pause between requests waits on: a new task does not shorten it.
         self.stopping = threading.Event()
         self.shared: tuple[asyncio.AbstractEventLoop, PollBatcher] | None = None
+        # The server's day's spend (set by build_server).
+        self.spend: Spend | None = None
         self.stopped = self.resuming = False
         self.thread: threading.Thread | None = None
         self.beat = 0.0
@@ -7198,6 +8469,8 @@ class Watcher:
         """What Ark said of a task: recorded, and its files saved when it succeeded. True to poll again."""
         task_id = task["task_id"]
         self.record.observed([task])
+        if self.spend:
+            settle_spend(self.spend, [task])
         if task["status"] not in FINAL_STATUSES:
             return True
         if task["status"] != "succeeded":
@@ -7270,6 +8543,9 @@ def build_server(
     lanes, and a task record and a watcher that saves videos on its own, when they are given)."""
     client = client or new_client(config)
     studio = Studio(config, client, stopping, record, watcher)
+    if watcher:
+        # It settles the day's spend of the tasks it sees finish, after their conversation.
+        watcher.spend = studio.spend
 
     @contextlib.asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[Studio]:

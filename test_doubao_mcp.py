@@ -24,12 +24,14 @@ from functools import cache, partial, reduce
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+from unittest import mock
 from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import httpx2
+import mcp_types
 import pytest
 import requests
 import responses
@@ -77,13 +79,14 @@ from conftest import (
     make_server,
     make_studio,
     no_progress,
+    plan_of,
     posted_models,
     refused,
     rows,
     sha256,
     write,
 )
-from doubao_mcp import ArkAPIError, ArkClient, Config
+from doubao_mcp import ArkAPIError, ArkClient, Config, Record, Studio
 
 pytestmark = pytest.mark.anyio
 
@@ -2070,9 +2073,21 @@ async def test_generate_image_sends_every_argument_and_returns_images_errors_and
             }
         ],
         "usage": {"generated_images": 2, "output_tokens": 32768, "total_tokens": 32768},
-        "note": doubao_mcp.URL_LIFETIME_NOTE,
+        "cost": {
+            "currency": "CNY",
+            "basis": "no price is known for doubao-seedream-4-0-250828 images at 2K in CNY: see docs/cost.md to "
+            "give one in DOUBAO_PRICES",
+            "billed_basis": "2 images; no price is known for its model",
+        },
+        "note": f"{IN_MEMORY_NOTE} {doubao_mcp.URL_LIFETIME_NOTE}",
     }
     assert json.loads(result.content[0].text) == result.structured_content
+
+
+IN_MEMORY_NOTE = (
+    "Today's spend under DOUBAO_DAILY_LIMIT is kept in memory (the task record is off): a restart forgets it, and "
+    "other server processes do not see it."
+)
 
 
 async def test_generate_image_sends_only_what_was_given_with_the_env_default_model(
@@ -2337,6 +2352,11 @@ async def test_query_video_task_returns_the_normalized_view(ark: Any) -> None:
         "fps": 24,
         "seed": 10,
         "usage": {"completion_tokens": 108900, "total_tokens": 108900},
+        "cost": {
+            "currency": "CNY",
+            "billed": 1.6335,
+            "billed_basis": "108,900 tokens at 15 CNY/M (the rate without a reference video)",
+        },
         "next_step": doubao_mcp.URL_LIFETIME_NOTE,
     }
 
@@ -3633,6 +3653,726 @@ async def test_inline_files_over_arks_64_mb_request_limit_are_refused_before_sen
     assert len(ark.calls) == 0
 
 
+# --- Cost: what a call will cost, what it cost, and whether the person agreed -----------------------------------------
+
+BYTEPLUS = "https://ark.ap-southeast.bytepluses.com/api/v3"
+
+
+def tokens_for(width: int, height: int, seconds: float) -> int:
+    """Ark's billing formula (ARK_API.md, Billing): width x height x (24 x seconds + 1) / 1024."""
+    return int(width * height * (24 * seconds + 1) // 1024)
+
+
+@pytest.mark.parametrize(
+    ("base", "arguments", "tokens", "rate", "words"),
+    [
+        # The observed task: 720p 16:9 for 5 s is 108,900 tokens, at 46 CNY per million.
+        (
+            BASE,
+            {"model": DANCE_20},
+            108_900,
+            46,
+            "720p 16:9 (adaptive or unset: as 16:9) 5 s: 108,900 tokens",
+        ),
+        (
+            BASE,
+            {"model": DANCE_20, "resolution": "1080p", "ratio": "9:16", "duration": 10},
+            tokens_for(1080, 1920, 10),
+            51,
+            "1080p 9:16 10 s",
+        ),
+        (
+            BASE,
+            {
+                "model": "doubao-seedance-2-0-fast-260128",
+                "ratio": "21:9",
+                "duration": 4,
+            },
+            tokens_for(1470, 630, 4),
+            37,
+            "720p 21:9 4 s",
+        ),
+        # A reference video: the with-video rate, and up to 15.2 s of it billed as input (an upper bound).
+        (
+            BASE,
+            {
+                "model": DANCE_20,
+                "prompt": "@Video1 in snow",
+                "reference_videos": ["https://v.test/a.mp4"],
+            },
+            108_900 + int(1280 * 720 * 24 * 15.2 // 1024),
+            28,
+            "up to 15.2 s of reference video",
+        ),
+        # duration -1: the model's longest, an upper bound.
+        (
+            BASE,
+            {"model": DANCE_20, "duration": -1},
+            tokens_for(1280, 720, 15),
+            46,
+            "up to 15 s",
+        ),
+        (
+            BASE,
+            {"model": "doubao-seedance-1-0-pro-250528", "frames": 57},
+            1280 * 720 * 57 // 1024,
+            15,
+            "57 frames",
+        ),
+        # BytePlus, in USD: flex is half; a draft is billed as 480p whatever it asks.
+        (
+            BYTEPLUS,
+            {
+                "model": "dreamina-seedance-2-5-260628",
+                "resolution": "1080p",
+                "service_tier": "flex",
+            },
+            tokens_for(1920, 1080, 5),
+            16.731 / 2,
+            "(flex)",
+        ),
+        (
+            BYTEPLUS,
+            {
+                "model": "dreamina-seedance-2-5-260628",
+                "draft": True,
+                "resolution": "480p",
+            },
+            tokens_for(864, 480, 5),
+            15.301,
+            "a draft is billed as 480p",
+        ),
+        (
+            BYTEPLUS,
+            {"model": "seedance-1-5-pro-251215", "generate_audio": False},
+            108_900,
+            1.2,
+            "at 1.2 USD/M",
+        ),
+        (
+            BYTEPLUS,
+            {"model": "dreamina-seedance-2-0-mini-260615", "ratio": "1:1"},
+            tokens_for(960, 960, 5),
+            5.005,
+            "720p 1:1 5 s",
+        ),
+    ],
+)
+async def test_a_video_is_quoted_by_arks_billing_formula_before_it_is_sent(
+    ark: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    base: str,
+    arguments: dict[str, Any],
+    tokens: int,
+    rate: float,
+    words: str,
+) -> None:
+    monkeypatch.setenv("ARK_BASE_URL", base)
+    ark.post(f"{base}/contents/generations/tasks", json={"id": "cgt-1"})
+    result = await call("generate_video", {"prompt": "a fox", **arguments})
+    cost = result.structured_content["cost"]
+    currency = "USD" if base == BYTEPLUS else "CNY"
+    assert cost["currency"] == currency
+    assert cost["estimate"] == pytest.approx(tokens * rate / 1e6, abs=1e-4)
+    assert f"{tokens:,} tokens" in cost["basis"] or "reference video" in cost["basis"]
+    assert words in cost["basis"] and f"{rate:g} {currency}/M" in cost["basis"]
+
+
+@pytest.mark.parametrize(
+    ("model", "arguments", "amount", "words"),
+    [
+        (
+            "seedream-4-5-251128",
+            {"max_images": 4},
+            4 * 0.04,
+            "up to 4 images at 0.04 USD",
+        ),
+        # 5.0 pro: by size, and 0.003 for each reference beyond the first.
+        (
+            "dola-seedream-5-0-pro-260628",
+            {"size": "2K", "images": ["https://i.test/a.png"] * 3},
+            0.09 + 2 * 0.003,
+            "1 image at 0.096 USD (2K)",
+        ),
+        (
+            "dola-seedream-5-0-pro-260628",
+            {"size": "1500x1000"},
+            0.09,
+            "priced as 2K: an upper bound",
+        ),
+        (
+            "seedream-4-0-250828",
+            {"extra": {"layer_decomposition": True}},
+            17 * 0.03,
+            "up to 17 images",
+        ),
+    ],
+)
+async def test_images_are_quoted_for_every_image_the_call_may_make(
+    ark: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    model: str,
+    arguments: dict[str, Any],
+    amount: float,
+    words: str,
+) -> None:
+    monkeypatch.setenv("ARK_BASE_URL", BYTEPLUS)
+    ark.post(
+        f"{BYTEPLUS}/images/generations",
+        json={
+            "data": [{"url": "https://cdn.test/1.png"}],
+            "usage": {"generated_images": 1},
+        },
+    )
+    result = await call(
+        "generate_image", {"prompt": "a fox", "model": model, **arguments}
+    )
+    cost = result.structured_content["cost"]
+    assert cost["estimate"] == pytest.approx(amount) and words in cost["basis"]
+    # Billed: the one image Ark reports making, at the price of one.
+    assert cost["billed"] == pytest.approx(
+        amount / (17 if "17" in words else 4 if "4 images" in words else 1)
+    )
+
+
+async def test_a_model_without_a_price_says_so_and_never_gets_one_made_up(
+    ark: Any,
+) -> None:
+    ark.post(TASKS, json={"id": "cgt-1"})
+    result = await call(
+        "generate_video", {"prompt": "a fox", "model": "ep-20261201-abcd"}
+    )
+    assert result.structured_content["cost"] == {
+        "currency": "CNY",
+        "basis": "no price is known for ep-20261201-abcd at 720p in CNY: see docs/cost.md to give one in "
+        "DOUBAO_PRICES",
+    }
+
+
+async def test_what_ark_billed_for_a_finished_task_is_reported_and_a_failed_one_costs_nothing(
+    ark: Any,
+) -> None:
+    ark.get(
+        f"{TASKS}/cgt-1",
+        json={
+            "id": "cgt-1",
+            "model": DANCE_20,
+            "status": "succeeded",
+            "resolution": "1080p",
+            "usage": {"completion_tokens": 245025},
+        },
+    )
+    ark.get(
+        f"{TASKS}/cgt-2",
+        json={
+            "id": "cgt-2",
+            "model": DANCE_20,
+            "status": "failed",
+            "error": {"code": "X", "message": "no"},
+        },
+    )
+    done = await call("query_video_task", {"task_id": "cgt-1"})
+    failed = await call("query_video_task", {"task_id": "cgt-2"})
+    assert done.structured_content["cost"] == {
+        "currency": "CNY",
+        "billed": round(245025 * 51 / 1e6, 4),
+        "billed_basis": "245,025 tokens at 51 CNY/M (the rate without a reference video)",
+    }
+    assert failed.structured_content["cost"] == {
+        "currency": "CNY",
+        "billed": 0,
+        "billed_basis": "not billed: the task failed",
+    }
+
+
+def write_prices(tmp_path: Path, document: Any) -> str:
+    path = tmp_path / "prices.json"
+    path.write_text(document if isinstance(document, str) else json.dumps(document))
+    return str(path)
+
+
+async def test_doubao_prices_replace_the_table_field_by_field_and_price_an_endpoint_like_a_family(
+    ark: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(
+        "DOUBAO_PRICES",
+        write_prices(
+            tmp_path,
+            {
+                "currency": "CNY",
+                "models": {
+                    "doubao-seedance-2-0": {"per_million_tokens": {"720p": 40}},
+                    "ep-20261201abcd": {"as": "doubao-seedance-2-0"},
+                    "doubao-seedream-4-5": {"per_image": 0.25},
+                },
+            },
+        ),
+    )
+    ark.post(TASKS, json={"id": "cgt-1"})
+    ark.post(TASKS, json={"id": "cgt-2"})
+    ark.post(TASKS, json={"id": "cgt-3"})
+    ark.post(
+        IMAGES,
+        json={
+            "data": [{"url": "https://cdn.test/1.png"}],
+            "usage": {"generated_images": 1},
+        },
+    )
+    at_720p = await call("generate_video", {"prompt": "a fox", "model": DANCE_20})
+    at_1080p = await call(
+        "generate_video", {"prompt": "a fox", "model": DANCE_20, "resolution": "1080p"}
+    )
+    endpoint = await call(
+        "generate_video", {"prompt": "a fox", "model": "ep-20261201abcd"}
+    )
+    image = await call("generate_image", {"prompt": "a fox", "model": S45})
+    assert "at 40 CNY/M" in at_720p.structured_content["cost"]["basis"]
+    # The entry gave 720p only: 1080p keeps the table's rate.
+    assert "at 51 CNY/M" in at_1080p.structured_content["cost"]["basis"]
+    assert endpoint.structured_content["cost"]["estimate"] == pytest.approx(
+        108_900 * 40 / 1e6, abs=1e-4
+    )
+    assert image.structured_content["cost"]["billed"] == 0.25
+
+
+@pytest.mark.parametrize(
+    ("document", "error"),
+    [
+        ("{not json", "is not JSON"),
+        (
+            {"currency": "USD", "models": {}},
+            'must say "currency": "CNY": this Ark (ARK_BASE_URL) bills in CNY',
+        ),
+        ({"models": {}}, 'must say "currency": "CNY"'),
+        (
+            {"currency": "CNY", "models": {"doubao-seedance-2-0": {"per_token": 1}}},
+            "has an unknown field 'per_token': allowed are as, per_million_tokens",
+        ),
+        (
+            {
+                "currency": "CNY",
+                "models": {"doubao-seedance-2-0": {"per_million_tokens": {"8k": 1}}},
+            },
+            "has an unknown resolution '8k'",
+        ),
+        (
+            {"currency": "CNY", "models": {"doubao-seedance-2-0": {"flex": 2}}},
+            "flex must be a fraction from 0 to 1",
+        ),
+        (
+            {"currency": "CNY", "models": {"ep-1": {"as": "nothing-known"}}},
+            "names 'nothing-known', which has no price",
+        ),
+        (
+            {"currency": "CNY", "extra": 1},
+            'must be an object with "currency" and "models"',
+        ),
+    ],
+)
+def test_a_bad_price_file_stops_start_up_with_one_sentence(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, document: Any, error: str
+) -> None:
+    monkeypatch.setenv("DOUBAO_PRICES", write_prices(tmp_path, document))
+    with pytest.raises(doubao_mcp.ConfigError, match=re.escape(error)):
+        Config.from_env()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "error"),
+    [
+        (
+            "DOUBAO_PRICES",
+            "/nonexistent/prices.json",
+            "DOUBAO_PRICES (/nonexistent/prices.json) cannot be read",
+        ),
+        ("DOUBAO_DAILY_LIMIT", "fifty", "DOUBAO_DAILY_LIMIT must be an amount in CNY"),
+        ("DOUBAO_DAILY_LIMIT", "-3", "DOUBAO_DAILY_LIMIT must be an amount in CNY"),
+        (
+            "DOUBAO_CONFIRM_ABOVE",
+            "nan",
+            "DOUBAO_CONFIRM_ABOVE must be an amount in CNY",
+        ),
+    ],
+)
+def test_a_bad_amount_or_a_missing_price_file_never_reads_as_no_limit(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, error: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(doubao_mcp.ConfigError, match=re.escape(error)):
+        Config.from_env()
+
+
+@pytest.mark.parametrize(
+    ("env", "limit", "person_set"),
+    [
+        ({}, 200.0, False),
+        ({"DOUBAO_DAILY_LIMIT": "off"}, None, True),
+        ({"DOUBAO_DAILY_LIMIT": "50 CNY"}, 50.0, True),
+        ({"ARK_BASE_URL": BYTEPLUS}, 30.0, False),
+    ],
+)
+def test_the_daily_limit_has_a_default_per_currency_and_can_be_set_or_turned_off(
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    limit: float | None,
+    person_set: bool,
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    config = Config.from_env()
+    assert (config.daily_limit, config.limit_set, config.confirm_above) == (
+        limit,
+        person_set,
+        None,
+    )
+
+
+async def test_the_limit_refuses_a_call_before_anything_is_sent(
+    ark: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOUBAO_DAILY_LIMIT", "8")
+    ark.post(TASKS, json={"id": "cgt-1"})
+    # The day looks full: what finished since is settled first (cgt-1 has not).
+    ark.get(TASKS, json={"total": 1, "items": [{"id": "cgt-1", "status": "running"}]})
+    async with Client(make_server()) as client:
+        first = await client.call_tool(
+            "generate_video", {"prompt": "a fox", "model": DANCE_20}
+        )
+        second = await client.call_tool(
+            "generate_video", {"prompt": "a fox", "model": DANCE_20}
+        )
+    assert not first.is_error and "kept in memory" in first.structured_content["note"]
+    text = error_text(second)
+    assert "Not sent: this call would cost about 5.0094 CNY (720p 16:9" in text
+    assert (
+        "5.009 CNY of today's limit of 8 CNY (DOUBAO_DAILY_LIMIT) is spent or reserved"
+        in text
+    )
+    assert (
+        "The day turns at local midnight, in " in text
+        and "raise DOUBAO_DAILY_LIMIT" in text
+    )
+    # One POST only: responses fails the test on any request not registered, and counts these.
+    assert [c.request.method for c in ark.calls] == ["POST", "GET"]
+
+
+async def test_under_a_limit_the_person_set_a_call_with_no_price_is_refused_and_a_price_file_lets_it_through(
+    ark: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DOUBAO_DAILY_LIMIT", "100")
+    refused = await call(
+        "generate_video", {"prompt": "a fox", "model": "ep-20261201abcd"}
+    )
+    assert "Not sent: no price is known for ep-20261201abcd" in error_text(refused)
+    assert "DOUBAO_PRICES" in error_text(
+        refused
+    ) and "DOUBAO_DAILY_LIMIT=off" in error_text(refused)
+    monkeypatch.setenv(
+        "DOUBAO_PRICES",
+        write_prices(
+            tmp_path,
+            {
+                "currency": "CNY",
+                "models": {"ep-20261201abcd": {"as": "doubao-seedance-2-0"}},
+            },
+        ),
+    )
+    ark.post(TASKS, json={"id": "cgt-1"})
+    sent = await call("generate_video", {"prompt": "a fox", "model": "ep-20261201abcd"})
+    assert sent.structured_content["cost"]["estimate"] == 5.0094
+
+
+async def test_under_a_limit_the_person_set_defaults_without_a_price_are_passed_over(
+    ark: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """China's defaults: 2.0 is priced; under the person's limit a call that 2.0 cannot take goes to a priced one."""
+    monkeypatch.setenv("DOUBAO_DAILY_LIMIT", "100")
+    ark.post(TASKS, json={"id": "cgt-1"})
+    result = await call("generate_video", {"prompt": "a fox", "duration": 5})
+    assert sent_json(ark)["model"] == DANCE_20
+    assert result.structured_content["cost"]["estimate"] == 5.0094
+
+
+async def test_the_default_limit_lets_an_unpriced_call_through_uncounted(
+    ark: Any,
+) -> None:
+    ark.post(TASKS, json={"id": "cgt-1"})
+    result = await call("generate_video", {"prompt": "a fox", "model": DANCE_25})
+    assert (
+        not result.is_error
+        and "no price is known" in result.structured_content["cost"]["basis"]
+    )
+
+
+def spend_studio(
+    tmp_path: Path | None = None, limit: float = 8.0, **changes: Any
+) -> Studio:
+    record = Record(tmp_path, BASE) if tmp_path else None
+    return make_studio(record=record, daily_limit=limit, limit_set=True, **changes)
+
+
+def quote_of(studio: Studio, **asked: Any) -> Any:
+    ask = doubao_mcp.VideoAsk(media={}, **asked)
+    return doubao_mcp.quote_video(studio.spend.book, DANCE_20, ask, None)
+
+
+async def test_a_succeeded_task_settles_to_what_ark_billed_and_frees_the_rest(
+    ark: Any,
+) -> None:
+    studio = spend_studio()
+    ark.post(TASKS, json={"id": "cgt-1"})
+    ark.get(
+        f"{TASKS}/cgt-1",
+        json={
+            "id": "cgt-1",
+            "model": DANCE_20,
+            "status": "succeeded",
+            "resolution": "720p",
+            "usage": {"completion_tokens": 50_000},
+        },
+    )
+    plan = plan_of(studio, doubao_mcp.Choice(models=(DANCE_20,), source="argument"))
+    plan = plan._replace(quotes={DANCE_20: quote_of(studio)})
+    body = doubao_mcp.video_request(DANCE_20, "a", [], None, None, {}, {})
+    await doubao_mcp.make_video(studio, plan, body, following())
+    assert studio.spend.ledger.spent(doubao_mcp.key_fingerprint(KEY)) == pytest.approx(
+        5.0094
+    )
+    task = await doubao_mcp.look_at(studio, "cgt-1", KEY)
+    assert studio.spend.ledger.spent(doubao_mcp.key_fingerprint(KEY)) == pytest.approx(
+        50_000 * 46 / 1e6
+    )
+    assert task["cost"]["billed"] == pytest.approx(50_000 * 46 / 1e6)
+
+
+@pytest.mark.parametrize("status", ["failed", "cancelled", "expired"])
+async def test_a_task_that_did_not_succeed_releases_its_reservation(
+    ark: Any, status: str
+) -> None:
+    studio = spend_studio()
+    owner = doubao_mcp.key_fingerprint(KEY)
+    reservation = doubao_mcp.reserve_spend(
+        studio, KEY, quote_of(studio), "video", DANCE_20
+    )
+    reservation.created("cgt-1")
+    assert studio.spend.ledger.spent(owner) == pytest.approx(5.0094)
+    ark.get(f"{TASKS}/cgt-1", json={"id": "cgt-1", "model": DANCE_20, "status": status})
+    await doubao_mcp.look_at(studio, "cgt-1", KEY)
+    assert studio.spend.ledger.spent(owner) == 0
+
+
+async def test_a_refused_post_releases_its_reservation_and_a_timed_out_one_stays_reserved(
+    ark: Any,
+) -> None:
+    studio = spend_studio()
+    owner = doubao_mcp.key_fingerprint(KEY)
+    plan = plan_of(studio, doubao_mcp.Choice(models=(DANCE_20,), source="argument"))
+    plan = plan._replace(quotes={DANCE_20: quote_of(studio)})
+    body = doubao_mcp.video_request(DANCE_20, "a", [], None, None, {}, {})
+    ark.post(
+        TASKS, status=400, json={"error": {"code": "InvalidParameter", "message": "no"}}
+    )
+    with pytest.raises(doubao_mcp.ArkAPIError):
+        await doubao_mcp.make_video(studio, plan, body, following())
+    assert studio.spend.ledger.spent(owner) == 0
+    ark.post(TASKS, body=requests.exceptions.ReadTimeout("slow"))
+    with pytest.raises(doubao_mcp.DoubaoError):
+        await doubao_mcp.make_video(studio, plan, body, following())
+    assert studio.spend.ledger.spent(owner) == pytest.approx(5.0094)
+
+
+def list_answer(*items: dict[str, Any]) -> dict[str, Any]:
+    return {"json": {"total": len(items), "items": list(items)}}
+
+
+@pytest.mark.parametrize("exists", [True, False])
+async def test_a_creation_that_had_no_answer_stays_reserved_until_a_list_shows_whether_its_task_exists(
+    ark: Any, exists: bool
+) -> None:
+    """The next call that needs room lists the key's tasks of that model: the task made when the POST was sent is
+    it (settled by what it billed); a list without it releases the reservation."""
+    studio = spend_studio(limit=6.0)
+    owner = doubao_mcp.key_fingerprint(KEY)
+    reservation = doubao_mcp.reserve_spend(
+        studio, KEY, quote_of(studio), "video", DANCE_20
+    )
+    reservation.failed(doubao_mcp.ArkConnectionError("timed out"))
+    made = {
+        "id": "cgt-lost",
+        "model": DANCE_20,
+        "status": "succeeded",
+        "created_at": int(time.time()),
+        "usage": {"completion_tokens": 20_000},
+    }
+    ark.get(TASKS, **(list_answer(made) if exists else list_answer()))
+    if exists:
+        ark.get(TASKS, **list_answer(made))
+    doubao_mcp.reserve_spend(studio, KEY, quote_of(studio), "video", DANCE_20)
+    expected = 20_000 * 46 / 1e6 if exists else 0
+    assert studio.spend.ledger.spent(owner) == pytest.approx(expected + 5.0094)
+    listed = [dict(c.request.params) for c in ark.calls]
+    assert listed[0] == {"page_size": "100", "filter.model": DANCE_20}
+
+
+def test_two_calls_at_once_never_both_pass_a_limit_with_room_for_one(
+    tmp_path: Path,
+) -> None:
+    """Two processes' ledgers on one record: each reservation is one transaction."""
+    studios = [spend_studio(tmp_path), spend_studio(tmp_path)]
+    quote = quote_of(studios[0])
+    start = threading.Barrier(8)
+    outcomes: list[str] = []
+
+    def reserve(studio: Studio) -> None:
+        start.wait()
+        try:
+            doubao_mcp.reserve_spend(studio, KEY, quote, "video", DANCE_20)
+            outcomes.append("passed")
+        except doubao_mcp.DoubaoError as error:
+            outcomes.append(
+                "refused"
+                if "Not sent: this call would cost" in str(error)
+                else str(error)
+            )
+
+    threads = [
+        threading.Thread(target=reserve, args=(studios[i % 2],)) for i in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["passed"] + ["refused"] * 7
+    # A restart reads the same day's spend.
+    again = spend_studio(tmp_path)
+    assert again.spend.ledger.spent(doubao_mcp.key_fingerprint(KEY)) == pytest.approx(
+        5.0094
+    )
+
+
+def test_each_key_has_its_own_limit(tmp_path: Path) -> None:
+    studio = spend_studio(tmp_path)
+    quote = quote_of(studio)
+    doubao_mcp.reserve_spend(studio, KEY, quote, "video", DANCE_20)
+    with pytest.raises(doubao_mcp.DoubaoError, match="Not sent"):
+        doubao_mcp.reserve_spend(studio, KEY, quote, "video", DANCE_20)
+    doubao_mcp.reserve_spend(studio, "another-callers-key", quote, "video", DANCE_20)
+
+
+def test_a_poisoned_ledger_row_counts_as_nothing(tmp_path: Path) -> None:
+    studio = spend_studio(tmp_path)
+    db = sqlite3.connect(tmp_path / "tasks.sqlite3")
+    owner = doubao_mcp.key_fingerprint(KEY)
+    for amount in ("lots", -50, 9e999):
+        db.execute(
+            "INSERT INTO spend (owner, currency, day, kind, model, state, amount, posted) VALUES "
+            "(?, 'CNY', ?, 'video', 'm', 'settled', ?, 0)",
+            (owner, doubao_mcp.today(), amount),
+        )
+    db.commit()
+    assert studio.spend.ledger.spent(owner) == 0
+
+
+def test_a_locked_ledger_refuses_the_call_and_says_why(tmp_path: Path) -> None:
+    studio = spend_studio(tmp_path)
+    studio.spend.ledger.spent(None)
+    locker = sqlite3.connect(tmp_path / "tasks.sqlite3", isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")
+    with mock.patch.object(doubao_mcp, "LEDGER_WAIT_SECONDS", 0.01):
+        fresh = spend_studio(tmp_path)
+        with pytest.raises(
+            doubao_mcp.DoubaoError, match="cannot be checked against DOUBAO_DAILY_LIMIT"
+        ):
+            doubao_mcp.reserve_spend(fresh, KEY, quote_of(fresh), "video", DANCE_20)
+    locker.execute("ROLLBACK")
+
+
+def accept(action: str, content: dict[str, Any] | None = None) -> Any:
+    asked: list[str] = []
+
+    async def callback(context: Any, params: Any) -> Any:
+        asked.append(params.message)
+        return mcp_types.ElicitResult(action=action, content=content)
+
+    callback.asked = asked  # type: ignore[attr-defined]
+    return callback
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+@pytest.mark.parametrize(
+    ("answer", "sent"),
+    [
+        (("accept", {"spend": True}), True),
+        (("accept", {"spend": False}), False),
+        (("decline", None), False),
+        (("cancel", None), False),
+    ],
+)
+async def test_a_call_above_the_threshold_asks_the_person_first(
+    ark: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+    answer: tuple[str, Any],
+    sent: bool,
+) -> None:
+    monkeypatch.setenv("DOUBAO_CONFIRM_ABOVE", "2")
+    if sent:
+        ark.post(TASKS, json={"id": "cgt-1"})
+    callback = accept(*answer)
+    async with Client(
+        make_server(), elicitation_callback=callback, mode=mode
+    ) as client:
+        result = await client.call_tool(
+            "generate_video", {"prompt": "a fox", "model": DANCE_20}
+        )
+    assert callback.asked == [
+        "This will cost about 5.0094 CNY: 720p 16:9 (adaptive or unset: as 16:9) 5 s: 108,900 tokens at 46 CNY/M. "
+        "That is above your DOUBAO_CONFIRM_ABOVE (2 CNY). Go ahead?"
+    ]
+    if sent:
+        assert result.structured_content["task_id"] == "cgt-1"
+    else:
+        assert "Not sent: the person did not agree" in error_text(
+            result
+        ) or "declin" in error_text(result)
+        assert len(ark.calls) == 0
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_a_client_that_cannot_ask_is_refused_and_told_which_setting(
+    ark: Any, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    monkeypatch.setenv("DOUBAO_CONFIRM_ABOVE", "2")
+    async with Client(make_server(), mode=mode) as client:
+        result = await client.call_tool(
+            "generate_video", {"prompt": "a fox", "model": DANCE_20}
+        )
+        cheap = await client.call_tool(
+            "generate_video",
+            {"prompt": "a fox", "model": DANCE_20, "resolution": "480p", "duration": 4},
+        )
+    text = error_text(result)
+    assert "Not sent: this call would cost about 5.0094 CNY" in text
+    assert (
+        "this client cannot be asked to confirm it" in text
+        and "DOUBAO_CONFIRM_ABOVE" in text
+    )
+    # 480p for 4 s (about 1.8 CNY) is below the threshold: asked nothing, refused nothing (the fake Ark is not there: a
+    # connection error, not a refusal of ours).
+    assert "DOUBAO_CONFIRM_ABOVE" not in error_text(cheap)
+
+
+async def test_no_argument_can_answer_for_the_person(
+    ark: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOUBAO_CONFIRM_ABOVE", "1")
+    result = await call(
+        "generate_video",
+        {"prompt": "a fox", "model": DANCE_20, "consent": {"spend": True}},
+    )
+    assert "consent" in error_text(result) and len(ark.calls) == 0
+
+
 # --- The studio: images, and a video task's life in the order a call uses it ------------------------------------------
 
 
@@ -3687,7 +4427,9 @@ async def test_when_no_default_can_serve_the_call_the_error_lists_what_was_tried
         "a poster", choice.models[0], [], None, None, {}, size="3K"
     )
     with pytest.raises(doubao_mcp.DoubaoError) as refused:
-        await doubao_mcp.make_images(studio, choice, body, KEY, None, no_progress)
+        await doubao_mcp.make_images(
+            studio, plan_of(studio, choice), body, KEY, None, no_progress
+        )
     assert posted_models(fake_ark) == [LITE]
     assert str(refused.value) == (
         "No default image model that takes this call is available: "
@@ -4636,7 +5378,7 @@ async def test_an_unfinished_task_says_to_pass_save_dir_again(
     choice = doubao_mcp.Choice(models=(DANCE_20,), source="argument")
     body = doubao_mcp.video_request(DANCE_20, "a", [], None, None, {}, {})
     follow = following(save_to=doubao_mcp.open_folder(tmp_path, None))
-    task = await doubao_mcp.make_video(studio, choice, body, follow)
+    task = await doubao_mcp.make_video(studio, plan_of(studio, choice), body, follow)
     assert task["status"] == "queued" and task["next_step"].endswith(
         "Pass save_dir again to save it."
     )
@@ -5438,7 +6180,8 @@ async def test_image_layers_keep_their_names_and_boxes(ark: Any) -> None:
 # --- The task record: no video is lost --------------------------------------------------------------------------------
 
 
-def test_the_record_is_one_private_table_in_wal_mode(tmp_path: Path) -> None:
+def test_the_record_is_two_private_tables_in_wal_mode(tmp_path: Path) -> None:
+    """The tasks, and the day's spend beside them (see The spend ledger)."""
     record = doubao_mcp.Record(tmp_path / "state", BASE)
     with contextlib.closing(sqlite3.connect(record.path)) as db:
         columns = [row[1] for row in db.execute("PRAGMA table_info(tasks)")]
@@ -5449,7 +6192,7 @@ def test_the_record_is_one_private_table_in_wal_mode(tmp_path: Path) -> None:
         assert [
             row[0]
             for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        ] == ["tasks"]
+        ] == ["tasks", "spend"]
     assert columns == [
         "task_id",
         "base_url",
