@@ -2,6 +2,7 @@
 
     python bench_doubao_mcp.py            # after: pip install -e '.[test]'
     python bench_doubao_mcp.py --reading  # only how the module reads (a few seconds)
+    python bench_doubao_mcp.py --cost     # only the cost estimates against what the fake Ark billed
 
 It starts the fake Ark server from the test module on 127.0.0.1, runs the installed console
 script over stdio next to a bare one-tool MCPServer on the same SDK, and prints medians and
@@ -647,6 +648,10 @@ async def main() -> None:
         sys.exit(
             f"{SCRIPT} is missing: install the project first (pip install -e '.[test]')"
         )
+    if "--cost" in sys.argv:
+        with FakeArk(polls_to_finish=1) as fake:
+            print_table(await cost_accuracy(fake))
+        return
     rows = await anyio.to_thread.run_sync(reading)
     if "--reading" in sys.argv:
         print_table(rows)
@@ -893,10 +898,128 @@ async def main() -> None:
             )
         )
 
+        with FakeArk(polls_to_finish=1) as billing:
+            rows.extend(await cost_accuracy(billing))
         await waiting(fake, Path(scratch), rows)
         await hostile_inputs(fake, ours, floor, Path(scratch), rows)
         await stress(fake, rows)
     print_table(rows)
+
+
+# Cost: every quote against what the fake Ark billed for the video it made. The fake bills Ark's formula on the size
+# it made (ARK_API.md, Billing), picks 8 s for duration -1, and bills no input seconds: where the quote is an upper
+# bound (duration -1, a reference video), the error says by how much.
+RATIOS = ("16:9", "4:3", "1:1", "3:4", "9:16", "21:9", "adaptive")
+COST_CASES: list[tuple[str, int, str, dict[str, Any]]] = [
+    *(
+        (
+            "Seedance 2.0, China",
+            doubao_mcp.CHINA,
+            "doubao-seedance-2-0-260128",
+            {"resolution": r, "ratio": q, "duration": d},
+        )
+        for r in ("480p", "720p", "1080p")
+        for q in RATIOS
+        for d in (4, 5, 10, 15)
+    ),
+    *(
+        (
+            "Seedance 2.0 fast, China",
+            doubao_mcp.CHINA,
+            "doubao-seedance-2-0-fast-260128",
+            {"resolution": r, "ratio": q, "duration": 6},
+        )
+        for r in ("480p", "720p")
+        for q in RATIOS
+    ),
+    *(
+        (
+            "Seedance 1.0 pro frames, China",
+            doubao_mcp.CHINA,
+            "doubao-seedance-1-0-pro-250528",
+            {"frames": f},
+        )
+        for f in (29, 121, 289)
+    ),
+    *(
+        (
+            "Seedance 2.5 (flex too), BytePlus",
+            doubao_mcp.BYTEPLUS,
+            "dreamina-seedance-2-5-260628",
+            {
+                "resolution": r,
+                "ratio": q,
+                "duration": d,
+                **({"service_tier": "flex"} if flex else {}),
+            },
+        )
+        for r in ("480p", "720p", "1080p")
+        for q in RATIOS[:6]
+        for d in (4, 12, 30)
+        for flex in (False, True)
+    ),
+    *(
+        (
+            "Seedance 2.5 drafts, BytePlus",
+            doubao_mcp.BYTEPLUS,
+            "dreamina-seedance-2-5-260628",
+            {"draft": True, "resolution": "480p", "duration": d},
+        )
+        for d in (4, 8)
+    ),
+    *(
+        (
+            "Seedance 2.0 mini, BytePlus",
+            doubao_mcp.BYTEPLUS,
+            "dreamina-seedance-2-0-mini-260615",
+            {"resolution": r, "ratio": q},
+        )
+        for r in ("480p", "720p")
+        for q in RATIOS
+    ),
+    (
+        "duration -1 (upper bound: 15 s quoted, 8 s made)",
+        doubao_mcp.CHINA,
+        "doubao-seedance-2-0-260128",
+        {"duration": -1},
+    ),
+    (
+        "a reference video (upper bound: 15.2 s of input quoted)",
+        doubao_mcp.CHINA,
+        "doubao-seedance-2-0-260128",
+        {"prompt": "@Video1 in snow", "reference_videos": ["https://v.test/a.mp4"]},
+    ),
+]
+
+
+async def cost_accuracy(fake: FakeArk) -> list[tuple[str, str, str, str, str]]:
+    """Quote each case, let the fake make it, and compare the quote with what was billed, group by group."""
+    errors: dict[str, list[float]] = {}
+    for region in (doubao_mcp.CHINA, doubao_mcp.BYTEPLUS):
+        config = Config(api_key=KEY, base_url=fake.url, previews=False)
+        # The fake answers as BytePlus would, in USD: the region follows the host, which here is 127.0.0.1.
+        object.__setattr__(config, "region", region)
+        async with Client(build_server(config)) as client:
+            for group, _, model, arguments in (c for c in COST_CASES if c[1] == region):
+                made = await client.call_tool(
+                    "generate_video", {"prompt": "a fox", "model": model, **arguments}
+                )
+                quote = made.structured_content["cost"]["estimate"]
+                done = await client.call_tool(
+                    "query_video_task", {"task_id": made.structured_content["task_id"]}
+                )
+                billed = done.structured_content["cost"]["billed"]
+                errors.setdefault(group, []).append((quote - billed) / billed * 100)
+    return [
+        (
+            f"cost: {group} ({len(found)} calls): quote vs billed",
+            f"{statistics.mean(abs(e) for e in found):.2f} % mean",
+            f"{max(found, key=abs):+.2f} % at most",
+            "-",
+            "0 %" if "upper bound" not in group else "an upper bound (>= 0 %)",
+        )
+        for group, found in errors.items()
+    ]
 
 
 def print_table(rows: list[tuple[str, str, str, str, str]]) -> None:

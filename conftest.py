@@ -743,11 +743,16 @@ class HttpServer:
         out, err = self.process.communicate(timeout=15)
         self.stdout, self.stderr = out.decode(), err.decode()
 
-    def client(self, **headers: str) -> Client:
+    def client(
+        self, mode: Any = "auto", elicitation_callback: Any = None, **headers: str
+    ) -> Client:
+        """A client of this server: `mode` "legacy" speaks 2025-11-25 (stateless here: no channel for a question)."""
         return Client(
             streamable_http_client(
                 self.url, http_client=httpx2.AsyncClient(headers=headers)
-            )
+            ),
+            mode=mode,
+            elicitation_callback=elicitation_callback,
         )
 
 

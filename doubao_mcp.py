@@ -20,6 +20,10 @@ Environment:
                          stdio, off over HTTP).
   DOUBAO_ALLOWED_DIR     the only folder tools may read images from and save into; required for local
                          files over HTTP, where the server's disk is not the caller's.
+  DOUBAO_DAILY_LIMIT     the most a day's calls may cost, in the region's currency (CNY, or USD on BytePlus), per
+                         key; off for none (default: 200 CNY or 30 USD).
+  DOUBAO_CONFIRM_ABOVE   ask the person before a call estimated above this amount (default: never).
+  DOUBAO_PRICES          a JSON file of prices that replace or extend the built-in table (docs/cost.md).
   DOUBAO_MCP_TRANSPORT, DOUBAO_MCP_HOST, DOUBAO_MCP_PORT, DOUBAO_MCP_ALLOWED_HOSTS,
   DOUBAO_MCP_ALLOWED_ORIGINS, DOUBAO_MCP_LOG_LEVEL: defaults for the command-line options.
 
@@ -1511,7 +1515,9 @@ def price_key(model: str) -> str:
     """Where a price is kept: a full model id (with its date stamp) or an endpoint id as it is, anything else as
     its family."""
     key = model.strip().lower()
-    return key if key.startswith("ep-") or re.search(r"-\d{6}$", key) else family_key(key)
+    return (
+        key if key.startswith("ep-") or re.search(r"-\d{6}$", key) else family_key(key)
+    )
 
 
 def check_price_entry(where: str, entry: Any) -> dict[str, Any]:
@@ -3756,15 +3762,16 @@ def billed_images(book: PriceBook, usage: Any, each: float | None) -> Cost | Non
     count = clean_int(as_object(usage).get("generated_images"))
     if count is None:
         return None
+    images = f"{count} image{'' if count == 1 else 's'}"
     if each is None:
         return Cost(
             currency=book.currency,
-            billed_basis=f"{count} images; no price is known for its model",
+            billed_basis=f"{images}; no price is known for its model",
         )
     return Cost(
         currency=book.currency,
         billed=round(count * each, 4),
-        billed_basis=f"{count} images at {each:g} {book.currency}",
+        billed_basis=f"{images} at {each:g} {book.currency}",
     )
 
 
@@ -9287,7 +9294,20 @@ function images(data, thumbs) {
     .map((e) => el("li", { class: "error" }, "Image " + (e.index + 1) + ": " + e.message));
   return [el("h1", {}, data.images.length + " image" + (data.images.length === 1 ? "" : "s") +
             (data.model ? " by " + data.model : "")), grid, errors.length ? el("ul", {}, ...errors) : null,
-          ...files(data), el("p", { class: "muted" }, "Links expire 24 hours after generation.")].filter(Boolean);
+          ...files(data), cost(data), el("p", { class: "muted" }, "Links expire 24 hours after generation.")]
+    .filter(Boolean);
+}
+
+// What it cost: billed once Ark says, else the estimate, with its basis.
+function cost(data) {
+  const c = data.cost;
+  if (!c || typeof c !== "object") return null;
+  const amount = (n) => (typeof n === "number" ? n.toFixed(4).replace(/\\.?0+$/, "") + " " + c.currency : "");
+  if (typeof c.billed === "number") return el("p", { class: "cost" }, "Billed " + amount(c.billed) +
+                                              (c.billed_basis ? " (" + c.billed_basis + ")" : ""));
+  if (typeof c.estimate === "number") return el("p", { class: "cost" }, "About " + amount(c.estimate) +
+                                                (c.basis ? " (" + c.basis + ")" : ""));
+  return c.basis ? el("p", { class: "cost muted" }, "Cost: " + c.basis) : null;
 }
 
 function task(data, thumbs) {
@@ -9318,7 +9338,7 @@ function task(data, thumbs) {
   if (data.error_code || data.error_message) {  // next_step is advice for the model: a person reads the error
     parts.push(el("p", { class: "error" }, [data.error_code, data.error_message].filter(Boolean).join(": ")));
   }
-  return parts.concat(files(data));
+  return parts.concat(files(data), [cost(data)].filter(Boolean));
 }
 
 function files(data) {

@@ -6986,6 +6986,41 @@ async def test_while_a_server_runs_the_watchers_polls_join_its_shared_loop(
     assert through_the_loop and all(ids == [task_id] for ids in through_the_loop)
 
 
+async def test_the_watcher_settles_the_days_spend_after_the_conversation_has_ended(
+    fake_ark: FakeArk, tmp_path: Path
+) -> None:
+    fake_ark.polls_to_finish = 3
+    config = Config(
+        api_key=KEY,
+        base_url=fake_ark.url,
+        previews=False,
+        poll_intervals=(0.05, 0.2),
+        daily_limit=100.0,
+        limit_set=True,
+    )
+    record = doubao_mcp.Record(tmp_path / "state", fake_ark.url)
+    client = ArkClient(fake_ark.url, secrets=[KEY])
+    watcher = doubao_mcp.Watcher(client, record, KEY, config, gap=0.01)
+    async with Client(
+        make_server(config, client=client, record=record, watcher=watcher)
+    ) as session:
+        created = await session.call_tool(
+            "generate_video",
+            {
+                "prompt": "a fox",
+                "model": DANCE_20,
+                "duration": 4,
+                "save_dir": str(tmp_path),
+            },
+        )
+    task_id = created.structured_content["task_id"]
+    await anyio.to_thread.run_sync(fake_ark.requested, "GET", f"/files/{task_id}")
+    watcher.stop()
+    with contextlib.closing(sqlite3.connect(record.path)) as db:
+        settled = db.execute("SELECT task_id, state, amount FROM spend").fetchall()
+    assert settled == [(task_id, "settled", pytest.approx(87_300 * 46 / 1e6))]
+
+
 # --- Hosting: streamable HTTP for many callers, treated as hostile ----------------------------------------------------
 
 
@@ -7658,3 +7693,45 @@ def test_release_files_workflows_test_every_python_and_publish_without_a_passwor
         "gh release create" in step.get("run", "") and "artifacts/*" in step["run"]
         for step in github["steps"]
     )
+
+
+def test_the_cost_page_shows_every_built_in_price_as_the_table_holds_it() -> None:
+    """docs/cost.md's tables, read back: a price changed in PRICES and not on the page (or the other way) fails."""
+    page = (ROOT / "docs" / "cost.md").read_text()
+    regions = {
+        doubao_mcp.CHINA: page.split(
+            "**Volcengine Ark (China), CNY per million tokens**"
+        )[1].split("**BytePlus")[0],
+        doubao_mcp.BYTEPLUS: page.split(
+            "**BytePlus ModelArk, USD per million tokens**"
+        )[1].split("## Your own")[0],
+    }
+
+    def shown(amount: float | None) -> str:
+        return "-" if amount is None else f"{amount:g}"
+
+    for region, text in regions.items():
+        for family, price in doubao_mcp.PRICES[region].items():
+            row = re.search(
+                rf"^\| `{re.escape(family)}`(?: \(5.0 lite\))? \| (.+) \|$",
+                text,
+                re.MULTILINE,
+            )
+            if family == "seedream-5-0-lite":
+                continue
+            assert row, family
+            if price.per_million_tokens:
+                rates = [
+                    shown(table.get(resolution))
+                    for table in (price.per_million_tokens, price.with_video_input)
+                    for resolution in ("480p", "720p", "1080p")
+                ]
+                assert row[1].split(" | ") == rates, family
+            elif isinstance(price.per_image, dict):
+                assert all(
+                    f"{amount:g} at {size}" in row[1]
+                    for size, amount in price.per_image.items()
+                )
+                assert f"plus {price.per_extra_reference:g} per reference" in row[1]
+            else:
+                assert row[1] == f"{price.per_image:g}", family

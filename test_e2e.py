@@ -23,6 +23,7 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import httpx2
+import mcp_types
 import pytest
 from mcp import Client, ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
@@ -1066,6 +1067,9 @@ async def test_the_viewer_in_a_real_browser_shows_images_a_running_task_and_a_fi
         view = await show({"prompt": "a fox"}, created, "button")
         assert task_id in await view.locator("h1").inner_text()
         assert "queued" in await view.locator("h1").inner_text()
+        assert await view.locator(".cost").inner_text() == (
+            "About 5.0094 CNY (720p 16:9 (adaptive or unset: as 16:9) 5 s: 108,900 tokens at 46 CNY/M)"
+        )
         await page.locator("#view").screenshot(path=shots / "viewer-running.png")
         # Check again: the host forwards tools/call to the server
         await view.locator("button").click()
@@ -1084,6 +1088,10 @@ async def test_the_viewer_in_a_real_browser_shows_images_a_running_task_and_a_fi
         assert (
             await video.get_attribute("poster")
             == f"{fake_ark.root}/files/{task_id}-last.png"
+        )
+        # What Ark billed, at the rate this server quoted the task at.
+        assert await view.locator(".cost").inner_text() == (
+            "Billed 5.0094 CNY (108,900 tokens at 46 CNY/M)"
         )
         await page.locator("#view").screenshot(path=shots / "viewer-video.png")
         await browser.close()
@@ -1933,3 +1941,69 @@ async def test_over_stdio_a_poisoned_record_never_costs_a_created_task_its_id(
         not created.is_error and created.structured_content["task_id"] == "cgt-fake-1"
     )
     assert not waited.is_error and waited.structured_content["task_id"] == "cgt-fake-1"
+
+
+# --- Cost: the day's limit and the question, across processes and callers ---------------------------------------------
+
+
+async def test_two_server_processes_share_one_daily_limit_and_a_restart_keeps_it(
+    fake_ark: FakeArk, tmp_path: Path
+) -> None:
+    """Three clients, one limit: 8 CNY has room for one 720p 5 s Seedance 2.0 clip (5.0094 CNY), not two."""
+    state = tmp_path / "state"
+    call = {"prompt": "a fox", "model": "doubao-seedance-2-0-260128"}
+    async with (
+        started(fake_ark, state, DOUBAO_DAILY_LIMIT="8") as (first, _),
+        started(fake_ark, state, DOUBAO_DAILY_LIMIT="8") as (second, _),
+    ):
+        made = await first.call_tool("generate_video", call)
+        refused = await second.call_tool("generate_video", call)
+    async with started(fake_ark, state, DOUBAO_DAILY_LIMIT="8") as (restarted, _):
+        again = await restarted.call_tool("generate_video", call)
+    assert made.structured_content["cost"]["estimate"] == 5.0094
+    for result in (refused, again):
+        assert result.is_error
+        assert (
+            "5.009 CNY of today's limit of 8 CNY (DOUBAO_DAILY_LIMIT) is spent or reserved"
+            in (result.content[0].text)
+        )
+    assert [r["method"] for r in fake_ark.requests].count("POST") == 1
+
+
+async def test_over_http_each_caller_key_has_the_operators_limit_to_itself(
+    fake_ark: FakeArk,
+) -> None:
+    call = {"prompt": "a fox", "model": "doubao-seedance-2-0-260128"}
+    with HttpServer(fake_ark, DOUBAO_DAILY_LIMIT="8") as server:
+        async with server.client(**{"X-API-Key": "caller-one-" + "x" * 20}) as one:
+            first = await one.call_tool("generate_video", call)
+            over = await one.call_tool("generate_video", call)
+        async with server.client(**{"X-API-Key": "caller-two-" + "y" * 20}) as two:
+            other = await two.call_tool("generate_video", call)
+    assert not first.is_error and not other.is_error
+    assert "Not sent: this call would cost about 5.0094 CNY" in over.content[0].text
+    assert [r["authorization"] for r in fake_ark.requests if r["method"] == "POST"] == [
+        "Bearer caller-one-" + "x" * 20,
+        "Bearer caller-two-" + "y" * 20,
+    ]
+
+
+async def test_over_http_a_question_goes_through_the_result_and_an_old_client_is_refused_by_name(
+    fake_ark: FakeArk,
+) -> None:
+    asked: list[str] = []
+
+    async def yes(context: Any, params: Any) -> Any:
+        asked.append(params.message)
+        return mcp_types.ElicitResult(action="accept", content={"spend": True})
+
+    call = {"prompt": "a fox", "model": "doubao-seedance-2-0-260128"}
+    with HttpServer(fake_ark, ARK_API_KEY=KEY, DOUBAO_CONFIRM_ABOVE="2") as server:
+        async with server.client(elicitation_callback=yes) as modern:
+            made = await modern.call_tool("generate_video", call)
+        async with server.client(mode="legacy", elicitation_callback=yes) as legacy:
+            refused = await legacy.call_tool("generate_video", call)
+    assert made.structured_content["task_id"] and len(asked) == 1
+    assert "this client cannot be asked to confirm it" in refused.content[0].text
+    assert "DOUBAO_CONFIRM_ABOVE" in refused.content[0].text
+    assert [r["method"] for r in fake_ark.requests].count("POST") == 1
