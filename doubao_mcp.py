@@ -823,6 +823,9 @@ SEEDANCE_1_0 = VideoFamily(
     resolutions=RESOLUTIONS_480_1080,
     frames=True,
 )
+# What a quote assumes of a model the table does not know (an endpoint priced with `as` something unknown): the
+# longest durations and references of Seedance 2.0.
+UNKNOWN_VIDEO_FAMILY = SEEDANCE_2
 VIDEO_MODELS: dict[str, VideoFamily] = {
     "seedance-2-5": SEEDANCE_2_5_FAMILY,
     "seedance-2-5-premium": replace(
@@ -3609,42 +3612,25 @@ def quote_video(
     """A video's cost: output tokens by Ark's formula at the model's rate for its resolution, plus the seconds of
     reference video billed as input (their length is not known here: the most the model takes, an upper bound)."""
     price = book.price(model)
-    family = family_row("video", book.priced_as(model))
+    family = family_row("video", book.priced_as(model)) or UNKNOWN_VIDEO_FAMILY
     resolution = "480p" if ask.draft else ask.resolution or DEFAULT_VIDEO_RESOLUTION
-    ratio = ask.ratio if ask.ratio in VIDEO_SIZES["720p"] else DEFAULT_VIDEO_RATIO
-    if ask.frames:
-        frames, length = ask.frames, f"{ask.frames} frames"
-    else:
-        seconds = ask.duration or DEFAULT_VIDEO_SECONDS
-        upper = seconds == -1
-        if upper:
-            seconds = family.durations[1] if family else 15
-        frames, length = (
-            VIDEO_FPS * seconds + 1,
-            f"{'up to ' if upper else ''}{seconds} s",
-        )
-    if resolution not in VIDEO_SIZES:
-        return no_price(book, f"{model} at {resolution}")
-    width, height = VIDEO_SIZES[resolution][ratio]
-    tokens = width * height * frames // PIXELS_PER_TOKEN
     videos = ask.media.get("reference_videos", 0)
-    rates = price and (
-        price.with_video_input
-        if videos
-        else price.without_audio
-        if ask.generate_audio is False and price.without_audio
-        else price.per_million_tokens
-    )
-    if not price or not rates or resolution not in rates:
-        what = f"{model} at {resolution}{' with a reference video' if videos else ''}"
-        return no_price(book, what)
-    rate = rates[resolution] * (price.flex if service_tier == "flex" else 1)
-    shown = f"{resolution} {ratio if ask.ratio in VIDEO_SIZES['720p'] else f'{ratio} (adaptive or unset: as 16:9)'}"
-    basis = f"{shown} {length}: {tokens:,} tokens"
+    rates = rates_for(price, bool(videos), ask.generate_audio) if price else {}
+    if resolution not in VIDEO_SIZES or resolution not in rates:
+        with_video = " with a reference video" if videos else ""
+        return no_price(book, f"{model} at {resolution}{with_video}")
+    rate = rates[resolution] * (price.flex if price and service_tier == "flex" else 1)
+    ratio = ask.ratio if ask.ratio in VIDEO_SIZES["720p"] else DEFAULT_VIDEO_RATIO
+    width, height = VIDEO_SIZES[resolution][ratio]
+    frames, length = frames_of(ask, family)
+    tokens = width * height * frames // PIXELS_PER_TOKEN
+    # Adaptive takes the input's ratio, which only the finished task reports.
+    shown = "adaptive, as 16:9" if ask.ratio == "adaptive" else ratio
+    basis = f"{resolution} {shown} {length}: {tokens:,} tokens"
     if videos:
-        reference = family.reference_seconds if family else 15.2
-        extra = int(width * height * VIDEO_FPS * reference // PIXELS_PER_TOKEN)
-        basis += f" + up to {reference:g} s of reference video, {extra:,} tokens (an upper bound)"
+        seconds = family.reference_seconds
+        extra = int(width * height * VIDEO_FPS * seconds // PIXELS_PER_TOKEN)
+        basis += f" + up to {seconds:g} s of reference video, {extra:,} tokens (an upper bound)"
         tokens += extra
     basis += f" at {rate:g} {book.currency}/M"
     if service_tier == "flex":
@@ -3652,6 +3638,27 @@ def quote_video(
     if ask.draft:
         basis += "; a draft is billed as 480p"
     return Quote(round(tokens * rate / 1e6, 4), book.currency, basis, rate, tokens)
+
+
+def rates_for(price: Price, videos: bool, audio: bool | None) -> Mapping[str, float]:
+    """The rates that apply: with a video in the input; silent, where the model has a rate for it; else the rates."""
+    if videos:
+        return price.with_video_input
+    if audio is False and price.without_audio:
+        return price.without_audio
+    return price.per_million_tokens
+
+
+def frames_of(ask: VideoAsk, family: VideoFamily) -> tuple[int, str]:
+    """How many frames the video has, and its length in words: `frames`, or 24 a second plus one (duration -1:
+    the family's longest, an upper bound)."""
+    if ask.frames:
+        return ask.frames, f"{ask.frames} frames"
+    if ask.duration == -1:
+        seconds = family.durations[1]
+        return VIDEO_FPS * seconds + 1, f"up to {seconds} s"
+    seconds = ask.duration or DEFAULT_VIDEO_SECONDS
+    return VIDEO_FPS * seconds + 1, f"{seconds} s"
 
 
 def quote_images(
@@ -3678,21 +3685,25 @@ def per_image_price(
 ) -> tuple[float, str] | None:
     """The price of one image at `size`, and a word on how it was found: by the size, else by the smallest priced
     size that holds it (an upper bound), else, for a size not given, the dearest (an upper bound)."""
-    if per_image is None or not isinstance(per_image, Mapping):
-        return None if per_image is None else (float(per_image), "")
+    if per_image is None:
+        return None
+    if not isinstance(per_image, Mapping):
+        return float(per_image), ""
     if size and size in per_image:
         return per_image[size], f" ({size})"
-    pixels = IMAGE_SIZE_PIXELS.get(size or "") or pixels_of(size)
-    larger = sorted(
+    priced = sorted(
         (IMAGE_SIZE_PIXELS[name], name)
         for name in per_image
         if name in IMAGE_SIZE_PIXELS
     )
-    fits = [name for area, name in larger if pixels and area >= pixels]
-    name = fits[0] if fits else larger[-1][1] if larger and not pixels else None
-    if name is None:
+    pixels = IMAGE_SIZE_PIXELS.get(size or "") or pixels_of(size)
+    if pixels:
+        holding = [name for area, name in priced if area >= pixels]
+    else:
+        holding = [name for _, name in priced[-1:]]
+    if not holding:
         return None
-    return per_image[name], f" (priced as {name}: an upper bound)"
+    return per_image[holding[0]], f" (priced as {holding[0]}: an upper bound)"
 
 
 def pixels_of(size: str | None) -> int | None:
@@ -3862,17 +3873,29 @@ class Spend:
         self.ledger = (
             None if self.limit is None else Ledger(record_path, self.book.currency)
         )
-        # Keys told that the limit lives in memory only.
+        # Keys told that the limit lives in memory only (a bounded few: over HTTP every caller brings a key).
         self.told: set[str | None] = set()
         # Task id: the rate its creation was quoted at (for its billed cost); a bounded few.
         self.rates: collections.OrderedDict[str, float | None] = (
             collections.OrderedDict()
         )
+        self.lock = threading.Lock()
 
     def remember(self, task_id: str, rate: float | None) -> None:
-        self.rates[task_id] = rate
-        if len(self.rates) > RECORD_CACHE_TASKS:
-            self.rates.popitem(last=False)
+        with self.lock:
+            self.rates[task_id] = rate
+            if len(self.rates) > RECORD_CACHE_TASKS:
+                self.rates.popitem(last=False)
+
+    def first_told(self, owner: str | None) -> bool:
+        """Whether this key is yet to be told that the limit lives in memory (then it is, now)."""
+        with self.lock:
+            if owner in self.told:
+                return False
+            if len(self.told) >= KEYS_KEPT:
+                self.told.clear()
+            self.told.add(owner)
+            return True
 
 
 class Reservation:
@@ -3942,8 +3965,7 @@ def reserve_spend(
             "server may hold the task record for a moment: try again. Nothing was created or billed."
         ) from None
     note = None
-    if ledger.path is None and owner not in spend.told:
-        spend.told.add(owner)
+    if ledger.path is None and spend.first_told(owner):
         note = (
             "Today's spend under DOUBAO_DAILY_LIMIT is kept in memory (the task record is off): a restart forgets "
             "it, and other server processes do not see it."
@@ -7625,6 +7647,8 @@ class Ledger:
         self.path, self.currency = path, currency
         self.lock = threading.Lock()
         self.db: sqlite3.Connection | None = None
+        # The day old rows were last removed.
+        self.pruned = ""
 
     def _open(self) -> sqlite3.Connection:
         """The connection, opened at first use (the record made the file and its table)."""
@@ -7648,6 +7672,13 @@ class Ledger:
             db = self._open()
             db.execute("BEGIN IMMEDIATE")
             try:
+                # Rows older than Ark keeps tasks count for nothing: gone, once a day.
+                if self.pruned != today():
+                    db.execute(
+                        "DELETE FROM spend WHERE posted < ?",
+                        (time.time() - ARK_RETENTION_SECONDS - 86400,),
+                    )
+                    self.pruned = today()
                 spent = self._spent(db, owner)
                 if spent + (quote.amount or 0) > limit:
                     raise OverLimit(spent)

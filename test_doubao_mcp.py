@@ -3672,7 +3672,7 @@ def tokens_for(width: int, height: int, seconds: float) -> int:
             {"model": DANCE_20},
             108_900,
             46,
-            "720p 16:9 (adaptive or unset: as 16:9) 5 s: 108,900 tokens",
+            "720p 16:9 5 s: 108,900 tokens",
         ),
         (
             BASE,
@@ -4326,7 +4326,7 @@ async def test_a_call_above_the_threshold_asks_the_person_first(
             "generate_video", {"prompt": "a fox", "model": DANCE_20}
         )
     assert callback.asked == [
-        "This will cost about 5.0094 CNY: 720p 16:9 (adaptive or unset: as 16:9) 5 s: 108,900 tokens at 46 CNY/M. "
+        "This will cost about 5.0094 CNY: 720p 16:9 5 s: 108,900 tokens at 46 CNY/M. "
         "That is above your DOUBAO_CONFIRM_ABOVE (2 CNY). Go ahead?"
     ]
     if sent:
