@@ -80,7 +80,7 @@ from collections.abc import (
     Mapping,
 )
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple, TypeVar, cast
@@ -3996,8 +3996,8 @@ def room_for(studio: Studio, api_key: str, quote: Quote) -> str | None:
 
 def over_limit_refusal(spent: float, quote: Quote, limit: float) -> str:
     now = datetime.now()
-    midnight = datetime.combine(now.date(), datetime.min.time()).timestamp() + 86400
-    left = max(int(midnight - now.timestamp()) // 60, 1)
+    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time())
+    left = max(int((midnight - now).total_seconds()) // 60, 1)
     return (
         f"Not sent: this call would cost about {quote.amount:g} {quote.currency} ({quote.basis}), and "
         f"{spent:.4g} {quote.currency} of today's limit of {limit:g} {quote.currency} (DOUBAO_DAILY_LIMIT) is spent "
@@ -7672,11 +7672,11 @@ class Ledger:
             db = self._open()
             db.execute("BEGIN IMMEDIATE")
             try:
-                # Rows older than Ark keeps tasks count for nothing: gone, once a day.
+                # Rows long past any day they count for are removed, once a day.
                 if self.pruned != today():
                     db.execute(
                         "DELETE FROM spend WHERE posted < ?",
-                        (time.time() - ARK_RETENTION_SECONDS - 86400,),
+                        (time.time() - 2 * ARK_RETENTION_SECONDS,),
                     )
                     self.pruned = today()
                 spent = self._spent(db, owner)

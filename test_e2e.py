@@ -790,6 +790,12 @@ def test_closing_stdin_mid_download_ends_the_server_at_once_and_leaves_no_part_f
             {"DOUBAO_IMAGE_ENDPOINT_ID": "ep/../x"},
             "DOUBAO_IMAGE_ENDPOINT_ID must be a model id",
         ),
+        # A limit that does not parse is never read as no limit.
+        ({"DOUBAO_DAILY_LIMIT": "lots"}, "DOUBAO_DAILY_LIMIT must be an amount in CNY"),
+        (
+            {"DOUBAO_PRICES": "/no/such/prices.json"},
+            "DOUBAO_PRICES (/no/such/prices.json) cannot be read",
+        ),
     ],
 )
 def test_unusable_settings_are_reported_at_start_up(
