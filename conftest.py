@@ -17,6 +17,7 @@ import sys
 import textwrap
 import threading
 import time
+import urllib.request
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -407,6 +408,8 @@ class FakeArk:
         self.unavailable: dict[str, str] = {}
         self.requests: list[dict[str, Any]] = []
         self.tasks: dict[str, dict[str, Any]] = {}
+        # The bytes of each reference video fetched from its link, in order.
+        self.fetched: list[bytes] = []
         self.lock = threading.Lock()
         self.arrival = threading.Condition()
         self.server = LoopbackServer(("127.0.0.1", 0), self._handler())
@@ -479,6 +482,7 @@ class FakeArk:
                     "usage": {"generated_images": count},
                 }
             if method == "POST" and path == "/api/v3/contents/generations/tasks":
+                self._fetch_links(body.get("content"))
                 problem = self._content_problem(body.get("content"))
                 if problem:
                     return 400, {
@@ -558,6 +562,18 @@ class FakeArk:
                 return 200, {}
         # No such route: a plain web server's page, not Ark's JSON
         return 404, None
+
+    def _fetch_links(self, content: Any) -> None:
+        """As Ark does: fetch each reference video from its link (those on loopback: the tests' own storage)."""
+        for item in content if isinstance(content, list) else []:
+            url = (
+                (item.get("video_url") or {}).get("url", "")
+                if isinstance(item, dict)
+                else ""
+            )
+            if url.startswith("http://127.0.0.1"):
+                with urllib.request.urlopen(url, timeout=10) as got:
+                    self.fetched.append(got.read())
 
     def _advance(self, task: dict[str, Any]) -> None:
         """A poll of the task: queued at the first, running after, succeeded when its time or poll count is up."""
@@ -906,3 +922,64 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto`: one worker more than the cores. Many tests wait on a spawned server or a socket, so a third worker
     on two cores keeps both busy."""
     return (os.cpu_count() or 1) + 1
+
+
+# --- Object storage: a real S3 on loopback (moto's server), and videos with a real movie header ----------------------
+
+UPLOAD_BUCKET = "doubao-test"
+STORAGE_SECRET = "storage-secret-Zq3u8VwX1yB2cD4eF5gH6iJ7kL8mN9oP"
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Any:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def storage(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """An empty bucket in moto, and the standard S3 settings that point boto3 at it (as a person sets them)."""
+    import boto3
+
+    env = {
+        "AWS_ENDPOINT_URL_S3": moto_server,
+        "AWS_ACCESS_KEY_ID": "storage-key-AKIA0123456789",
+        "AWS_SECRET_ACCESS_KEY": STORAGE_SECRET,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "DOUBAO_UPLOADS": f"s3://{UPLOAD_BUCKET}/clips",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    with contextlib.suppress(Exception):
+        s3.create_bucket(Bucket=UPLOAD_BUCKET)
+    for found in s3.list_objects_v2(Bucket=UPLOAD_BUCKET).get("Contents", []):
+        s3.delete_object(Bucket=UPLOAD_BUCKET, Key=found["Key"])
+    s3.env = env
+    return s3
+
+
+def mp4(seconds: float, size: int = 4096, brand: bytes = b"isom") -> bytes:
+    """A file that is an MP4 to its header: ftyp, a moov whose mvhd says `seconds` (timescale 1000), then mdat."""
+    mvhd_body = (
+        b"\x00" * 4
+        + b"\x00" * 8
+        + (1000).to_bytes(4, "big")
+        + int(seconds * 1000).to_bytes(4, "big")
+    )
+    mvhd = (
+        (8 + len(mvhd_body) + 80).to_bytes(4, "big")
+        + b"mvhd"
+        + mvhd_body
+        + b"\x00" * 80
+    )
+    moov = (8 + len(mvhd)).to_bytes(4, "big") + b"moov" + mvhd
+    ftyp = (16).to_bytes(4, "big") + b"ftyp" + brand + b"\x00\x00\x00\x00"
+    head = ftyp + moov
+    padding = max(size - len(head) - 8, 0)
+    return head + (8 + padding).to_bytes(4, "big") + b"mdat" + bytes(padding)

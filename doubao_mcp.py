@@ -24,6 +24,10 @@ Environment:
                          key; off for none (default: 200 CNY or 30 USD).
   DOUBAO_CONFIRM_ABOVE   ask the person before a call estimated above this amount (default: never).
   DOUBAO_PRICES          a JSON file of prices that replace or extend the built-in table (docs/cost.md).
+  DOUBAO_UPLOADS         s3://bucket/prefix: local videos (and images or audios too large to send inline) are
+                         uploaded there for Ark to fetch; needs the uploads extra. Endpoint, region and
+                         credentials: boto3's own AWS_ENDPOINT_URL_S3, AWS_DEFAULT_REGION (or AWS_REGION),
+                         AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE (docs/uploads.md).
   DOUBAO_MCP_TRANSPORT, DOUBAO_MCP_HOST, DOUBAO_MCP_PORT, DOUBAO_MCP_ALLOWED_HOSTS,
   DOUBAO_MCP_ALLOWED_ORIGINS, DOUBAO_MCP_LOG_LEVEL: defaults for the command-line options.
 
@@ -163,6 +167,19 @@ DEFAULT_DAILY_LIMIT = {"CNY": 200.0, "USD": 30.0}
 LEDGER_WAIT_SECONDS = 5.0
 # A task whose creation timed out is looked for among the tasks Ark made this long before or after it was sent.
 UNKNOWN_MATCH_SECONDS = 300.0
+# Uploads (DOUBAO_UPLOADS): Ark fetches a reference video of up to 200 MB from its link.
+VIDEO_INPUT_MAX_BYTES = 200 * 2**20
+# A link lives 6 h on the default tier; a flex task may wait 48 h (execution_expires_after) before Ark fetches it.
+UPLOAD_LINK_SECONDS = 6 * 3600.0
+FLEX_EXPIRES_SECONDS = 48 * 3600.0
+# The longest a SigV4 presigned link may live.
+SIGV4_MAX_SECONDS = 7 * 24 * 3600.0
+# Multipart above this, in parts of this size (boto3's own default threshold).
+UPLOAD_PART_BYTES = 8 * 2**20
+# Silence from the storage before a request is given up (boto3 retries it).
+UPLOAD_READ_TIMEOUT_SECONDS = 60.0
+# The shortest reference video Ark takes.
+REFERENCE_VIDEO_MIN_SECONDS = 2.0
 # The first protocol revision that carries a question to the person in a tool's result (both transports).
 INPUT_REQUIRED_VERSION = "2026-07-28"
 # Talking to Ark: deadlines and retries.
@@ -1321,6 +1338,8 @@ class Config:
     state_dir: Path | None = None
     # Hosts the viewer may load images and videos from.
     media_domains: tuple[str, ...] = MEDIA_DOMAINS
+    # DOUBAO_UPLOADS: where local media is uploaded for Ark to fetch; None: nowhere.
+    uploads: UploadTarget | None = None
     # DOUBAO_PRICES: entries by family, model or endpoint id, checked (see read_prices).
     price_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # DOUBAO_DAILY_LIMIT in the region's currency; None: off. limit_set: the person set it (not the default).
@@ -1343,6 +1362,7 @@ class Config:
         currency = CURRENCIES[region_of(base_url)]
         daily_limit, limit_set = read_daily_limit(env, currency)
         return cls(
+            uploads=read_uploads(env),
             price_overrides=read_prices(env, currency),
             daily_limit=daily_limit,
             limit_set=limit_set,
@@ -1440,6 +1460,28 @@ def read_state_dir(env: Mapping[str, str]) -> Path | None:
         return None
     # A relative one is under home, as DOUBAO_OUTPUT_DIR is.
     return Path.home() / Path(given).expanduser()
+
+
+def read_uploads(env: Mapping[str, str]) -> UploadTarget | None:
+    """DOUBAO_UPLOADS=s3://bucket/prefix, with boto3 installed (the uploads extra)."""
+    given = first_setting(env, ("DOUBAO_UPLOADS",))
+    if not given:
+        return None
+    match = re.fullmatch(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(.*))?", given)
+    if not match:
+        raise ConfigError(
+            f"DOUBAO_UPLOADS must be an S3 bucket and an optional prefix, such as s3://my-bucket/doubao, got "
+            f"{given[:100]!r}"
+        )
+    import importlib.util
+
+    if importlib.util.find_spec("boto3") is None:
+        raise ConfigError(
+            "DOUBAO_UPLOADS needs the uploads extra: install doubao-image-video-mcp[uploads] (with uvx: uvx --from "
+            "'doubao-image-video-mcp[uploads]' doubao-image-video-mcp)"
+        )
+    prefix = (match[2] or "").strip("/")
+    return UploadTarget(bucket=match[1], prefix=f"{prefix}/" if prefix else "")
 
 
 def read_daily_limit(
@@ -2064,7 +2106,13 @@ async def generate_image(
         MediaRef(argument="images", media="image", given=given)
         for given in images or []
     ]
-    loaded = await studio.lanes.slow.run(load_inputs, refs, config)
+    # Images that would take the request past Ark's cap are uploaded, where uploads are set.
+    uploading = (
+        Uploading(studio.uploader, UPLOAD_LINK_SECONDS, None, studio.record)
+        if studio.uploader
+        else None
+    )
+    loaded = await studio.lanes.slow.run(load_inputs, refs, config, uploading)
     body = image_request(
         prompt,
         plan.choice.models[0],
@@ -2216,7 +2264,8 @@ async def generate_video(
     check_consent(config, plan.quote, consent)
     api_key = api_key_for(config, ctx.headers)
     save_to = await studio.lanes.quick.run(choose_folder, save_dir, config)
-    media = await load_content(studio, plan.given)
+    uploading = uploading_for(studio, plan)
+    media = await load_content(studio, plan.given, uploading)
     body = video_request(
         plan.choice.models[0],
         prompt,
@@ -2234,7 +2283,23 @@ async def generate_video(
         report=ctx.report_progress,
         asked=asked,
     )
-    return cast(VideoTask, await make_video(studio, plan, body, follow))
+    task = await make_video(studio, plan, body, follow)
+    if uploading and uploading.done:
+        task = with_fields(task, uploads=[up._asdict() for up in uploading.done])
+    return cast(VideoTask, task)
+
+
+def uploading_for(studio: Studio, plan: Plan) -> Uploading | None:
+    """Where this call's local media is uploaded, and for how long its links live; None without DOUBAO_UPLOADS."""
+    if studio.uploader is None:
+        return None
+    family = family_row("video", plan.choice.models[0])
+    return Uploading(
+        studio.uploader,
+        link_seconds(plan.fields, plan.extra),
+        family.reference_seconds if family else None,
+        studio.record,
+    )
 
 
 def plan_video(
@@ -3376,41 +3441,59 @@ class MediaRef(NamedTuple):
 
 
 async def load_content(
-    studio: Studio, given: Mapping[str, list[str]]
+    studio: Studio, given: Mapping[str, list[str]], uploading: Uploading | None = None
 ) -> list[ContentItem]:
-    """generate_video's media as content items, each read as Ark takes it (a local file on the slow lane)."""
+    """generate_video's media as content items, each read as Ark takes it (a local file on the slow lane, uploaded
+    where it must be). A call cancelled mid-upload ends the upload."""
     inputs = [
         (spec, MediaRef(argument=spec.argument, media=spec.media, given=ref))
         for spec in VIDEO_INPUTS
         for ref in given[spec.argument]
     ]
     refs = [ref for _, ref in inputs]
-    loaded = await studio.lanes.slow.run(load_inputs, refs, studio.config)
+    try:
+        loaded = await studio.lanes.slow.run(
+            load_inputs, refs, studio.config, uploading
+        )
+    except BaseException:
+        if uploading:
+            uploading.cancelled.set()
+        raise
     return [
         ContentItem(item=spec.item, role=spec.role, url=url)
         for (spec, _), url in zip(inputs, loaded, strict=True)
     ]
 
 
-def load_inputs(refs: Iterable[MediaRef], config: Config) -> list[str]:
-    """Each reference as Ark takes it (see `load_media`), refusing a set of inline files that would not fit in one
-    Ark request. Runs on a worker thread."""
+def load_inputs(
+    refs: Iterable[MediaRef], config: Config, uploading: Uploading | None = None
+) -> list[str]:
+    """Each reference as Ark takes it (see `load_media`). A local file that would take the request past Ark's cap is
+    uploaded instead, where uploads are set; else the call is refused. Runs on a worker thread."""
     loaded, inline = [], 0
     for ref in refs:
-        loaded.append(load_media(ref, config))
-        if loaded[-1].startswith("data:"):
-            inline += len(loaded[-1])
-        if inline > REQUEST_MAX_BYTES:
-            raise DoubaoError(
-                f"The inline files add up to over {size_text(REQUEST_MAX_BYTES)} of base64, Ark's limit for a whole "
-                "request: pass some as https URLs or asset:// ids."
-            )
+        url = load_media(ref, config, uploading)
+        if url.startswith("data:") and inline + len(url) > REQUEST_MAX_BYTES:
+            path = local_file(ref, ref.given.strip(), config)
+            if uploading is None or path is None:
+                raise DoubaoError(
+                    f"The inline files add up to over {size_text(REQUEST_MAX_BYTES)} of base64, Ark's limit for a "
+                    "whole request: pass some as https URLs or asset:// ids, or set DOUBAO_UPLOADS to upload them "
+                    "(docs/uploads.md)."
+                )
+            url = uploading.put(ref, path, config)
+        if url.startswith("data:"):
+            inline += len(url)
+        loaded.append(url)
     return loaded
 
 
-def load_media(ref: MediaRef, config: Config) -> str:
+def load_media(
+    ref: MediaRef, config: Config, uploading: Uploading | None = None
+) -> str:
     """One image, video or audio argument as Ark takes it: URLs and asset ids pass through, a data URL is checked,
-    a local file becomes a data URL. Runs on a worker thread: it reads files, where `config` allows."""
+    a local file becomes a data URL, or a link to its upload (a video: Ark takes no video inline). Runs on a worker
+    thread: it reads files, where `config` allows."""
     given = ref.given.strip()
     parts = urlsplit(given)
     if parts.scheme in ("http", "https") and parts.netloc:
@@ -3421,25 +3504,100 @@ def load_media(ref: MediaRef, config: Config) -> str:
                 f"{ref.argument}: {given[:80]!r} is not an asset id such as asset://asset-2026..."
             )
         return given
-    if ref.media == "video":
+    if ref.media == "video" and parts.scheme == "data":
         raise DoubaoError(
-            f"{ref.argument}: Ark takes reference videos only as https URLs or asset:// ids, not as files or data "
-            "URLs: upload the video somewhere Ark can fetch it."
+            f"{ref.argument}: Ark takes reference videos only as https URLs or asset:// ids, not as data URLs: give "
+            "the file's path (with DOUBAO_UPLOADS set), or a link Ark can fetch."
         )
     if parts.scheme == "data":
         return checked_data_url(ref, given)
+    path = local_file(ref, given, config)
+    if path is None:
+        raise DoubaoError(
+            f"{ref.argument}: {given[:80]!r} is not an https URL, a data URL, an asset:// id or a file path."
+        )
+    if ref.media == "video":
+        if uploading is None:
+            raise DoubaoError(
+                f"{ref.argument}: Ark takes reference videos only as https URLs or asset:// ids, so a local video "
+                "is uploaded to your own object storage first: set DOUBAO_UPLOADS=s3://bucket/prefix and its "
+                "credentials (see docs/uploads.md), or give a link Ark can fetch."
+            )
+        return uploading.put(ref, path, config)
+    return file_as_data_url(ref, path, config)
+
+
+def local_file(ref: MediaRef, given: str, config: Config) -> Path | None:
+    """The local path an argument names (a path, or a file:// URL), confined as `local_path` says; None for what is
+    not a path."""
+    parts = urlsplit(given)
     if parts.scheme == "file":
         if parts.netloc not in ("", "localhost"):
             raise DoubaoError(
                 f"{ref.argument}: {given[:QUOTE_MAX_CHARS]!r} points at another machine; use a local path."
             )
         given = url2pathname(unquote(parts.path))
+    # One letter is a Windows drive (C:\...), not a scheme.
     elif len(parts.scheme) > 1:
-        # One letter is a Windows drive (C:\...), not a scheme.
-        raise DoubaoError(
-            f"{ref.argument}: {given[:80]!r} is not an https URL, a data URL, an asset:// id or a file path."
+        return None
+    return local_path(config, given, ref.argument)
+
+
+class Uploading:
+    """One call's uploads: the target, how long its links live, the longest reference video its model takes in all,
+    what it uploaded, and its cancel (checked as each chunk goes)."""
+
+    def __init__(
+        self,
+        uploader: Uploader,
+        seconds: float,
+        longest: float | None,
+        record: Record | None = None,
+    ):
+        self.uploader, self.seconds, self.longest, self.record = (
+            uploader,
+            seconds,
+            longest,
+            record,
         )
-    return file_as_data_url(ref, local_path(config, given, ref.argument), config)
+        self.done: list[Uploaded] = []
+        self.video_seconds = 0.0
+        self.cancelled = threading.Event()
+
+    def put(self, ref: MediaRef, path: Path, config: Config) -> str:
+        """Upload the file (once: see Uploader.link), and a fresh link to it."""
+        limit = (
+            VIDEO_INPUT_MAX_BYTES
+            if ref.media == "video"
+            else MEDIA[ref.media].max_bytes
+        )
+        opened = open_for_upload(ref, path, config, limit)
+        with opened.file:
+            if opened.seconds is not None:
+                self.check_length(opened)
+            url, uploaded = self.uploader.link(opened, self.seconds, self.chunk_sent)
+        self.done.append(uploaded)
+        if self.record is not None:
+            self.record.uploaded(self.uploader.target.bucket, uploaded)
+        return url
+
+    def check_length(self, opened: OpenedMedia) -> None:
+        seconds = opened.seconds or 0.0
+        if seconds < REFERENCE_VIDEO_MIN_SECONDS:
+            raise DoubaoError(
+                f"{opened.argument}: {opened.path.name} is {seconds:.1f} s long; Ark takes reference videos of at "
+                f"least {REFERENCE_VIDEO_MIN_SECONDS:g} s."
+            )
+        self.video_seconds += seconds
+        if self.longest is not None and self.video_seconds > self.longest:
+            raise DoubaoError(
+                f"{opened.argument}: the reference videos add up to {self.video_seconds:.1f} s; this model takes "
+                f"at most {self.longest:g} s in all."
+            )
+
+    def chunk_sent(self, _: int) -> None:
+        if self.cancelled.is_set():
+            raise UploadCancelled
 
 
 def checked_data_url(ref: MediaRef, given: str) -> str:
@@ -3527,6 +3685,301 @@ class ContentItem(NamedTuple):
     item: str
     role: str
     url: str
+
+
+# --- Uploads: local media into the person's own object storage, as links Ark can fetch --------------------------------
+# Ark takes reference videos only as web URLs, and a whole request only up to 64 MB. With DOUBAO_UPLOADS set, a local
+# video (and an image or audio that would not fit in the request) is uploaded to the person's S3-compatible bucket
+# (TOS, AWS S3, R2, MinIO), once: the object's key is the file's SHA-256, so the same clip is uploaded once and each
+# use gets a fresh presigned link. boto3 is imported only here, only when uploads are set; it reads the endpoint,
+# region and credentials from its own standard settings.
+
+
+@dataclass(frozen=True)
+class UploadTarget:
+    """DOUBAO_UPLOADS: s3://bucket/prefix."""
+
+    bucket: str
+    prefix: str
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+class Uploaded(NamedTuple):
+    """What a result says of an upload: never the link, which opens the person's private object."""
+
+    key: str
+    bytes: int
+    expires_at: str
+    # False: the object was there already.
+    sent: bool
+
+
+class Uploader:
+    """The person's bucket, through boto3 (made at first use, on a worker thread). Thread-safe: boto3 clients are."""
+
+    def __init__(self, target: UploadTarget, env: Mapping[str, str] = os.environ):
+        self.target = target
+        self.env = env
+        self.lock = threading.Lock()
+        self.s3: Any = None
+
+    def client(self) -> Any:
+        with self.lock:
+            if self.s3 is None:
+                import boto3
+                from botocore.config import Config as BotoConfig
+
+                endpoint = first_setting(
+                    self.env, ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+                )
+                host = urlsplit(endpoint or "").hostname or ""
+                # TOS wants virtual-hosted addressing; an IP or localhost (MinIO, moto) can only do path style.
+                path_style = host == "localhost" or is_ip(host)
+                self.s3 = boto3.session.Session().client(
+                    "s3",
+                    # Read here as boto3 reads it, so that the addressing style matches the endpoint.
+                    endpoint_url=endpoint,
+                    # botocore reads AWS_DEFAULT_REGION only: AWS_REGION is passed on.
+                    region_name=first_setting(
+                        self.env, ("AWS_DEFAULT_REGION", "AWS_REGION")
+                    ),
+                    config=BotoConfig(
+                        signature_version="s3v4",
+                        s3={"addressing_style": "path" if path_style else "virtual"},
+                        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                        read_timeout=UPLOAD_READ_TIMEOUT_SECONDS,
+                        retries={"max_attempts": 3, "mode": "standard"},
+                    ),
+                )
+            return self.s3
+
+    def secrets(self) -> list[str]:
+        """The storage credentials, redacted like the Ark key from every result, error and log line."""
+        try:
+            import boto3
+
+            found = boto3.session.Session().get_credentials()
+        except Exception:
+            return []
+        if found is None:
+            return []
+        frozen = found.get_frozen_credentials()
+        return [s for s in (frozen.access_key, frozen.secret_key, frozen.token) if s]
+
+    def link(
+        self,
+        opened: OpenedMedia,
+        seconds: float,
+        report: Callable[[int], None] | None = None,
+    ) -> tuple[str, Uploaded]:
+        """The object for this file (uploaded unless it is there already, whole), and a fresh link to it."""
+        s3 = self.client()
+        key = f"{self.target.prefix}{opened.digest}{opened.kind.extension}"
+        sent = False
+        try:
+            try:
+                there = s3.head_object(Bucket=self.target.bucket, Key=key)
+                whole = there.get("ContentLength") == opened.size
+            except Exception as error:
+                if storage_code(error) not in ("404", "NoSuchKey", "NotFound"):
+                    raise
+                whole = False
+            if not whole:
+                from boto3.s3.transfer import TransferConfig
+
+                opened.file.seek(0)
+                s3.upload_fileobj(
+                    opened.file,
+                    self.target.bucket,
+                    key,
+                    ExtraArgs={"ContentType": opened.kind.mime},
+                    Config=TransferConfig(
+                        multipart_threshold=UPLOAD_PART_BYTES,
+                        multipart_chunksize=UPLOAD_PART_BYTES,
+                    ),
+                    Callback=report,
+                )
+                sent = True
+            url = s3.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self.target.bucket, "Key": key},
+                ExpiresIn=int(seconds),
+            )
+        except UploadCancelled:
+            raise
+        except Exception as error:
+            raise DoubaoError(upload_failed(self.target, opened, error)) from None
+        expires = datetime.fromtimestamp(time.time() + seconds, timezone.utc).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"
+        )
+        return url, Uploaded(key=key, bytes=opened.size, expires_at=expires, sent=sent)
+
+    def remove(self, keys: Iterable[str]) -> list[str]:
+        """Delete these objects (the record's, never a listing of the bucket): those that went."""
+        s3, gone = self.client(), []
+        for key in keys:
+            try:
+                s3.delete_object(Bucket=self.target.bucket, Key=key)
+                gone.append(key)
+            except Exception as error:
+                log.warning(
+                    "Could not remove %s: %s",
+                    key,
+                    storage_code(error) or type(error).__name__,
+                )
+        return gone
+
+
+class UploadCancelled(Exception):
+    """The call was cancelled mid-upload: boto3 aborts the multipart upload, and nothing is sent to Ark."""
+
+
+def is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        return False
+
+
+def storage_code(error: BaseException) -> str:
+    """The storage's error code (boto3's ClientError), never its message: a proxy may echo credentials there."""
+    response = getattr(error, "response", None)
+    code = (
+        as_object(as_object(response).get("Error")).get("Code")
+        if isinstance(response, dict)
+        else None
+    )
+    return str(code)[:60] if code else ""
+
+
+REFUSED_CREDENTIALS = "the storage refused the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile)"
+# What a storage error code means, for the person who set the storage up.
+STORAGE_ERRORS = {
+    "AccessDenied": REFUSED_CREDENTIALS,
+    "403": REFUSED_CREDENTIALS,
+    "InvalidAccessKeyId": "the storage does not know the access key (AWS_ACCESS_KEY_ID)",
+    "SignatureDoesNotMatch": "the secret key does not match the access key (AWS_SECRET_ACCESS_KEY)",
+    "ExpiredToken": "the credentials have expired: renew them",
+    "NoSuchBucket": "the bucket does not exist",
+    "EntityTooLarge": "the storage refused a file this large",
+}
+
+
+def upload_failed(
+    target: UploadTarget, opened: OpenedMedia, error: BaseException
+) -> str:
+    code = storage_code(error)
+    why = STORAGE_ERRORS.get(code) or (
+        f"the storage answered {code}"
+        if code
+        else f"the storage could not be reached or did not answer in time ({type(error).__name__})"
+    )
+    return (
+        f"{opened.argument}: uploading {opened.path.name} to {target} failed: {why}. Nothing was sent to Ark. See "
+        "docs/uploads.md."
+    )
+
+
+class OpenedMedia(NamedTuple):
+    """A local file to upload, opened once (confined, checked) and hashed."""
+
+    argument: str
+    path: Path
+    file: Any
+    size: int
+    kind: Signature
+    digest: str
+    # Seconds, when the file's own header says (an MP4 or MOV's movie header).
+    seconds: float | None
+
+
+def open_for_upload(
+    ref: MediaRef, path: Path, config: Config, max_bytes: int
+) -> OpenedMedia:
+    """The file opened beneath the allowed folder, a regular file of at most `max_bytes`, recognised by its bytes
+    as the medium it is given as, and hashed (the object's key). Runs on a worker thread."""
+    kind = MEDIA[ref.media]
+    fd = open_beneath(path, config.allowed_dir, READ_FLAGS, ref.argument)
+    file = os.fdopen(fd, "rb")
+    try:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise DoubaoError(f"{ref.argument}: {path} is not a regular file.")
+        if info.st_size > max_bytes:
+            raise DoubaoError(
+                f"{ref.argument}: {path} is {size_text(info.st_size)}, over Ark's {size_text(max_bytes)} limit for "
+                "this input."
+            )
+        found = sniff(file.read(SNIFF_BYTES))
+        if not found or not found.mime.startswith(kind.mime + "/"):
+            raise DoubaoError(f"{ref.argument}: {path} is not {kind.described}.")
+        file.seek(0)
+        digest = hashlib.sha256()
+        for chunk in iter(partial(file.read, DOWNLOAD_CHUNK_BYTES), b""):
+            digest.update(chunk)
+        seconds = movie_seconds(file) if ref.media == "video" else None
+        return OpenedMedia(
+            ref.argument, path, file, info.st_size, found, digest.hexdigest(), seconds
+        )
+    except BaseException:
+        file.close()
+        raise
+
+
+def movie_seconds(file: Any) -> float | None:
+    """An MP4 or MOV's length from its movie header (moov/mvhd), read box by box without a decoder; None when the
+    header cannot be found or read."""
+    file.seek(0, os.SEEK_END)
+    end = file.tell()
+
+    def boxes(start: int, stop: int) -> Iterator[tuple[bytes, int, int]]:
+        at = start
+        while at + 8 <= stop:
+            file.seek(at)
+            head = file.read(16)
+            size, name = int.from_bytes(head[:4], "big"), head[4:8]
+            body = at + 8
+            if size == 1:
+                size, body = int.from_bytes(head[8:16], "big"), at + 16
+            elif size == 0:
+                size = stop - at
+            if size < 8 or at + size > stop:
+                return
+            yield name, body, at + size
+            at += size
+
+    for name, body, stop in boxes(0, end):
+        if name != b"moov":
+            continue
+        for inner, start, _ in boxes(body, stop):
+            if inner == b"mvhd":
+                file.seek(start)
+                header = file.read(32)
+                if header[:1] == b"\x01":
+                    scale, length = (
+                        int.from_bytes(header[20:24], "big"),
+                        int.from_bytes(header[24:32], "big"),
+                    )
+                else:
+                    scale, length = (
+                        int.from_bytes(header[12:16], "big"),
+                        int.from_bytes(header[16:20], "big"),
+                    )
+                return length / scale if scale else None
+    return None
+
+
+def link_seconds(fields: Mapping[str, Any], extra: Mapping[str, Any]) -> float:
+    """How long an upload's link lives: 6 h on the default tier; on flex, at least the task's
+    execution_expires_after (48 h by default); at most SigV4's 7 days."""
+    if fields.get("service_tier") != "flex":
+        return UPLOAD_LINK_SECONDS
+    expires = extra.get("execution_expires_after")
+    flex = float(cast(float, expires)) if is_amount(expires) else FLEX_EXPIRES_SECONDS
+    return min(max(flex, UPLOAD_LINK_SECONDS), SIGV4_MAX_SECONDS)
 
 
 # --- Cost: what a call will cost, what it cost, and whether the person agreed -----------------------------------------
@@ -4124,6 +4577,7 @@ class Studio:
         self.memory = ModelMemory()
         self.estimates = Estimates(record, key_fingerprint(config.api_key))
         self.spend = Spend(config, record.path if record else None)
+        self.uploader = Uploader(config.uploads) if config.uploads else None
         self.batchers: collections.OrderedDict[str, PollBatcher] = (
             collections.OrderedDict()
         )
@@ -6575,12 +7029,24 @@ class ListedTask(TypedDict):
     save_errors: NotRequired[list[SaveError]]
 
 
+class UploadedFile(TypedDict):
+    """A local file uploaded for Ark to fetch (DOUBAO_UPLOADS): its object, its size, when its link expires, and
+    whether it was sent now (False: the same file was there already)."""
+
+    key: str
+    bytes: int
+    expires_at: str
+    sent: bool
+
+
 @with_config(OPEN)
 class VideoTask(ListedTask):
     # The model: defaults skipped on the way to it, or its retirement.
     note: NotRequired[Unlisted[str]]
     # An unfinished task: about how long it takes, from its creation.
     estimate_seconds: NotRequired[Unlisted[int]]
+    # The local files this call uploaded for Ark to fetch.
+    uploads: NotRequired[Unlisted[list[UploadedFile]]]
     # What to do now; a listing leaves it out, as it would say the same for every task.
     next_step: str
 
@@ -7424,6 +7890,32 @@ class Record:
             self.me,
         )
 
+    def uploaded(self, bucket: str, upload: Uploaded) -> None:
+        """An object a call used: uploaded now, or found there."""
+        now = time.time()
+        self._write(
+            "INSERT INTO uploads (bucket, key, bytes, uploaded, used) VALUES (?, ?, ?, ?, ?) ON CONFLICT (bucket, "
+            "key) DO UPDATE SET used = excluded.used, uploaded = CASE WHEN ? THEN excluded.uploaded ELSE "
+            "uploads.uploaded END",
+            bucket,
+            upload.key,
+            upload.bytes,
+            now,
+            now,
+            upload.sent,
+        )
+
+    def uploads_before(self, bucket: str, before: float) -> list[str]:
+        """The keys of this bucket's objects no call has used since `before`."""
+        rows = self._read(
+            "SELECT key FROM uploads WHERE bucket = ? AND used < ?", bucket, before
+        )
+        return [key for (key,) in rows if isinstance(key, str)]
+
+    def forget_uploads(self, bucket: str, keys: Iterable[str]) -> None:
+        for key in keys:
+            self._write("DELETE FROM uploads WHERE bucket = ? AND key = ?", bucket, key)
+
     def gave_up(self, task_id: str, error: str | None) -> None:
         """Nothing more to save for this task (cancelled, deleted, or Ark refuses it; `error` says why, when it is a
         failure): no start-up resumes it."""
@@ -7474,6 +7966,19 @@ class Record:
                     )
 
 
+# What this server uploaded (DOUBAO_UPLOADS), so that --prune-uploads removes its own objects and nothing else.
+UPLOADS_SCHEMA = (
+    """
+CREATE TABLE IF NOT EXISTS uploads (
+    bucket TEXT NOT NULL, key TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    uploaded REAL NOT NULL,        -- when it was last uploaded (unix seconds)
+    used REAL NOT NULL,            -- when a call last used it
+    PRIMARY KEY (bucket, key)
+)""",
+)
+
+
 def migrate(db: sqlite3.Connection, path: Path) -> None:
     """Bring a record to RECORD_VERSION: make a new one, or migrate an older one of ours. A file that is not ours
     is refused (RecordUnusable) and left as it is."""
@@ -7516,8 +8021,8 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
                 db.execute(statement)
         elif version == 1:
             migrate_v1(db)
-        # Added beside the tasks in version 2: older servers leave it alone.
-        for statement in SPEND_SCHEMA:
+        # Added beside the tasks in version 2: older servers leave them alone.
+        for statement in (*SPEND_SCHEMA, *UPLOADS_SCHEMA):
             db.execute(statement)
         db.execute(f"PRAGMA application_id = {RECORD_APP_ID}")
         db.execute(f"PRAGMA user_version = {RECORD_VERSION}")
@@ -8622,10 +9127,12 @@ def build_server(
 
 
 def new_client(config: Config) -> ArkClient:
+    # The storage credentials are redacted like the key.
+    storage = Uploader(config.uploads).secrets() if config.uploads else []
     return ArkClient(
         config.base_url,
         config.image_timeout,
-        secrets=[config.api_key or ""],
+        secrets=[config.api_key or "", *storage],
         limits=config.limits,
         media_domains=config.media_domains,
     )
@@ -8658,6 +9165,8 @@ def main(argv: list[str] | None = None) -> None:
     record = open_record(
         config, explicit=bool(os.environ.get("DOUBAO_STATE_DIR", "").strip())
     )
+    if args.prune_uploads is not None:
+        sys.exit(prune_uploads(config, record, args.prune_uploads))
     watcher = (
         Watcher(client, record, config.api_key, config)
         if record and config.api_key
@@ -8678,6 +9187,26 @@ def main(argv: list[str] | None = None) -> None:
         # Ends every exchange still in flight, the watcher's too.
         client.close()
         remove_live_parts()
+
+
+def prune_uploads(config: Config, record: Record | None, days: float) -> int:
+    """--prune-uploads: remove this server's uploads that no call has used for `days` days, counted from the task
+    record (never by listing the bucket). The exit status."""
+    if config.uploads is None or record is None:
+        print(
+            "doubao-mcp: --prune-uploads needs DOUBAO_UPLOADS and the task record (DOUBAO_STATE_DIR), which "
+            "remembers what was uploaded.",
+            file=sys.stderr,
+        )
+        return 2
+    keys = record.uploads_before(config.uploads.bucket, time.time() - days * 86400)
+    gone = Uploader(config.uploads).remove(keys)
+    record.forget_uploads(config.uploads.bucket, gone)
+    print(
+        f"doubao-mcp: removed {len(gone)} of {len(keys)} uploads not used for {days:g} days from {config.uploads}.",
+        file=sys.stderr,
+    )
+    return 0 if len(gone) == len(keys) else 1
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -8726,6 +9255,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         choices=LOG_LEVELS,
         default=env.get("DOUBAO_MCP_LOG_LEVEL", "WARNING"),
         help="stderr log level, default WARNING (DOUBAO_MCP_LOG_LEVEL)",
+    )
+    parser.add_argument(
+        "--prune-uploads",
+        type=float,
+        metavar="DAYS",
+        help="remove the objects this server uploaded (DOUBAO_UPLOADS) that no call has used for DAYS days, then exit",
     )
     parser.add_argument(
         "--version", action="version", version=f"%(prog)s {__version__}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import io
 import itertools
 import json
@@ -55,10 +56,12 @@ from conftest import (
     S40,
     S45,
     S55,
+    STORAGE_SECRET,
     SUCCEEDED_TASK,
     TASK_ID,
     TASKS,
     TASKS_ROUTE,
+    UPLOAD_BUCKET,
     URL,
     VIDEO_BYTES,
     VIDEO_URL,
@@ -78,6 +81,7 @@ from conftest import (
     jpegs,
     make_server,
     make_studio,
+    mp4,
     no_progress,
     plan_of,
     posted_models,
@@ -3653,6 +3657,280 @@ async def test_inline_files_over_arks_64_mb_request_limit_are_refused_before_sen
     assert len(ark.calls) == 0
 
 
+# --- Uploads: local media into the person's own object storage, as links Ark can fetch --------------------------------
+
+
+def upload_server(
+    fake_ark: FakeArk, tmp_path: Path | None = None, **changes: Any
+) -> Any:
+    config = replace(
+        Config.from_env(), base_url=fake_ark.url, previews=False, **changes
+    )
+    record = Record(tmp_path, fake_ark.url) if tmp_path else None
+    return make_server(config, record=record)
+
+
+async def test_a_local_reference_video_is_uploaded_once_and_ark_fetches_each_fresh_link(
+    fake_ark: FakeArk, storage: Any, tmp_path: Path
+) -> None:
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(mp4(6.0))
+    call = {
+        "prompt": "@Video1, in snow",
+        "model": DANCE_20,
+        "reference_videos": [str(clip)],
+    }
+    async with Client(upload_server(fake_ark)) as client:
+        first = await client.call_tool("generate_video", call)
+        again = await client.call_tool(
+            "generate_video", {**call, "service_tier": "flex"}
+        )
+    digest = hashlib.sha256(clip.read_bytes()).hexdigest()
+    key = f"clips/{digest}.mp4"
+    (uploaded,) = first.structured_content["uploads"]
+    assert (
+        uploaded["key"] == key
+        and uploaded["bytes"] == len(clip.read_bytes())
+        and uploaded["sent"]
+    )
+    (reused,) = again.structured_content["uploads"]
+    assert reused["key"] == key and not reused["sent"]
+    # A flex task may wait 48 h before Ark fetches the link: it lives that long.
+    lifetime = doubao_mcp.timestamp_of(reused["expires_at"]) - doubao_mcp.timestamp_of(
+        uploaded["expires_at"]
+    )
+    assert lifetime == pytest.approx(42 * 3600, abs=120)
+    # Ark fetched the clip's own bytes, twice, from one object; the link never reaches the result.
+    assert fake_ark.fetched == [clip.read_bytes()] * 2
+    assert [
+        o["Key"] for o in storage.list_objects_v2(Bucket=UPLOAD_BUCKET)["Contents"]
+    ] == [key]
+    assert (
+        storage.head_object(Bucket=UPLOAD_BUCKET, Key=key)["ContentType"] == "video/mp4"
+    )
+    for result in (first, again):
+        assert "X-Amz-Signature" not in result.content[0].text
+        assert STORAGE_SECRET not in result.content[0].text
+
+
+async def test_a_clip_past_the_multipart_threshold_goes_up_in_parts(
+    fake_ark: FakeArk, storage: Any, tmp_path: Path
+) -> None:
+    clip = tmp_path / "long.mov"
+    clip.write_bytes(mp4(10.0, size=9 * 2**20, brand=b"qt  "))
+    result = await call(
+        "generate_video",
+        {"prompt": "@Video1", "model": DANCE_20, "reference_videos": [str(clip)]},
+        replace(Config.from_env(), base_url=fake_ark.url),
+    )
+    (uploaded,) = result.structured_content["uploads"]
+    assert uploaded["key"].endswith(".mov")
+    head = storage.head_object(Bucket=UPLOAD_BUCKET, Key=uploaded["key"])
+    # An ETag with a part count: it went up in parts.
+    assert head["ContentLength"] == 9 * 2**20 and "-" in head["ETag"]
+    assert head["ContentType"] == "video/quicktime"
+    assert fake_ark.fetched == [clip.read_bytes()]
+
+
+async def test_an_object_removed_since_is_uploaded_again(
+    fake_ark: FakeArk, storage: Any, tmp_path: Path
+) -> None:
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(mp4(5.0))
+    call = {"prompt": "@Video1", "model": DANCE_20, "reference_videos": [str(clip)]}
+    async with Client(upload_server(fake_ark)) as client:
+        first = await client.call_tool("generate_video", call)
+        storage.delete_object(
+            Bucket=UPLOAD_BUCKET, Key=first.structured_content["uploads"][0]["key"]
+        )
+        again = await client.call_tool("generate_video", call)
+    assert again.structured_content["uploads"][0]["sent"]
+    assert fake_ark.fetched == [clip.read_bytes()] * 2
+
+
+@pytest.mark.parametrize(
+    ("write", "error"),
+    [
+        (lambda p: p.write_bytes(PNG), "is not an MP4 or MOV video"),
+        (
+            lambda p: p.write_bytes(mp4(1.0)),
+            "is 1.0 s long; Ark takes reference videos of at least 2 s",
+        ),
+        (
+            lambda p: p.write_bytes(mp4(16.0)),
+            "the reference videos add up to 16.0 s; this model takes at most 15.2 s",
+        ),
+    ],
+)
+async def test_a_local_video_is_checked_before_anything_is_uploaded_or_sent(
+    fake_ark: FakeArk, storage: Any, tmp_path: Path, write: Any, error: str
+) -> None:
+    clip = tmp_path / "clip.mp4"
+    write(clip)
+    result = await call(
+        "generate_video",
+        {"prompt": "@Video1", "model": DANCE_20, "reference_videos": [str(clip)]},
+        replace(Config.from_env(), base_url=fake_ark.url),
+    )
+    assert error in error_text(result)
+    assert "Contents" not in storage.list_objects_v2(Bucket=UPLOAD_BUCKET)
+    assert not [r for r in fake_ark.requests if r["method"] == "POST"]
+
+
+async def test_without_an_upload_target_a_local_video_is_refused_naming_the_settings(
+    ark: Any, tmp_path: Path
+) -> None:
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(mp4(5.0))
+    result = await call(
+        "generate_video",
+        {"prompt": "@Video1", "model": DANCE_20, "reference_videos": [str(clip)]},
+    )
+    text = error_text(result)
+    assert (
+        "set DOUBAO_UPLOADS=s3://bucket/prefix and its credentials (see docs/uploads.md)"
+        in text
+    )
+    assert len(ark.calls) == 0
+
+
+async def test_a_missing_bucket_or_refused_credentials_fail_the_call_before_ark_and_name_the_cause(
+    fake_ark: FakeArk, storage: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(mp4(5.0))
+    monkeypatch.setenv("DOUBAO_UPLOADS", "s3://no-such-bucket/clips")
+    result = await call(
+        "generate_video",
+        {"prompt": "@Video1", "model": DANCE_20, "reference_videos": [str(clip)]},
+        replace(Config.from_env(), base_url=fake_ark.url),
+    )
+    text = error_text(result)
+    assert (
+        "uploading clip.mp4 to s3://no-such-bucket/clips/ failed: the bucket does not exist"
+        in text
+    )
+    assert "Nothing was sent to Ark" in text and STORAGE_SECRET not in text
+    assert not [r for r in fake_ark.requests if r["method"] == "POST"]
+
+
+def test_a_storage_that_does_not_answer_fails_within_its_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A port that accepts and never answers: boto3's read timeout (shortened here), retried, then one sentence."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        monkeypatch.setenv(
+            "AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{silent.getsockname()[1]}"
+        )
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", STORAGE_SECRET)
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        monkeypatch.setattr(doubao_mcp, "UPLOAD_READ_TIMEOUT_SECONDS", 0.2)
+        clip = tmp_path / "clip.mp4"
+        clip.write_bytes(mp4(5.0))
+        uploading = doubao_mcp.Uploading(
+            doubao_mcp.Uploader(doubao_mcp.UploadTarget("b", "")), 3600, None
+        )
+        ref = doubao_mcp.MediaRef(
+            argument="reference_videos", media="video", given=str(clip)
+        )
+        with pytest.raises(
+            doubao_mcp.DoubaoError,
+            match="could not be reached or did not answer in time",
+        ):
+            uploading.put(ref, clip, Config())
+
+
+def test_a_cancelled_call_ends_its_upload_and_leaves_no_unfinished_multipart_upload(
+    storage: Any, tmp_path: Path
+) -> None:
+    clip = tmp_path / "long.mp4"
+    clip.write_bytes(mp4(10.0, size=20 * 2**20))
+    uploading = doubao_mcp.Uploading(
+        doubao_mcp.Uploader(
+            doubao_mcp.UploadTarget(UPLOAD_BUCKET, "clips/"), storage.env
+        ),
+        3600,
+        None,
+    )
+    uploading.cancelled.set()
+    ref = doubao_mcp.MediaRef(
+        argument="reference_videos", media="video", given=str(clip)
+    )
+    with pytest.raises(doubao_mcp.UploadCancelled):
+        uploading.put(ref, clip, Config())
+    assert "Contents" not in storage.list_objects_v2(Bucket=UPLOAD_BUCKET)
+    assert storage.list_multipart_uploads(Bucket=UPLOAD_BUCKET).get("Uploads", []) == []
+
+
+async def test_the_record_keeps_uploads_across_a_restart_and_prune_removes_only_its_own(
+    fake_ark: FakeArk, storage: Any, tmp_path: Path
+) -> None:
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(mp4(5.0))
+    storage.put_object(Bucket=UPLOAD_BUCKET, Key="clips/someone-elses.mp4", Body=b"x")
+    state = tmp_path / "state"
+    async with Client(upload_server(fake_ark, state)) as client:
+        made = await client.call_tool(
+            "generate_video",
+            {"prompt": "@Video1", "model": DANCE_20, "reference_videos": [str(clip)]},
+        )
+    key = made.structured_content["uploads"][0]["key"]
+    config = replace(Config.from_env(), base_url=fake_ark.url)
+    restarted = Record(state, fake_ark.url)
+    assert restarted.uploads_before(UPLOAD_BUCKET, time.time() + 1) == [key]
+    assert doubao_mcp.prune_uploads(config, restarted, days=0) == 0
+    left = [o["Key"] for o in storage.list_objects_v2(Bucket=UPLOAD_BUCKET)["Contents"]]
+    assert left == ["clips/someone-elses.mp4"]
+    assert restarted.uploads_before(UPLOAD_BUCKET, time.time() + 1) == []
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ("bucket-only", "DOUBAO_UPLOADS must be an S3 bucket and an optional prefix"),
+        ("s3://UPPER/x", "DOUBAO_UPLOADS must be an S3 bucket and an optional prefix"),
+    ],
+)
+def test_a_bad_upload_target_stops_start_up(
+    monkeypatch: pytest.MonkeyPatch, value: str, error: str
+) -> None:
+    monkeypatch.setenv("DOUBAO_UPLOADS", value)
+    with pytest.raises(doubao_mcp.ConfigError, match=re.escape(error)):
+        Config.from_env()
+
+
+def test_tos_gets_virtual_hosted_links_signed_v4_and_a_local_endpoint_path_style(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", STORAGE_SECRET)
+    target = doubao_mcp.UploadTarget("my-bucket", "p/")
+    tos = doubao_mcp.Uploader(
+        target,
+        {
+            "AWS_ENDPOINT_URL_S3": "https://tos-s3-cn-beijing.volces.com",
+            "AWS_REGION": "cn-beijing",
+        },
+    ).client()
+    local = doubao_mcp.Uploader(
+        target, {"AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9000"}
+    ).client()
+    tos_link = tos.generate_presigned_url(
+        "get_object", Params={"Bucket": "my-bucket", "Key": "p/a.mp4"}
+    )
+    local_link = local.generate_presigned_url(
+        "get_object", Params={"Bucket": "my-bucket", "Key": "p/a.mp4"}
+    )
+    assert tos_link.startswith(
+        "https://my-bucket.tos-s3-cn-beijing.volces.com/p/a.mp4?"
+    )
+    assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in tos_link and "cn-beijing" in tos_link
+    assert local_link.startswith("http://127.0.0.1:9000/my-bucket/p/a.mp4?")
+
+
 # --- Cost: what a call will cost, what it cost, and whether the person agreed -----------------------------------------
 
 BYTEPLUS = "https://ark.ap-southeast.bytepluses.com/api/v3"
@@ -6180,8 +6458,8 @@ async def test_image_layers_keep_their_names_and_boxes(ark: Any) -> None:
 # --- The task record: no video is lost --------------------------------------------------------------------------------
 
 
-def test_the_record_is_two_private_tables_in_wal_mode(tmp_path: Path) -> None:
-    """The tasks, and the day's spend beside them (see The spend ledger)."""
+def test_the_record_is_three_private_tables_in_wal_mode(tmp_path: Path) -> None:
+    """The tasks, and beside them the day's spend (see The spend ledger) and what was uploaded (see Uploads)."""
     record = doubao_mcp.Record(tmp_path / "state", BASE)
     with contextlib.closing(sqlite3.connect(record.path)) as db:
         columns = [row[1] for row in db.execute("PRAGMA table_info(tasks)")]
@@ -6192,7 +6470,7 @@ def test_the_record_is_two_private_tables_in_wal_mode(tmp_path: Path) -> None:
         assert [
             row[0]
             for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        ] == ["tasks", "spend"]
+        ] == ["tasks", "spend", "uploads"]
     assert columns == [
         "task_id",
         "base_url",
@@ -7561,9 +7839,19 @@ def test_release_files_server_json_is_what_the_registry_accepts(
     ]
     assert all(variable["description"] for variable in settings.values())
     in_help = set(
-        re.findall(r"\b((?:ARK|DOUBAO)_[A-Z_]+[A-Z])\b", settings_in_help(capsys))
+        re.findall(
+            r"\b((?:ARK|DOUBAO|AWS)_[A-Z0-9_]+[A-Z0-9])\b", settings_in_help(capsys)
+        )
     )
-    aliases = {"DOUBAO_API_KEY", "DOUBAO_IMAGE_ENDPOINT_ID", "DOUBAO_VIDEO_ENDPOINT_ID"}
+    # boto3's own settings for DOUBAO_UPLOADS: the registry shows the four a person fills in; a profile or
+    # AWS_REGION are for those who know them.
+    aliases = {
+        "DOUBAO_API_KEY",
+        "DOUBAO_IMAGE_ENDPOINT_ID",
+        "DOUBAO_VIDEO_ENDPOINT_ID",
+        "AWS_REGION",
+        "AWS_PROFILE",
+    }
     # Every setting a stdio user may set, and no other
     assert set(settings) == in_help - HOSTING_OPTIONS - aliases
     # The registry takes a PyPI package only when its long description (the README) names the server.

@@ -57,6 +57,7 @@ from conftest import (
     finished_task_and_files,
     jpegs,
     make_server,
+    mp4,
     posted_models,
     rows,
     sha256,
@@ -2013,3 +2014,41 @@ async def test_over_http_a_question_goes_through_the_result_and_an_old_client_is
     assert "this client cannot be asked to confirm it" in refused.content[0].text
     assert "DOUBAO_CONFIRM_ABOVE" in refused.content[0].text
     assert [r["method"] for r in fake_ark.requests].count("POST") == 1
+
+
+# --- Uploads: a local video edited and extended, over stdio -----------------------------------------------------------
+
+
+async def test_over_stdio_a_local_video_is_edited_and_extended_with_seedance_2_5(
+    fake_ark: FakeArk, storage: Any, tmp_path: Path
+) -> None:
+    clip = tmp_path / "my clip.mp4"
+    clip.write_bytes(mp4(8.0, size=64 * 2**10))
+    params = stdio_server(fake_ark, **storage.env)
+    edit = {
+        "prompt": "@Video1, but at night",
+        "model": "doubao-seedance-2-5-260628",
+        "reference_videos": [str(clip)],
+        "ratio": "adaptive",
+        "extra": {"omni_reference_task_type": "edit"},
+    }
+    extend = {
+        **edit,
+        "prompt": "@Video1, and then the fox runs off",
+        "extra": {"omni_reference_task_type": "extend"},
+    }
+    async with Client(params) as client:
+        edited = await client.call_tool("generate_video", edit)
+        extended = await client.call_tool("generate_video", extend)
+    assert not edited.is_error and not extended.is_error, edited.content
+    assert edited.structured_content["uploads"][0]["sent"]
+    assert not extended.structured_content["uploads"][0]["sent"]
+    assert fake_ark.fetched == [clip.read_bytes()] * 2
+    posted = [r["body"] for r in fake_ark.requests if r["method"] == "POST"]
+    assert [p["omni_reference_task_type"] for p in posted] == ["edit", "extend"]
+    assert all(
+        item["video_url"]["url"].startswith(storage.env["AWS_ENDPOINT_URL_S3"])
+        for p in posted
+        for item in p["content"]
+        if item["type"] == "video_url"
+    )
