@@ -176,6 +176,8 @@ FLEX_EXPIRES_SECONDS = 48 * 3600.0
 SIGV4_MAX_SECONDS = 7 * 24 * 3600.0
 # Multipart above this, in parts of this size (boto3's own default threshold).
 UPLOAD_PART_BYTES = 8 * 2**20
+# The most an upload may take, retries included (a download's deadline, the other way).
+UPLOAD_DEADLINE_SECONDS = 600.0
 # Silence from the storage before a request is given up (boto3 retries it).
 UPLOAD_READ_TIMEOUT_SECONDS = 60.0
 # The shortest reference video Ark takes.
@@ -2265,7 +2267,7 @@ async def generate_video(
     api_key = api_key_for(config, ctx.headers)
     save_to = await studio.lanes.quick.run(choose_folder, save_dir, config)
     uploading = uploading_for(studio, plan)
-    media = await load_content(studio, plan.given, uploading)
+    media = await load_content(studio, plan.given, uploading, ctx.report_progress)
     body = video_request(
         plan.choice.models[0],
         prompt,
@@ -3441,20 +3443,25 @@ class MediaRef(NamedTuple):
 
 
 async def load_content(
-    studio: Studio, given: Mapping[str, list[str]], uploading: Uploading | None = None
+    studio: Studio,
+    given: Mapping[str, list[str]],
+    uploading: Uploading | None = None,
+    report: Report | None = None,
 ) -> list[ContentItem]:
     """generate_video's media as content items, each read as Ark takes it (a local file on the slow lane, uploaded
-    where it must be). A call cancelled mid-upload ends the upload."""
+    where it must be, with progress in bytes). A call cancelled mid-upload ends the upload."""
     inputs = [
         (spec, MediaRef(argument=spec.argument, media=spec.media, given=ref))
         for spec in VIDEO_INPUTS
         for ref in given[spec.argument]
     ]
     refs = [ref for _, ref in inputs]
+    work = studio.lanes.slow.run(load_inputs, refs, studio.config, uploading)
     try:
-        loaded = await studio.lanes.slow.run(
-            load_inputs, refs, studio.config, uploading
-        )
+        if uploading and report:
+            loaded = await with_heartbeat(report, uploading.progress, work)
+        else:
+            loaded = await work
     except BaseException:
         if uploading:
             uploading.cancelled.set()
@@ -3563,6 +3570,9 @@ class Uploading:
         self.done: list[Uploaded] = []
         self.video_seconds = 0.0
         self.cancelled = threading.Event()
+        # Bytes sent of the file going up now, and by when it must be up.
+        self.sent = self.size = 0
+        self.deadline = 0.0
 
     def put(self, ref: MediaRef, path: Path, config: Config) -> str:
         """Upload the file (once: see Uploader.link), and a fresh link to it."""
@@ -3575,6 +3585,8 @@ class Uploading:
         with opened.file:
             if opened.seconds is not None:
                 self.check_length(opened)
+            self.sent, self.size = 0, opened.size
+            self.deadline = time.monotonic() + UPLOAD_DEADLINE_SECONDS
             url, uploaded = self.uploader.link(opened, self.seconds, self.chunk_sent)
         self.done.append(uploaded)
         if self.record is not None:
@@ -3595,9 +3607,16 @@ class Uploading:
                 f"at most {self.longest:g} s in all."
             )
 
-    def chunk_sent(self, _: int) -> None:
+    def chunk_sent(self, sent: int) -> None:
+        """boto3's progress, after each chunk: the call's cancel and the upload's deadline end it here."""
+        self.sent += sent
         if self.cancelled.is_set():
             raise UploadCancelled
+        if time.monotonic() > self.deadline:
+            raise UploadTooSlow
+
+    def progress(self) -> str:
+        return f"uploading, {size_text(self.sent)} of {size_text(self.size)} sent"
 
 
 def checked_data_url(ref: MediaRef, given: str) -> str:
@@ -3836,6 +3855,10 @@ class UploadCancelled(Exception):
     """The call was cancelled mid-upload: boto3 aborts the multipart upload, and nothing is sent to Ark."""
 
 
+class UploadTooSlow(Exception):
+    """The upload passed its deadline (UPLOAD_DEADLINE_SECONDS): aborted like a cancel, and told as a failure."""
+
+
 def is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]"))
@@ -3871,6 +3894,11 @@ STORAGE_ERRORS = {
 def upload_failed(
     target: UploadTarget, opened: OpenedMedia, error: BaseException
 ) -> str:
+    if isinstance(error, UploadTooSlow):
+        return (
+            f"{opened.argument}: uploading {opened.path.name} to {target} took over "
+            f"{UPLOAD_DEADLINE_SECONDS / 60:g} minutes and was stopped. Nothing was sent to Ark."
+        )
     code = storage_code(error)
     why = STORAGE_ERRORS.get(code) or (
         f"the storage answered {code}"
@@ -5646,16 +5674,19 @@ async def make_images(
     return result
 
 
-async def with_heartbeat(report: Report, what: str, work: Awaitable[T]) -> T:
+async def with_heartbeat(
+    report: Report, what: str | Callable[[], str], work: Awaitable[T]
+) -> T:
     """Send progress every few seconds while `work` runs, so clients that reset their timeout on progress keep
-    waiting for a long synchronous generation."""
+    waiting for a long synchronous generation; `what` says what it does (a function: as it goes)."""
 
     async def beat() -> None:
         start = time.monotonic()
         while True:
             await anyio.sleep(HEARTBEAT_EVERY_SECONDS)
             elapsed = time.monotonic() - start
-            await report(round(elapsed, 1), None, f"{what}, {elapsed:.0f} s elapsed")
+            doing = what() if callable(what) else what
+            await report(round(elapsed, 1), None, f"{doing}, {elapsed:.0f} s elapsed")
 
     outcome: list[Any] = []
     async with anyio.create_task_group() as beats:

@@ -3887,6 +3887,73 @@ async def test_the_record_keeps_uploads_across_a_restart_and_prune_removes_only_
     assert restarted.uploads_before(UPLOAD_BUCKET, time.time() + 1) == []
 
 
+def test_an_upload_past_its_deadline_is_stopped_and_told(
+    storage: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(doubao_mcp, "UPLOAD_DEADLINE_SECONDS", 0.0)
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(mp4(5.0, size=10 * 2**20))
+    uploading = doubao_mcp.Uploading(
+        doubao_mcp.Uploader(
+            doubao_mcp.UploadTarget(UPLOAD_BUCKET, "clips/"), storage.env
+        ),
+        3600,
+        None,
+    )
+    ref = doubao_mcp.MediaRef(
+        argument="reference_videos", media="video", given=str(clip)
+    )
+    with pytest.raises(
+        doubao_mcp.DoubaoError,
+        match=re.escape("took over 0 minutes and was stopped. Nothing was sent"),
+    ):
+        uploading.put(ref, clip, Config())
+    assert storage.list_multipart_uploads(Bucket=UPLOAD_BUCKET).get("Uploads", []) == []
+
+
+async def test_an_uploads_progress_is_told_in_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(doubao_mcp, "HEARTBEAT_EVERY_SECONDS", 0.001)
+    told: list[str] = []
+    heard = anyio.Event()
+    uploading = doubao_mcp.Uploading(
+        doubao_mcp.Uploader(doubao_mcp.UploadTarget("b", "")), 3600, None
+    )
+    uploading.sent, uploading.size = 3 * 2**20, 8 * 2**20
+
+    async def report(progress: float, total: float | None, message: str) -> None:
+        told.append(message)
+        heard.set()
+
+    async def upload() -> str:
+        await heard.wait()
+        return "done"
+
+    assert (
+        await doubao_mcp.with_heartbeat(report, uploading.progress, upload()) == "done"
+    )
+    assert told[0].startswith("uploading, 3.0 MB of 8.0 MB sent, ")
+
+
+async def test_over_http_only_files_in_the_allowed_folder_are_uploaded(
+    storage: Any, tmp_path: Path
+) -> None:
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    secret = tmp_path / "secret.mp4"
+    secret.write_bytes(mp4(5.0))
+    config = replace(
+        Config.from_env(), serving_http=True, allowed_dir=allowed.resolve()
+    )
+    studio = make_studio(config)
+    given = {**doubao_mcp.media_given(None, None, None, [str(secret)], None)}
+    uploading = doubao_mcp.Uploading(studio.uploader, 3600, None)
+    with pytest.raises(doubao_mcp.DoubaoError, match="is outside the allowed folder"):
+        await doubao_mcp.load_content(studio, given, uploading)
+    assert "Contents" not in storage.list_objects_v2(Bucket=UPLOAD_BUCKET)
+
+
 @pytest.mark.parametrize(
     ("value", "error"),
     [
