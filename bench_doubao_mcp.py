@@ -3,6 +3,7 @@
     python bench_doubao_mcp.py            # after: pip install -e '.[test]'
     python bench_doubao_mcp.py --reading  # only how the module reads (a few seconds)
     python bench_doubao_mcp.py --cost     # only the cost estimates against what the fake Ark billed
+    python bench_doubao_mcp.py --uploads  # only uploads to a local S3 (moto), beside boto3's own
 
 It starts the fake Ark server from the test module on 127.0.0.1, runs the installed console
 script over stdio next to a bare one-tool MCPServer on the same SDK, and prints medians and
@@ -648,6 +649,9 @@ async def main() -> None:
         sys.exit(
             f"{SCRIPT} is missing: install the project first (pip install -e '.[test]')"
         )
+    if "--uploads" in sys.argv:
+        print_table(await anyio.to_thread.run_sync(upload_speed))
+        return
     if "--cost" in sys.argv:
         with FakeArk(polls_to_finish=1) as fake:
             print_table(await cost_accuracy(fake))
@@ -900,6 +904,7 @@ async def main() -> None:
 
         with FakeArk(polls_to_finish=1) as billing:
             rows.extend(await cost_accuracy(billing))
+        rows.extend(await anyio.to_thread.run_sync(upload_speed))
         await waiting(fake, Path(scratch), rows)
         await hostile_inputs(fake, ours, floor, Path(scratch), rows)
         await stress(fake, rows)
@@ -1020,6 +1025,125 @@ async def cost_accuracy(fake: FakeArk) -> list[tuple[str, str, str, str, str]]:
         )
         for group, found in errors.items()
     ]
+
+
+def upload_speed() -> list[tuple[str, str, str, str, str]]:
+    """A 100 MB clip up through the server's uploader, against boto3's own upload_file of the same file; its second
+    use (the object is there: a check and a fresh link) against a bare head_object; and the peak memory an upload
+    holds, for a 100 MB and a 200 MB clip. Against moto's S3 on loopback, in alternating rounds."""
+    import socket
+    import subprocess
+    import tracemalloc
+
+    import boto3
+
+    from conftest import mp4
+
+    # In its own process: moto holds every object in memory, which must not count as ours.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        host, port = probe.getsockname()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    env = {
+        "AWS_ENDPOINT_URL_S3": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    os.environ.update(env)
+    s3 = boto3.client(
+        "s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"], region_name="us-east-1"
+    )
+    s3.create_bucket(Bucket="bench")
+    uploader = doubao_mcp.Uploader(doubao_mcp.UploadTarget("bench", "clips/"), env)
+    rows = []
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            clips = {}
+            for megabytes in (100, 200):
+                clips[megabytes] = Path(scratch, f"clip-{megabytes}.mp4")
+                clips[megabytes].write_bytes(mp4(10.0, size=megabytes * 2**20))
+            ref = doubao_mcp.MediaRef(
+                argument="reference_videos", media="video", given=str(clips[100])
+            )
+
+            def ours(path: Path) -> float:
+                start = time.perf_counter()
+                doubao_mcp.Uploading(uploader, 3600, None).put(
+                    ref._replace(given=str(path)), path, Config()
+                )
+                return time.perf_counter() - start
+
+            def theirs(path: Path) -> float:
+                start = time.perf_counter()
+                s3.upload_file(str(path), "bench", "floor.mp4")
+                return time.perf_counter() - start
+
+            firsts, floors = [], []
+            for _ in range(3):
+                for found in s3.list_objects_v2(Bucket="bench").get("Contents", []):
+                    s3.delete_object(Bucket="bench", Key=found["Key"])
+                uploader.digests.clear()
+                firsts.append(ours(clips[100]))
+                floors.append(theirs(clips[100]))
+            mb = 100 / statistics.median(firsts), 100 / statistics.median(floors)
+            rows.append(
+                (
+                    "upload a 100 MB clip (throughput)",
+                    f"{mb[0]:.0f} MB/s",
+                    f"{mb[1]:.0f} MB/s (boto3 upload_file)",
+                    f"{mb[0] / mb[1]:.2f}",
+                    ">= 0.9",
+                )
+            )
+            again, heads = [], []
+            for _ in range(20):
+                again.append(ours(clips[100]))
+                start = time.perf_counter()
+                s3.head_object(Bucket="bench", Key="floor.mp4")
+                heads.append(time.perf_counter() - start)
+            rows.append(
+                (
+                    "the same clip again (a check and a fresh link)",
+                    ms(statistics.median(again)),
+                    f"{ms(statistics.median(heads))} (bare head_object)",
+                    f"{statistics.median(again) / statistics.median(heads):.2f}",
+                    "<= 1.2",
+                )
+            )
+            peaks = {}
+            for megabytes, path in clips.items():
+                for found in s3.list_objects_v2(Bucket="bench").get("Contents", []):
+                    s3.delete_object(Bucket="bench", Key=found["Key"])
+                uploader.digests.clear()
+                tracemalloc.start()
+                ours(path)
+                peaks[megabytes] = tracemalloc.get_traced_memory()[1] / 2**20
+                tracemalloc.stop()
+            rows.append(
+                (
+                    "peak memory while uploading (Python heap)",
+                    f"{peaks[200]:.1f} MB for 200 MB",
+                    f"{peaks[100]:.1f} MB for 100 MB",
+                    f"{peaks[200] / peaks[100]:.2f}",
+                    "about 1 (size-free)",
+                )
+            )
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    return rows
 
 
 def print_table(rows: list[tuple[str, str, str, str, str]]) -> None:

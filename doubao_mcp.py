@@ -178,6 +178,8 @@ SIGV4_MAX_SECONDS = 7 * 24 * 3600.0
 UPLOAD_PART_BYTES = 8 * 2**20
 # The most an upload may take, retries included (a download's deadline, the other way).
 UPLOAD_DEADLINE_SECONDS = 600.0
+# Parts in flight at once: what an upload holds in memory is this many parts, whatever the file's size.
+UPLOAD_PARTS_AT_ONCE = 8
 # Silence from the storage before a request is given up (boto3 retries it).
 UPLOAD_READ_TIMEOUT_SECONDS = 60.0
 # The shortest reference video Ark takes.
@@ -3581,7 +3583,7 @@ class Uploading:
             if ref.media == "video"
             else MEDIA[ref.media].max_bytes
         )
-        opened = open_for_upload(ref, path, config, limit)
+        opened = open_for_upload(ref, path, config, limit, self.uploader.digests)
         with opened.file:
             if opened.seconds is not None:
                 self.check_length(opened)
@@ -3743,6 +3745,10 @@ class Uploader:
         self.env = env
         self.lock = threading.Lock()
         self.s3: Any = None
+        # A file's SHA-256 by (device, inode, size, modification time): a clip used again is not read again.
+        self.digests: collections.OrderedDict[tuple[int, ...], str] = (
+            collections.OrderedDict()
+        )
 
     def client(self) -> Any:
         with self.lock:
@@ -3806,18 +3812,13 @@ class Uploader:
                     raise
                 whole = False
             if not whole:
-                from boto3.s3.transfer import TransferConfig
-
                 opened.file.seek(0)
                 s3.upload_fileobj(
                     opened.file,
                     self.target.bucket,
                     key,
                     ExtraArgs={"ContentType": opened.kind.mime},
-                    Config=TransferConfig(
-                        multipart_threshold=UPLOAD_PART_BYTES,
-                        multipart_chunksize=UPLOAD_PART_BYTES,
-                    ),
+                    Config=transfer_config(),
                     Callback=report,
                 )
                 sent = True
@@ -3849,6 +3850,21 @@ class Uploader:
                     storage_code(error) or type(error).__name__,
                 )
         return gone
+
+
+def transfer_config() -> Any:
+    """Multipart above UPLOAD_PART_BYTES, in parts of that size, UPLOAD_PARTS_AT_ONCE at a time, and as many held
+    in memory: what an upload holds does not grow with the file."""
+    from boto3.s3.transfer import TransferConfig
+
+    config = TransferConfig(
+        max_concurrency=UPLOAD_PARTS_AT_ONCE,
+        multipart_threshold=UPLOAD_PART_BYTES,
+        multipart_chunksize=UPLOAD_PART_BYTES,
+    )
+    # s3transfer's own setting, which boto3's constructor does not take.
+    config.max_in_memory_upload_chunks = UPLOAD_PARTS_AT_ONCE
+    return config
 
 
 class UploadCancelled(Exception):
@@ -3925,7 +3941,11 @@ class OpenedMedia(NamedTuple):
 
 
 def open_for_upload(
-    ref: MediaRef, path: Path, config: Config, max_bytes: int
+    ref: MediaRef,
+    path: Path,
+    config: Config,
+    max_bytes: int,
+    digests: collections.OrderedDict[tuple[int, ...], str] | None = None,
 ) -> OpenedMedia:
     """The file opened beneath the allowed folder, a regular file of at most `max_bytes`, recognised by its bytes
     as the medium it is given as, and hashed (the object's key). Runs on a worker thread."""
@@ -3944,17 +3964,29 @@ def open_for_upload(
         found = sniff(file.read(SNIFF_BYTES))
         if not found or not found.mime.startswith(kind.mime + "/"):
             raise DoubaoError(f"{ref.argument}: {path} is not {kind.described}.")
-        file.seek(0)
-        digest = hashlib.sha256()
-        for chunk in iter(partial(file.read, DOWNLOAD_CHUNK_BYTES), b""):
-            digest.update(chunk)
+        same = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        digest = (digests.get(same) if digests is not None else None) or file_digest(
+            file
+        )
+        if digests is not None:
+            digests[same] = digest
+            if len(digests) > RECORD_CACHE_TASKS:
+                digests.popitem(last=False)
         seconds = movie_seconds(file) if ref.media == "video" else None
         return OpenedMedia(
-            ref.argument, path, file, info.st_size, found, digest.hexdigest(), seconds
+            ref.argument, path, file, info.st_size, found, digest, seconds
         )
     except BaseException:
         file.close()
         raise
+
+
+def file_digest(file: Any) -> str:
+    file.seek(0)
+    digest = hashlib.sha256()
+    for chunk in iter(partial(file.read, UPLOAD_PART_BYTES), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def movie_seconds(file: Any) -> float | None:

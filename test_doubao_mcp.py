@@ -3887,6 +3887,50 @@ async def test_the_record_keeps_uploads_across_a_restart_and_prune_removes_only_
     assert restarted.uploads_before(UPLOAD_BUCKET, time.time() + 1) == []
 
 
+@pytest.mark.parametrize(
+    ("code", "status", "told"),
+    [
+        (
+            "InvalidAccessKeyId",
+            403,
+            "the storage does not know the access key (AWS_ACCESS_KEY_ID)",
+        ),
+        (
+            "SignatureDoesNotMatch",
+            403,
+            "the secret key does not match the access key (AWS_SECRET_ACCESS_KEY)",
+        ),
+        ("ExpiredToken", 400, "the credentials have expired: renew them"),
+        ("AccessDenied", 403, "the storage refused the credentials"),
+    ],
+)
+def test_a_bad_or_expired_credential_is_told_by_name_and_never_echoed(
+    storage: Any, tmp_path: Path, code: str, status: int, told: str
+) -> None:
+    from botocore.stub import Stubber
+
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(mp4(5.0))
+    uploader = doubao_mcp.Uploader(
+        doubao_mcp.UploadTarget(UPLOAD_BUCKET, "clips/"), storage.env
+    )
+    with Stubber(uploader.client()) as stub:
+        # The storage's own message echoes the secret, as a hostile proxy might: it is never passed on.
+        stub.add_client_error(
+            "head_object",
+            service_error_code=code,
+            service_message=STORAGE_SECRET,
+            http_status_code=status,
+        )
+        uploading = doubao_mcp.Uploading(uploader, 3600, None)
+        ref = doubao_mcp.MediaRef(
+            argument="reference_videos", media="video", given=str(clip)
+        )
+        with pytest.raises(doubao_mcp.DoubaoError) as failed:
+            uploading.put(ref, clip, Config())
+    assert told in str(failed.value) and STORAGE_SECRET not in str(failed.value)
+
+
 def test_an_upload_past_its_deadline_is_stopped_and_told(
     storage: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
