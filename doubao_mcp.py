@@ -182,8 +182,9 @@ UPLOAD_DEADLINE_SECONDS = 600.0
 UPLOAD_PARTS_AT_ONCE = 8
 # Silence from the storage before a request is given up (boto3 retries it).
 UPLOAD_READ_TIMEOUT_SECONDS = 60.0
-# The shortest reference video Ark takes.
+# The shortest reference video Ark takes, and the shortest a Seedance 2.5 edit takes.
 REFERENCE_VIDEO_MIN_SECONDS = 2.0
+EDIT_VIDEO_MIN_SECONDS = 4.0
 # The first protocol revision that carries a question to the person in a tool's result (both transports).
 INPUT_REQUIRED_VERSION = "2026-07-28"
 # Talking to Ark: deadlines and retries.
@@ -2298,12 +2299,15 @@ def uploading_for(studio: Studio, plan: Plan) -> Uploading | None:
     if studio.uploader is None:
         return None
     family = family_row("video", plan.choice.models[0])
-    return Uploading(
+    uploading = Uploading(
         studio.uploader,
         link_seconds(plan.fields, plan.extra),
         family.reference_seconds if family else None,
         studio.record,
     )
+    if plan.extra.get("omni_reference_task_type") == "edit":
+        uploading.shortest = EDIT_VIDEO_MIN_SECONDS
+    return uploading
 
 
 def plan_video(
@@ -3571,6 +3575,8 @@ class Uploading:
         )
         self.done: list[Uploaded] = []
         self.video_seconds = 0.0
+        # The shortest reference video the call may take (an edit needs more).
+        self.shortest = REFERENCE_VIDEO_MIN_SECONDS
         self.cancelled = threading.Event()
         # Bytes sent of the file going up now, and by when it must be up.
         self.sent = self.size = 0
@@ -3597,10 +3603,15 @@ class Uploading:
 
     def check_length(self, opened: OpenedMedia) -> None:
         seconds = opened.seconds or 0.0
-        if seconds < REFERENCE_VIDEO_MIN_SECONDS:
+        if seconds < self.shortest:
+            what = (
+                "an edit's video"
+                if self.shortest > REFERENCE_VIDEO_MIN_SECONDS
+                else "reference videos"
+            )
             raise DoubaoError(
-                f"{opened.argument}: {opened.path.name} is {seconds:.1f} s long; Ark takes reference videos of at "
-                f"least {REFERENCE_VIDEO_MIN_SECONDS:g} s."
+                f"{opened.argument}: {opened.path.name} is {seconds:.1f} s long; Ark takes {what} of at least "
+                f"{self.shortest:g} s."
             )
         self.video_seconds += seconds
         if self.longest is not None and self.video_seconds > self.longest:

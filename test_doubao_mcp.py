@@ -3777,6 +3777,55 @@ async def test_a_local_video_is_checked_before_anything_is_uploaded_or_sent(
     assert not [r for r in fake_ark.requests if r["method"] == "POST"]
 
 
+async def test_an_edit_needs_a_reference_video_of_four_seconds(
+    fake_ark: FakeArk, storage: Any, tmp_path: Path
+) -> None:
+    clip = tmp_path / "short.mp4"
+    clip.write_bytes(mp4(3.0))
+    result = await call(
+        "generate_video",
+        {
+            "prompt": "@Video1 at night",
+            "model": DANCE_25,
+            "reference_videos": [str(clip)],
+            "ratio": "adaptive",
+            "extra": {"omni_reference_task_type": "edit"},
+        },
+        replace(Config.from_env(), base_url=fake_ark.url),
+    )
+    assert (
+        "short.mp4 is 3.0 s long; Ark takes an edit's video of at least 4 s."
+        in error_text(result)
+    )
+
+
+async def test_images_that_would_pass_the_request_cap_are_uploaded_and_the_rest_go_inline(
+    ark: Any, storage: Any, tmp_path: Path
+) -> None:
+    """Seven 10 MB references are 93 MB of base64, past Ark's 64 MiB: five fit, and the two that would pass it are
+    uploaded."""
+    ark.post(IMAGES, json={"data": [{"url": "https://cdn.test/1.png"}]})
+    paths = []
+    for i in range(7):
+        paths.append(tmp_path / f"ref-{i}.png")
+        paths[-1].write_bytes(PNG + bytes([i]) * (10 * 10**6 - len(PNG)))
+    result = await call(
+        "generate_image",
+        {"prompt": "a collage", "model": S45, "images": [str(p) for p in paths]},
+    )
+    assert not result.is_error, result.content
+    sent = sent_json(ark)["image"]
+    inline = [url for url in sent if url.startswith("data:image/png;base64,")]
+    linked = [url for url in sent if url.startswith(storage.env["AWS_ENDPOINT_URL_S3"])]
+    assert len(inline) == 5 and len(linked) == 2 and sum(map(len, inline)) <= 64 * 2**20
+    keys = sorted(
+        o["Key"] for o in storage.list_objects_v2(Bucket=UPLOAD_BUCKET)["Contents"]
+    )
+    assert keys == sorted(
+        f"clips/{hashlib.sha256(p.read_bytes()).hexdigest()}.png" for p in paths[5:]
+    )
+
+
 async def test_without_an_upload_target_a_local_video_is_refused_naming_the_settings(
     ark: Any, tmp_path: Path
 ) -> None:

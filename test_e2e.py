@@ -40,8 +40,10 @@ from conftest import (
     S45,
     SCRIPT,
     SCRIPT_ENV,
+    STORAGE_SECRET,
     TASK_ID,
     TASKS_ROUTE,
+    UPLOAD_BUCKET,
     URL,
     VIDEO_BYTES,
     FakeArk,
@@ -2052,3 +2054,27 @@ async def test_over_stdio_a_local_video_is_edited_and_extended_with_seedance_2_5
         for item in p["content"]
         if item["type"] == "video_url"
     )
+
+
+def test_prune_uploads_removes_the_servers_own_objects_counted_from_the_record(
+    fake_ark: FakeArk, storage: Any, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    record = doubao_mcp.Record(state, fake_ark.url)
+    record.uploaded(UPLOAD_BUCKET, doubao_mcp.Uploaded("clips/old.mp4", 1, "", True))
+    storage.put_object(Bucket=UPLOAD_BUCKET, Key="clips/old.mp4", Body=b"x")
+    storage.put_object(Bucket=UPLOAD_BUCKET, Key="clips/not-ours.mp4", Body=b"y")
+    run = start_with_stdin_closed(
+        "--prune-uploads",
+        "0",
+        ARK_API_KEY=KEY,
+        ARK_BASE_URL=fake_ark.url,
+        DOUBAO_STATE_DIR=str(state),
+        **storage.env,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "removed 1 of 1 uploads not used for 0 days" in run.stderr.decode()
+    assert [
+        o["Key"] for o in storage.list_objects_v2(Bucket=UPLOAD_BUCKET)["Contents"]
+    ] == ["clips/not-ours.mp4"]
+    assert STORAGE_SECRET.encode() not in run.stderr
