@@ -3778,9 +3778,11 @@ class Uploader:
                     # Read here as boto3 reads it, so that the addressing style matches the endpoint.
                     endpoint_url=endpoint,
                     # botocore reads AWS_DEFAULT_REGION only: AWS_REGION is passed on.
+                    # A blank one (a bundle's empty field) is AWS's first region, as boto3 would have it.
                     region_name=first_setting(
                         self.env, ("AWS_DEFAULT_REGION", "AWS_REGION")
-                    ),
+                    )
+                    or "us-east-1",
                     config=BotoConfig(
                         signature_version="s3v4",
                         s3={"addressing_style": "path" if path_style else "virtual"},
