@@ -3980,6 +3980,37 @@ def test_a_bad_or_expired_credential_is_told_by_name_and_never_echoed(
     assert told in str(failed.value) and STORAGE_SECRET not in str(failed.value)
 
 
+def test_a_full_storage_fails_the_upload_with_its_code_and_nothing_is_left(
+    storage: Any, tmp_path: Path
+) -> None:
+    from botocore.stub import Stubber
+
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(mp4(5.0))
+    uploader = doubao_mcp.Uploader(
+        doubao_mcp.UploadTarget(UPLOAD_BUCKET, "clips/"), storage.env
+    )
+    with Stubber(uploader.client()) as stub:
+        stub.add_client_error(
+            "head_object", service_error_code="404", http_status_code=404
+        )
+        stub.add_client_error(
+            "put_object",
+            service_error_code="QuotaExceeded",
+            service_message="full",
+            http_status_code=507,
+        )
+        ref = doubao_mcp.MediaRef(
+            argument="reference_videos", media="video", given=str(clip)
+        )
+        with pytest.raises(doubao_mcp.DoubaoError) as failed:
+            doubao_mcp.Uploading(uploader, 3600, None).put(ref, clip, Config())
+    assert (
+        "uploading clip.mp4 to s3://doubao-test/clips/ failed: the storage answered QuotaExceeded."
+        in str(failed.value)
+    )
+
+
 def test_an_upload_past_its_deadline_is_stopped_and_told(
     storage: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
