@@ -509,8 +509,8 @@ HINTS_BY_STATUS = {
 }
 UNNAMED_PARAM = "one of the parameters given (Ark's message names it)"
 WRONG_ADDRESS_HINT = (
-    "Nothing at this address is Ark's API: check ARK_BASE_URL ({base_url}), which ends in /api/v3 as in "
-    f"{DEFAULT_BASE_URL}."
+    "Nothing at this address is Ark's API: check ARK_BASE_URL ({base_url}). Ark's address ends in /api/v3, as "
+    f"{DEFAULT_BASE_URL} does."
 )
 CALLER_KEY_REFUSED = (
     "Ark refused the key this request sent (X-API-Key or Authorization: Bearer): check it in the Ark console "
@@ -1435,13 +1435,15 @@ def read_allowed_dir(env: Mapping[str, str]) -> Path | None:
 
 
 def check_model_settings(env: Mapping[str, str]) -> None:
-    for names in (IMAGE_MODEL_ENV, VIDEO_MODEL_ENV):
+    for names, example in (
+        (IMAGE_MODEL_ENV, SEEDREAM_4_5.china),
+        (VIDEO_MODEL_ENV, SEEDANCE_2_0.china),
+    ):
         model = first_setting(env, names)
         if model and not re.fullmatch(ID_PATTERN, model):
             name = next(n for n in names if env.get(n, "").strip())
             raise ConfigError(
-                f"{name} must be a model id such as {SEEDANCE_2_0.china} or an endpoint id (ep-...), got "
-                f"{model[:100]!r}"
+                f"{name} must be a model id such as {example} or an endpoint id (ep-...), got {model[:100]!r}"
             )
 
 

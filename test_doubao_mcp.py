@@ -1383,7 +1383,7 @@ async def test_a_bare_404_points_at_ark_base_url_not_at_the_model(ark: Any) -> N
         )
     )
     assert (
-        "check ARK_BASE_URL (https://ark.test), which ends in /api/v3" in text
+        "check ARK_BASE_URL (https://ark.test). Ark's address ends in /api/v3" in text
         and "Activate" not in text
     )
 
@@ -1404,7 +1404,7 @@ async def test_a_404_from_a_base_url_without_api_v3_points_at_ark_base_url_whate
         )
     )
     assert (
-        "check ARK_BASE_URL (https://ark.test), which ends in /api/v3" in text
+        "check ARK_BASE_URL (https://ark.test). Ark's address ends in /api/v3" in text
         and "Activate" not in text
     )
 
