@@ -482,6 +482,24 @@ ServiceTier = Literal["default", "flex"]
 # decides (see `table_hint`).
 HINTS_BY_CODE = {
     "ModelNotOpen": "Activate the model in the Ark console or set {model_env}.",
+    "TaskRunningCannotCancel": "The task is running: Ark cannot cancel it now. Wait until it finishes, then call "
+    "cancel_video_task again to delete its record.",
+    "SetLimitExceeded": "The account's Safe Experience Mode limit for this model is used up: raise it, or turn the "
+    "mode off, in the Ark console (the model's page under Model activation), then call again.",
+    "EndpointRPMExceeded": "This endpoint's requests-per-minute limit is reached: wait a minute, or raise its RPM in "
+    "the Ark console.",
+    "EndpointTPMExceeded": "This endpoint's tokens-per-minute limit is reached: wait a minute, or raise its TPM in "
+    "the Ark console.",
+    "InputMediaMayContainRealPerson": "Ark refuses real people's faces in inputs unless they come from its asset "
+    "library: add the photo or video there (the Ark console's asset library) and pass its asset:// id instead.",
+    "VideoSensitiveContentDetected.PolicyViolation": "Ark's moderation blocked the result as a likely copyright "
+    "or policy violation: change the prompt or the references (a known character, brand or artwork).",
+    "InvalidResolutionParameter": "This model does not make this resolution for this kind of task (Seedance 2.5 "
+    "premium renders 4k only; a final from a 2.5 draft, 1080p): change resolution.",
+    "LastFrameNotSupported": "This model takes no last frame: leave last_frame out, or use Seedance 2.0 or 2.5.",
+    "RefImageNotSupported": "This model takes no reference images: use first_frame, or a Seedance 2.x model.",
+    "RequestBodyTooLarge": "The request is over Ark's 64 MB: pass large inputs as links, or set DOUBAO_UPLOADS to "
+    "upload local files first (docs/uploads.md).",
     "InvalidEndpointOrModel": "Check the model id, activate it in the Ark console, or set {model_env} "
     "to a model or endpoint id (ep-...) your account has.",
     "AuthenticationError": "Check ARK_API_KEY: it must be an API key from the Ark console "
@@ -683,12 +701,15 @@ DEFAULT_MODELS = {
             "doubao-seedream-4-0-250828",
             "doubao-seedream-5-0-260128",
         ),
+        # 5.0 lite last: BytePlus deactivated it in eu-west-1 on 2026-09-10, so it is no longer the one model every
+        # BytePlus region serves.
         byteplus=(
-            "seedream-5-0-260128",
             "seedream-4-5-251128",
             "dola-seedream-5-0-pro-260628",
+            "dola-seedream-5-0-flash-260915",
             "dola-seedream-5-5-261028",
             "seedream-4-0-250828",
+            "seedream-5-0-260128",
         ),
     ),
     "video": Regional(
@@ -699,10 +720,12 @@ DEFAULT_MODELS = {
             "doubao-seedance-2-0-mini-260615",
             "doubao-seedance-1-5-pro-251215",
         ),
+        # 1.5 pro last: shut down on BytePlus since 2026-11-11; 2.0 mini is its named replacement.
         byteplus=(
             "dreamina-seedance-2-0-260128",
             "dreamina-seedance-2-5-260628",
             "dreamina-seedance-2-0-fast-260128",
+            "dreamina-seedance-2-0-mini-260615",
             "dreamina-seedance-2-5-premium-260915",
             "seedance-1-5-pro-251215",
         ),
@@ -850,9 +873,8 @@ SEEDANCE_1_0 = VideoFamily(
 UNKNOWN_VIDEO_FAMILY = SEEDANCE_2
 VIDEO_MODELS: dict[str, VideoFamily] = {
     "seedance-2-5": SEEDANCE_2_5_FAMILY,
-    "seedance-2-5-premium": replace(
-        SEEDANCE_2_5_FAMILY, resolutions=(*RESOLUTIONS_480_1080, "4k")
-    ),
+    # Renders 4k only, drafts at 480p: a premium final at 1080p was refused live (InvalidResolutionParameter).
+    "seedance-2-5-premium": replace(SEEDANCE_2_5_FAMILY, resolutions=("4k",)),
     "seedance-2-0": SEEDANCE_2,
     "seedance-2-0-fast": replace(
         SEEDANCE_2, resolutions=("480p", "720p"), seconds=45.0
@@ -866,11 +888,14 @@ VIDEO_MODELS: dict[str, VideoFamily] = {
         resolutions=RESOLUTIONS_480_1080,
         drafts=RESOLUTIONS_480_1080,
         audio=True,
+        # China: being retired; BytePlus shut it down on 2026-11-11 and names 2.0 mini [C].
         lifecycle=Lifecycle(
             name="Seedance 1.5 pro",
-            status="being retired",
-            successor=SEEDANCE_2_5,
-            caveat="it makes drafts too, at 480p",
+            status="being retired (on BytePlus, shut down since 2026-11-11)",
+            successor=Regional(
+                china=SEEDANCE_2_5.china, byteplus="dreamina-seedance-2-0-mini-260615"
+            ),
+            caveat="Seedance 2.5 makes drafts too, at 480p; 2.0 mini makes none",
             retired=False,
         ),
     ),
@@ -891,6 +916,8 @@ VIDEO_MODELS: dict[str, VideoFamily] = {
 }
 # The docs give no range: the universal side limits apply.
 ANY_PIXELS = (0, 2**31)
+# Seedream 5.0 pro and flash custom sizes, with no multiple-of-16 rule (a live 1500x1000 returned 200) [K][P][C].
+SEEDREAM_5_PIXELS = (921_600, 4_624_220)
 SEEDREAM_5_LITE = ImageFamily(
     sizes=("2K", "3K", "4K"),
     pixels=ANY_PIXELS,
@@ -917,14 +944,15 @@ IMAGE_MODELS: dict[str, ImageFamily] = {
     "seedream-5-0-lite": SEEDREAM_5_LITE,
     "seedream-5-0-pro": ImageFamily(
         sizes=("1K", "1.5K", "2K", "auto"),
-        pixels=(921_600, 4_194_304),
+        pixels=SEEDREAM_5_PIXELS,
         sets=False,
         background=None,
     ),
+    # No sets, no fast mode, no thinking toggle [C][P].
     "seedream-5-0-flash": ImageFamily(
         sizes=("1K", "1.5K", "2K"),
-        pixels=ANY_PIXELS,
-        sets=None,
+        pixels=SEEDREAM_5_PIXELS,
+        sets=False,
         web_search=True,
         background=None,
     ),
@@ -1212,7 +1240,8 @@ def decide_hint(error: ArkAPIError) -> str | None:
 
 
 def unavailable_hint(error: ArkAPIError) -> str | None:
-    """A model the caller chose (or set) that the account cannot use: activate it, or name another."""
+    """A model the caller chose (or set) that the account cannot use: activate it (Ark says it is not activated), or
+    name another; one this server does not know and that looks like one it does is a typo."""
     facts = error.facts
     if facts.model_source not in ("argument", "setting") or not model_unavailable(
         error
@@ -1223,7 +1252,22 @@ def unavailable_hint(error: ArkAPIError) -> str | None:
         if facts.model_source == "argument"
         else f"set DOUBAO_{facts.kind.upper()}_MODEL to"
     )
+    meant = did_you_mean(facts.kind, facts.model or "", facts.region)
+    if meant and "has not activated" not in error.message:
+        return f"No model {facts.model} is known here: did you mean {meant}? Or {instead} another model or endpoint id."
     return UNAVAILABLE_HINT.format(model=facts.model, instead=instead)
+
+
+def did_you_mean(kind: Kind, model: str, region: int) -> str | None:
+    """The region's known id that a model id not in the table was likely meant to be (4.5 for 4-5, a missing date
+    stamp), or None."""
+    if not model or model.startswith("ep-") or family_row(kind, model) is not None:
+        return None
+    known = [*DEFAULT_MODELS[kind][region]]
+    close = difflib.get_close_matches(
+        model.replace(".", "-").lower(), known, n=1, cutoff=0.8
+    )
+    return close[0] if close else None
 
 
 def table_hint(
@@ -2792,7 +2836,9 @@ def timing_rules(ask: VideoAsk, family: VideoFamily, shown: str) -> list[Rule]:
         ),
         Rule(
             takes=f"resolution {ask.resolution}",
-            broken=ask.resolution and ask.resolution not in family.resolutions,
+            broken=ask.resolution
+            and ask.resolution not in family.resolutions
+            and not (ask.draft and ask.resolution in family.drafts),
             message=f"resolution {ask.resolution} is not one {shown} makes: {', '.join(family.resolutions)}.",
         ),
         Rule(

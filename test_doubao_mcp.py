@@ -447,15 +447,23 @@ VIDEO_RULES = [
 IMAGE_SPECS = [
     ("doubao-seedream-5-0-260128", ["2K", "3K", "4K"], "3072x2048", None, 14, True),
     ("seedream-5-0-260128", ["2K", "3K", "4K"], "3072x2048", None, 14, True),
+    # 921,600..4,624,220 pixels (December 2026), no multiple-of-16 rule: 1500x1000 was made live.
     (
         "doubao-seedream-5-0-pro-260628",
         ["1K", "1.5K", "2K", "auto"],
-        "2048x2048",
-        "2049x2048",
+        "2150x2150",
+        "2151x2150",
         10,
         False,
     ),
-    ("doubao-seedream-5-0-flash-260915", ["1K", "1.5K", "2K"], None, None, 10, True),
+    (
+        "doubao-seedream-5-0-flash-260915",
+        ["1K", "1.5K", "2K"],
+        "1500x1000",
+        "1279x720",
+        10,
+        False,
+    ),
     ("doubao-seedream-4-5-251128", ["2K", "4K"], "2560x1440", "2048x1536", 14, True),
     (
         "doubao-seedream-4-0-250828",
@@ -1356,6 +1364,32 @@ async def test_a_task_record_with_wrong_types_is_explained_not_crashed(
             "camera_fixed",
             "This kind of task does not take camera_fixed",
         ),
+        # December 2026's codes (ARK_API.md).
+        (
+            "SetLimitExceeded",
+            None,
+            "Safe Experience Mode limit for this model is used up",
+        ),
+        (
+            "RateLimitExceeded.EndpointRPMExceeded",
+            None,
+            "requests-per-minute limit is reached",
+        ),
+        (
+            "RateLimitExceeded.EndpointTPMExceeded",
+            None,
+            "tokens-per-minute limit is reached",
+        ),
+        ("InputMediaMayContainRealPerson", None, "pass its asset:// id instead"),
+        (
+            "OutputVideoSensitiveContentDetected.PolicyViolation",
+            None,
+            "likely copyright or policy violation",
+        ),
+        ("InvalidResolutionParameter", None, "Seedance 2.5 premium renders 4k only"),
+        ("LastFrameNotSupported", None, "This model takes no last frame"),
+        ("RefImageNotSupported", None, "This model takes no reference images"),
+        ("RequestBodyTooLarge", None, "set DOUBAO_UPLOADS to upload local files first"),
     ],
 )
 async def test_new_ark_errors_say_what_to_change(
@@ -1367,6 +1401,90 @@ async def test_new_ark_errors_say_what_to_change(
         json={"error": {"code": code, "message": "refused", "param": param}},
     )
     assert advice in error_text(await call("generate_video", {"prompt": "a fox"}))
+
+
+async def test_a_running_task_ark_cannot_cancel_says_to_wait_then_delete(
+    ark: Any,
+) -> None:
+    ark.get(f"{TASKS}/cgt-1", json={"id": "cgt-1", "status": "succeeded"})
+    ark.delete(
+        f"{TASKS}/cgt-1",
+        status=409,
+        json={"error": {"code": "TaskRunningCannotCancel", "message": "running"}},
+    )
+    text = error_text(await call("cancel_video_task", {"task_id": "cgt-1"}))
+    assert "Wait until it finishes, then call cancel_video_task again" in text
+
+
+@pytest.mark.parametrize(
+    ("message", "advice"),
+    [
+        # Not in the table, and close to an id that is: a typo.
+        (
+            "The model or endpoint doubao-seedream-4.5-251128 does not exist.",
+            "No model doubao-seedream-4.5-251128 is known here: did you mean doubao-seedream-4-5-251128?",
+        ),
+        # Ark says the account has not activated it: activation, whatever the id looks like.
+        (
+            "Your account has not activated the model doubao-seedream-4.5-251128.",
+            "Activate doubao-seedream-4.5-251128 in the Ark console",
+        ),
+    ],
+)
+async def test_a_misspelt_model_is_told_what_it_was_likely_meant_to_be(
+    ark: Any, message: str, advice: str
+) -> None:
+    code = "InvalidEndpointOrModel.NotFound" if "exist" in message else "ModelNotOpen"
+    ark.post(IMAGES, status=404, json={"error": {"code": code, "message": message}})
+    text = error_text(
+        await call(
+            "generate_image", {"prompt": "a fox", "model": "doubao-seedream-4.5-251128"}
+        )
+    )
+    assert advice in text
+
+
+@pytest.mark.parametrize(
+    ("arguments", "refused"),
+    [
+        (
+            {"resolution": "1080p"},
+            "resolution 1080p is not one dreamina-seedance-2-5-premium makes: 4k;",
+        ),
+        ({"resolution": "4k"}, None),
+        ({"draft": True, "resolution": "480p"}, None),
+        (
+            {"draft_task_id": "cgt-draft-1", "resolution": "1080p"},
+            "resolution 1080p is not one",
+        ),
+    ],
+)
+async def test_seedance_2_5_premium_renders_4k_only_and_drafts_at_480p(
+    ark: Any, arguments: dict[str, Any], refused: str | None
+) -> None:
+    byteplus = "https://ark.ap-southeast.bytepluses.com/api/v3"
+    if not refused:
+        ark.post(f"{byteplus}/contents/generations/tasks", json={"id": "cgt-1"})
+    result = await call(
+        "generate_video",
+        {
+            "prompt": "a fox",
+            "model": "dreamina-seedance-2-5-premium-260915",
+            **arguments,
+        },
+        Config(api_key=KEY, base_url=byteplus),
+    )
+    if refused:
+        assert refused in error_text(result) and len(ark.calls) == 0
+    else:
+        assert sent_json(ark)["resolution"] == arguments["resolution"]
+
+
+def test_on_byteplus_seedance_1_5_pro_names_2_0_mini_as_its_successor() -> None:
+    advice = doubao_mcp.lifecycle_of(
+        "video", "seedance-1-5-pro-251215", doubao_mcp.BYTEPLUS
+    ).advice(doubao_mcp.BYTEPLUS)
+    assert "use dreamina-seedance-2-0-mini-260615" in advice
 
 
 async def test_a_bare_404_points_at_ark_base_url_not_at_the_model(ark: Any) -> None:
@@ -2880,8 +2998,9 @@ async def test_on_byteplus_the_defaults_and_hints_are_byteplus_ids(ark: Any) -> 
         {"prompt": "a", "model": "dreamina-seedance-2-0-260128", "duration": 20},
         config,
     )
+    # 4.5 first: BytePlus deactivated 5.0 lite in eu-west-1 (2026-09-10).
     assert [sent_json(ark, i)["model"] for i in range(2)] == [
-        "seedream-5-0-260128",
+        "seedream-4-5-251128",
         "dreamina-seedance-2-5-260628",
     ]
     assert "dreamina-seedance-2-5-260628 takes duration 20." in error_text(refused)
@@ -4989,8 +5108,8 @@ async def test_no_fall_through_after_any_other_answer_since_the_task_may_exist(
         (
             DANCE_15,
             {"draft": True},
-            "Seedance 1.5 pro is being retired: use doubao-seedance-2-5-260628 (it makes drafts "
-            "too, at 480p).",
+            "Seedance 1.5 pro is being retired (on BytePlus, shut down since 2026-11-11): use "
+            "doubao-seedance-2-5-260628 (Seedance 2.5 makes drafts too, at 480p; 2.0 mini makes none).",
         ),
         (
             LITE,
