@@ -1,7 +1,7 @@
 """doubao-mcp: an MCP server for ByteDance Doubao Seedream images and Seedance videos.
 
-It talks to the Volcengine Ark v3 API (or BytePlus ModelArk) and offers five tools:
-generate_image, generate_video, query_video_task, list_video_tasks and cancel_video_task.
+It talks to the Volcengine Ark v3 API (or BytePlus ModelArk) and offers six tools:
+generate_image, generate_video, query_video_task, list_video_tasks, cancel_video_task and list_models.
 
 Environment:
   ARK_API_KEY            Ark API key (DOUBAO_API_KEY is read too). Without one the server still starts
@@ -2546,6 +2546,123 @@ async def cancel_video_task(task_id: TaskId, ctx: Context) -> CancelResult:
     )
 
 
+@tool(
+    title="List the models",
+    read_only_hint=True,
+    destructive_hint=False,
+    idempotent_hint=True,
+)
+async def list_models(
+    ctx: Context, kind: Literal["image", "video"] | None = None
+) -> ModelCatalog:
+    """The image and video models: ids here, what each takes, lifecycle, price, default order, and whether
+    this key was refused one."""
+    studio = studio_of(ctx)
+    # No key is needed to read the catalog; with one, it says which models Ark refused it.
+    key = caller_key(ctx.headers) or studio.config.api_key or ""
+    refused = studio.memory.refused(key)
+    kinds: tuple[Kind, ...] = (kind,) if kind else ("image", "video")
+    return ModelCatalog(
+        region="BytePlus ModelArk"
+        if studio.config.region == BYTEPLUS
+        else "Volcengine Ark (China)",
+        currency=studio.spend.book.currency,
+        models=[
+            catalog_entry(studio, one, family, row, refused)
+            for one in kinds
+            for family, row in distinct_families(one)
+        ],
+    )
+
+
+def distinct_families(kind: Kind) -> list[tuple[str, Any]]:
+    """The table's families, an alias (5.0 lite for 5.0) shown once."""
+    table: Mapping[str, Any] = IMAGE_MODELS if kind == "image" else VIDEO_MODELS
+    seen: set[int] = set()
+    found = []
+    for family, row in table.items():
+        if id(row) not in seen:
+            seen.add(id(row))
+            found.append((family, row))
+    return found
+
+
+def catalog_entry(
+    studio: Studio, kind: Kind, family: str, row: Any, refused: set[str]
+) -> dict[str, Any]:
+    """One family as the catalog shows it: compact, for a model to read (docs/models.md holds the prose)."""
+    region = studio.config.region
+    defaults = models_for(studio.config, kind)
+    ids = [
+        m for m in (*DEFAULT_MODELS[kind][region], *defaults) if family_key(m) == family
+    ]
+    entry: dict[str, Any] = {"kind": kind, "family": family}
+    if ids:
+        entry["ids"] = list(dict.fromkeys(ids))
+    entry["takes"] = takes_of(row)
+    lifecycle = lifecycle_of(kind, ids[0] if ids else family, region)
+    if lifecycle:
+        entry["lifecycle"] = f"{lifecycle.status}: use {lifecycle.successor[region]}"
+    price = studio.spend.book.price(ids[0] if ids else family)
+    if price:
+        entry["price"] = price_text(price, studio.spend.book.currency)
+    position = next(
+        (i for i, m in enumerate(defaults, 1) if family_key(m) == family), None
+    )
+    if position:
+        entry["default"] = position
+    if refused & set(ids):
+        entry["refused"] = "Ark said this key cannot use it"
+    return entry
+
+
+def takes_of(row: Any) -> str:
+    """What a family takes, in a line."""
+    if isinstance(row, VideoFamily):
+        low, high = row.durations
+        parts = [
+            f"{low}-{high} s{' or -1' if row.auto_duration else ''}",
+            "/".join(row.resolutions),
+        ]
+        if row.refs != NO_REFS:
+            parts.append(f"refs {row.refs.images}/{row.refs.videos}/{row.refs.audios}")
+        if row.drafts:
+            parts.append(f"drafts {'/'.join(row.drafts)}")
+        if row.audio:
+            parts.append("audio")
+        if row.web_search != "no":
+            parts.append("web search")
+        return ", ".join(parts)
+    parts = ["/".join(row.sizes)] if row.sizes else []
+    if row.pixels and row.pixels != ANY_PIXELS:
+        parts.append(f"WxH {row.pixels[0] / 1e6:.2g}-{row.pixels[1] / 1e6:.3g} MP")
+    elif row.pixels:
+        parts.append("WxH")
+    parts.append(f"refs {row.refs[0]}-{row.refs[1]}")
+    if row.sets:
+        parts.append("sets")
+    if row.web_search:
+        parts.append("web search")
+    if row.background:
+        parts.append("background")
+    return ", ".join(parts)
+
+
+def price_text(price: Price, currency: str) -> str:
+    """A family's price, in a line: the rates by resolution (per million tokens), or per image."""
+    if price.per_million_tokens:
+        rates = ", ".join(f"{r} {v:g}" for r, v in price.per_million_tokens.items())
+        return f"{rates} {currency}/M tokens"
+    if isinstance(price.per_image, Mapping):
+        sizes = ", ".join(f"{s} {v:g}" for s, v in price.per_image.items())
+        return f"{sizes} {currency}/image"
+    return (
+        f"{price.per_image:g} {currency}/image"
+        if price.per_image is not None
+        else "none known"
+    )
+
+
 # --- Rules: which model a call goes to, and what it may ask of it -----------------------------------------------------
 # Every rule reads the model table; nothing else knows a model's limits. A call is first held to the checks every
 # model shares, then to its model's row: an explicit model (or a DOUBAO_*_MODEL setting) is the only one, and the
@@ -4876,6 +4993,11 @@ class ModelMemory:
             unusable = set(self.unusable.get(key_fingerprint(api_key), ()))
         return sorted(models, key=lambda model: model in unusable)
 
+    def refused(self, api_key: str) -> set[str]:
+        """The models Ark said this key cannot use, as far as this process knows."""
+        with self.lock:
+            return set(self.unusable.get(key_fingerprint(api_key), ()))
+
     def learn(self, api_key: str, model: str, usable: bool) -> None:
         slot = key_fingerprint(api_key)
         with self.lock:
@@ -7175,6 +7297,13 @@ class VideoTask(ListedTask):
     next_step: str
 
 
+class ModelCatalog(TypedDict):
+    region: str
+    currency: str
+    # Each family: kind, family, ids, takes, lifecycle, price, default (its place in the defaults), refused.
+    models: list[dict[str, Any]]
+
+
 class TaskList(TypedDict):
     total: int
     tasks: list[ListedTask]
@@ -9206,7 +9335,7 @@ def build_server(
     record: Record | None = None,
     watcher: Watcher | None = None,
 ) -> MCPServer:
-    """The MCP server: the five tools and the viewer, bound to one Studio (a configuration, an Ark client, worker
+    """The MCP server: the six tools and the viewer, bound to one Studio (a configuration, an Ark client, worker
     lanes, and a task record and a watcher that saves videos on its own, when they are given)."""
     client = client or new_client(config)
     studio = Studio(config, client, stopping, record, watcher)

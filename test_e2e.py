@@ -2078,3 +2078,16 @@ def test_prune_uploads_removes_the_servers_own_objects_counted_from_the_record(
         o["Key"] for o in storage.list_objects_v2(Bucket=UPLOAD_BUCKET)["Contents"]
     ] == ["clips/not-ours.mp4"]
     assert STORAGE_SECRET.encode() not in run.stderr
+
+
+async def test_the_catalog_answers_over_http_and_stdio_without_a_key(
+    fake_ark: FakeArk,
+) -> None:
+    with HttpServer(fake_ark) as server:
+        async with server.client() as client:
+            over_http = await client.call_tool("list_models", {"kind": "image"})
+    async with Client(stdio_server(fake_ark, ARK_API_KEY="")) as client:
+        over_stdio = await client.call_tool("list_models", {})
+    assert {m["kind"] for m in over_http.structured_content["models"]} == {"image"}
+    families = {m["family"] for m in over_stdio.structured_content["models"]}
+    assert {"seedance-2-0", "seedream-4-5"} <= families
