@@ -238,6 +238,8 @@ MAX_PAGE = 500
 MAX_WAIT_SECONDS = 600
 # generate_video's wait: its reply, with the new task's id, must beat a 60 s client timeout.
 START_WAIT_SECONDS = 55
+# takes: independent versions of one idea in one call.
+MAX_TAKES = 4
 # The densest polls (around and after a task's estimate), and the sparsest (early).
 POLL_INTERVALS_SECONDS = (1.5, 10.0)
 # The sparsest poll of a wait timed by a prior, not by tasks seen: the prior may be far off.
@@ -1994,6 +1996,14 @@ VideoFrames = Annotated[
     optional(check_frames),
 ]
 VideoSeed = Annotated[int | None, Field(ge=-1, le=MAX_SEED["video"])]
+Takes = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=MAX_TAKES,
+        description="Independent versions, each its own request; seed+i each.",
+    ),
+]
 VideoDraft = Annotated[
     bool | None,
     Field(description="480p preview to render later with draft_task_id (2.5)."),
@@ -2143,6 +2153,7 @@ async def generate_image(
     web_search: ImageWebSearch = None,
     background: ImageBackground = None,
     extra: ImageExtra = None,
+    takes: Takes = 1,
     save_dir: SaveDir = None,
 ) -> ImageResult:
     """Generate images with Doubao Seedream from a prompt, optionally editing or combining reference images.
@@ -2178,6 +2189,10 @@ async def generate_image(
         output_format=output_format,
         background=background,
     )
+    if takes > 1:
+        return await image_takes(
+            studio, plan, body, api_key, save_to, ctx.report_progress, takes
+        )
     return cast(
         ImageResult,
         await make_images(studio, plan, body, api_key, save_to, ctx.report_progress),
@@ -2205,6 +2220,7 @@ def plan_images(
     web_search: bool | None,
     background: str | None,
     extra: dict[str, Any] | None,
+    takes: int,
 ) -> Plan:
     ask = ImageAsk(
         images=len(images or []),
@@ -2218,9 +2234,10 @@ def plan_images(
     choice = candidates("image", ask, studio.config, model)
     extra = check_extra(extra, tool_arguments("generate_image"))
     book = studio.spend.book
-    return priced(
+    plan = priced(
         studio.spend, choice, extra, lambda m: quote_images(book, m, ask, extra)
     )
+    return plan._replace(quote=times(plan.quote, takes))
 
 
 def priced(
@@ -2303,6 +2320,7 @@ async def generate_video(
     service_tier: VideoServiceTier = None,
     callback_url: VideoCallbackUrl = None,
     extra: VideoExtra = None,
+    takes: Takes = 1,
     wait_seconds: StartWait = 0,
     save_dir: SaveDir = None,
 ) -> VideoTask:
@@ -2334,6 +2352,8 @@ async def generate_video(
         report=ctx.report_progress,
         asked=asked,
     )
+    if takes > 1:
+        return cast(VideoTask, await video_takes(studio, plan, body, follow, takes))
     task = await make_video(studio, plan, body, follow)
     if uploading and uploading.done:
         task = with_fields(task, uploads=[up._asdict() for up in uploading.done])
@@ -2380,6 +2400,7 @@ def plan_video(
     service_tier: str | None,
     callback_url: str | None,
     extra: dict[str, Any] | None,
+    takes: int,
 ) -> Plan:
     """generate_video's plan (a resolver: it runs before the body, and before the question it may need)."""
     studio = studio_of(ctx)
@@ -2405,7 +2426,7 @@ def plan_video(
     ask = video_ask(given, fields, extra, prompt, draft_task_id, web_search)
     choice = candidates("video", ask, studio.config, model)
     book = studio.spend.book
-    return priced(
+    plan = priced(
         studio.spend,
         choice,
         extra,
@@ -2413,6 +2434,7 @@ def plan_video(
         given,
         fields,
     )
+    return plan._replace(quote=times(plan.quote, takes))
 
 
 def ask_before_video(ctx: Context, plan: VideoPlan) -> Elicit[SpendConsent] | Unasked:
@@ -5889,6 +5911,191 @@ async def make_images(
     return result
 
 
+def times(quote: Quote, takes: int) -> Quote:
+    """A call's quote for `takes` takes: every take counted before any is sent."""
+    if takes == 1:
+        return quote
+    amount = None if quote.amount is None else round(quote.amount * takes, 4)
+    return quote._replace(amount=amount, basis=f"{takes} takes of {quote.basis}")
+
+
+async def video_takes(
+    studio: Studio, plan: Plan, body: dict[str, Any], follow: Following, takes: int
+) -> Task:
+    """Several takes of one video: each its own task (take i with seed + i when a seed is given), created one after
+    another on the model the first went to, then waited for and saved together, progress counted in takes. A take
+    that fails is its own entry; the rest go on. The day's limit sees every take before the first is sent. The
+    result is the first take's, with every take under `takes`."""
+    await check_room(studio, follow.api_key, plan.quote)
+    outcomes: list[Task] = []
+    for take in range(takes):
+        try:
+            created, note = await studio.lanes.slow.run(
+                create_task,
+                studio,
+                plan,
+                seeded(body, take),
+                follow.api_key,
+                follow.save_to,
+            )
+        except DoubaoError as error:
+            outcomes.append({"take": take, "error": str(error)})
+            continue
+        # The next takes go where this one went: a default that fell through is not tried again.
+        plan = plan._replace(choice=plan.choice._replace(models=(created["model"],)))
+        outcomes.append({"take": take, **created, **({"note": note} if note else {})})
+    made = [outcome for outcome in outcomes if "task_id" in outcome]
+    if not made:
+        raise DoubaoError(
+            "No take was made: "
+            + "; ".join(f"take {o['take']}: {o['error']}" for o in outcomes)
+        )
+    counted = replace(follow, asked=None, report=in_takes(follow.report))
+    followed = {t["task_id"]: t for t in await follow_all(studio, made, counted)}
+    every = []
+    for outcome in outcomes:
+        task = followed.get(outcome.get("task_id", ""), outcome)
+        # Unfinished with a folder: the watcher saves it when it finishes.
+        if follow.save_to and task.get("status") in UNFINISHED_STATUSES:
+            task = save_later(studio, task, follow.save_to, follow.api_key)
+        cost = {**outcome.get("cost", {}), **task.get("cost", {})}
+        every.append(with_fields(task, take=outcome["take"], cost=cost))
+    done = sum(task.get("status") in FINAL_STATUSES for task in every)
+    first = next(task for task in every if "task_id" in task)
+    return with_fields(
+        first,
+        takes=[listed(task) for task in every],
+        usage=summed_usage(task.get("usage") for task in every),
+        cost=summed_cost(studio, [task.get("cost") for task in every]),
+        next_step=f"{done} of {takes} takes done. Follow the others with list_video_tasks and the takes' "
+        "task_ids (wait_seconds, save_dir).",
+    )
+
+
+def in_takes(report: Report) -> Report:
+    """A batch wait's progress, counted in takes: "2 of 3 takes done"."""
+
+    async def told(progress: float, total: float | None, message: str) -> None:
+        await report(progress, total, message.replace(" done", " takes done", 1))
+
+    return told
+
+
+async def image_takes(
+    studio: Studio,
+    plan: Plan,
+    body: dict[str, Any],
+    api_key: str,
+    save_to: Folder | None,
+    report: Report,
+    takes: int,
+) -> ImageResult:
+    """Several takes of one image call: each its own request (take i with seed + i when a seed is given), at once
+    within the lanes. Every image and error says its take; a take that fails is an error of its own, and the rest
+    go on."""
+    await check_room(studio, api_key, plan.quote)
+    results: list[Task] = [{} for _ in range(takes)]
+
+    async def one(take: int) -> None:
+        try:
+            made = await make_images(
+                studio, plan, seeded(body, take), api_key, save_to, report
+            )
+        except DoubaoError as error:
+            results[take] = {"error": str(error)}
+            return
+        results[take] = dict(made)
+
+    async with anyio.create_task_group() as group:
+        for take in range(takes):
+            group.start_soon(one, take)
+    merged: Task = {"images": [], "errors": []}
+    for take, result in enumerate(results):
+        merged["images"] += [
+            {**image, "take": take} for image in result.get("images", [])
+        ]
+        merged["errors"] += [{**e, "take": take} for e in result.get("errors", [])]
+        if "error" in result:
+            merged["errors"].append(
+                {
+                    "index": -1,
+                    "take": take,
+                    "code": "TakeFailed",
+                    "message": result["error"],
+                }
+            )
+        for key in ("saved_files", "save_errors"):
+            if result.get(key):
+                merged.setdefault(key, []).extend(result[key])
+    made = [result for result in results if "error" not in result]
+    if not made:
+        raise DoubaoError(
+            "No take was made: "
+            + "; ".join(f"take {i}: {r['error']}" for i, r in enumerate(results))
+        )
+    return cast(
+        ImageResult,
+        {
+            **({"model": made[0]["model"]} if "model" in made[0] else {}),
+            **merged,
+            "usage": summed_usage(result.get("usage") for result in results),
+            "cost": summed_cost(studio, [result.get("cost") for result in results]),
+            "takes": [
+                {
+                    "take": i,
+                    **(
+                        {"error": r["error"]}
+                        if "error" in r
+                        else {"model": r.get("model")}
+                    ),
+                }
+                for i, r in enumerate(results)
+            ],
+            "note": made[0]["note"],
+        },
+    )
+
+
+async def check_room(studio: Studio, api_key: str, quote: Quote) -> None:
+    """Refuse the whole call, before anything is sent, when the day's limit has no room for all of it."""
+    refusal = await studio.lanes.quick.run(room_for, studio, api_key, quote)
+    if refusal:
+        raise DoubaoError(refusal)
+
+
+def seeded(body: dict[str, Any], take: int) -> dict[str, Any]:
+    """Take `take`'s body: with seed + take when a seed was given (-1, random, stays random)."""
+    seed = body.get("seed")
+    if take and isinstance(seed, int) and seed >= 0:
+        return {**body, "seed": seed + take}
+    return body
+
+
+def summed_usage(usages: Iterable[Any]) -> dict[str, Any]:
+    """Every number in the takes' usage, summed (nested objects, such as tool_usage, summed likewise)."""
+    total: dict[str, Any] = {}
+    for usage in usages:
+        for key, value in as_object(usage).items():
+            if isinstance(value, dict):
+                total[key] = summed_usage([total.get(key, {}), value])
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                total[key] = total.get(key, 0) + value
+    return total
+
+
+def summed_cost(studio: Studio, costs: list[Any]) -> Cost:
+    """The takes' cost: their estimates summed, and what was billed once every take has said."""
+    found = [as_object(cost) for cost in costs]
+    total = Cost(currency=studio.spend.book.currency)
+    estimates = [c["estimate"] for c in found if "estimate" in c]
+    if estimates:
+        total["estimate"] = round(sum(estimates), 4)
+    if found and all("billed" in c for c in found):
+        total["billed"] = round(sum(c["billed"] for c in found), 4)
+    total["basis"] = f"{len(found)} takes, each as its own entry says"
+    return total
+
+
 async def with_heartbeat(
     report: Report, what: str | Callable[[], str], work: Awaitable[T]
 ) -> T:
@@ -7214,12 +7421,16 @@ class ImageOut(TypedDict):
     description: NotRequired[Unlisted[str]]
     z_index: NotRequired[Unlisted[int]]
     bounding_box: NotRequired[Unlisted[dict[str, Any]]]
+    # With takes: the take it belongs to.
+    take: NotRequired[Unlisted[int]]
 
 
 class ImageError(TypedDict):
     index: int
     code: str
     message: str
+    # With takes: the take it belongs to.
+    take: NotRequired[Unlisted[int]]
 
 
 class Cost(TypedDict):
@@ -7242,6 +7453,8 @@ class ImageResult(TypedDict):
     cost: NotRequired[Unlisted[Cost]]
     saved_files: NotRequired[list[SavedFile]]
     save_errors: NotRequired[list[SaveError]]
+    # With takes: each take's model, or its error (its images carry `take`).
+    takes: NotRequired[Unlisted[list[dict[str, Any]]]]
     note: str
 
 
@@ -7293,6 +7506,8 @@ class VideoTask(ListedTask):
     estimate_seconds: NotRequired[Unlisted[int]]
     # The local files this call uploaded for Ark to fetch.
     uploads: NotRequired[Unlisted[list[UploadedFile]]]
+    # With takes: every take (this result's fields are the first's), each a task with `take`, or its error.
+    takes: NotRequired[Unlisted[list[dict[str, Any]]]]
     # What to do now; a listing leaves it out, as it would say the same for every task.
     next_step: str
 

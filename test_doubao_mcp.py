@@ -2646,6 +2646,90 @@ async def test_cancelling_an_unknown_task_says_so(ark: Any) -> None:
     assert doubao_mcp.TASK_NOT_FOUND_HINT in text
 
 
+async def test_video_takes_are_tasks_of_their_own_with_seed_plus_i_and_a_failed_take_is_its_own_entry(
+    ark: Any,
+) -> None:
+    ark.post(TASKS, json={"id": "cgt-1"})
+    ark.post(TASKS, json={"id": "cgt-2"})
+    ark.post(
+        TASKS,
+        status=400,
+        json={"error": {"code": "InvalidParameter", "message": "no", "param": "seed"}},
+    )
+    result = await call(
+        "generate_video", {"prompt": "a fox", "model": DANCE_20, "seed": 7, "takes": 3}
+    )
+    assert [sent_json(ark, i)["seed"] for i in range(3)] == [7, 8, 9]
+    content = result.structured_content
+    assert content["task_id"] == "cgt-1"
+    assert [(t["take"], t.get("task_id"), "error" in t) for t in content["takes"]] == [
+        (0, "cgt-1", False),
+        (1, "cgt-2", False),
+        (2, None, True),
+    ]
+    assert "Ark API error 400 InvalidParameter" in content["takes"][2]["error"]
+    assert content["cost"]["estimate"] == pytest.approx(2 * 5.0094)
+    assert content["next_step"].startswith("0 of 3 takes done.")
+
+
+async def test_the_day_limit_and_the_question_see_every_take_before_the_first_is_sent(
+    ark: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOUBAO_DAILY_LIMIT", "12")
+    refused = await call(
+        "generate_video", {"prompt": "a fox", "model": DANCE_20, "takes": 3}
+    )
+    assert "would cost about 15.0282 CNY (3 takes of 720p 16:9 5 s" in error_text(
+        refused
+    )
+    assert len(ark.calls) == 0
+
+
+async def test_image_takes_are_requests_of_their_own_and_every_image_says_its_take(
+    ark: Any,
+) -> None:
+    for n in (1, 2):
+        ark.post(
+            IMAGES,
+            json={
+                "data": [{"url": f"https://cdn.test/{n}.png"}],
+                "usage": {"generated_images": 1},
+            },
+        )
+    result = await call(
+        "generate_image", {"prompt": "a fox", "model": S45, "seed": 3, "takes": 2}
+    )
+    assert sorted(sent_json(ark, i)["seed"] for i in range(2)) == [3, 4]
+    content = result.structured_content
+    assert sorted(image["take"] for image in content["images"]) == [0, 1]
+    assert content["usage"] == {"generated_images": 2}
+    assert content["takes"] == [{"take": 0, "model": None}, {"take": 1, "model": None}]
+
+
+async def test_a_wait_for_takes_counts_progress_in_takes(fake_ark: FakeArk) -> None:
+    fake_ark.polls_to_finish = 2
+    told: list[str] = []
+
+    async def progress(done: float, total: float | None, message: str | None) -> None:
+        told.append(message or "")
+
+    config = replace(
+        Config.from_env(), base_url=fake_ark.url, poll_intervals=(0.01, 0.02)
+    )
+    async with Client(make_server(config)) as client:
+        result = await client.call_tool(
+            "generate_video",
+            {"prompt": "a fox", "model": DANCE_20, "takes": 2, "wait_seconds": 10},
+            progress_callback=progress,
+        )
+    assert [t["status"] for t in result.structured_content["takes"]] == [
+        "succeeded",
+        "succeeded",
+    ]
+    assert "2 of 2 takes done" in told
+    assert result.structured_content["next_step"].startswith("2 of 2 takes done.")
+
+
 # --- Rules: which model a call goes to, and what it may ask of it -----------------------------------------------------
 
 

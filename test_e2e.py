@@ -2091,3 +2091,25 @@ async def test_the_catalog_answers_over_http_and_stdio_without_a_key(
     assert {m["kind"] for m in over_http.structured_content["models"]} == {"image"}
     families = {m["family"] for m in over_stdio.structured_content["models"]}
     assert {"seedance-2-0", "seedream-4-5"} <= families
+
+
+async def test_over_http_takes_are_made_and_waited_for_together(
+    fake_ark: FakeArk,
+) -> None:
+    fake_ark.polls_to_finish = 1
+    with HttpServer(fake_ark, ARK_API_KEY=KEY) as server:
+        async with server.client() as client:
+            videos = await client.call_tool(
+                "generate_video",
+                {"prompt": "a fox", "takes": 2, "seed": 5, "wait_seconds": 20},
+            )
+            images = await client.call_tool(
+                "generate_image", {"prompt": "a fox", "takes": 2}
+            )
+    assert [t["status"] for t in videos.structured_content["takes"]] == [
+        "succeeded",
+        "succeeded",
+    ]
+    posted = [r["body"] for r in fake_ark.requests if r["method"] == "POST"]
+    assert [p.get("seed") for p in posted if "content" in p] == [5, 6]
+    assert sorted(i["take"] for i in images.structured_content["images"]) == [0, 1]
