@@ -545,6 +545,10 @@ NOT_CANCELLABLE = {
     "cancel_video_task again to delete its record.",
     "cancelled": "The task is cancelled: Ark cannot cancel or delete it now. Ark keeps cancelled tasks for 7 days.",
 }
+ASSETS_ON_SEEDANCE_ONLY = (
+    "asset:// ids work on Seedance 2.x videos only; Seedream refuses them: "
+    "pass the image as a URL or a file."
+)
 TASK_NOT_FOUND_HINT = "No task with this id: use the task_id generate_video returned (Ark keeps tasks 7 days)."
 URL_LIFETIME_NOTE = (
     "Result URLs expire 24 hours after generation: download what you want to keep."
@@ -1165,6 +1169,8 @@ class CallFacts:
     region: int = CHINA
     task_status: str | None = None
     caller_key: bool = False
+    # An image call with asset:// inputs, which Seedream refuses.
+    asset_images: bool = False
 
 
 class ArkAPIError(DoubaoError):
@@ -1229,6 +1235,8 @@ def decide_hint(error: ArkAPIError) -> str | None:
         return CALLER_KEY_REFUSED
     if refused and facts.task_status in NOT_CANCELLABLE:
         return NOT_CANCELLABLE[facts.task_status]
+    if error.status == 400 and facts.asset_images:
+        return ASSETS_ON_SEEDANCE_ONLY
     hint = unavailable_hint(error) or table_hint(
         error.status,
         error.code,
@@ -5874,6 +5882,8 @@ async def make_images(
             answer = studio.client.generate_images({**body, "model": model}, api_key)
         except BaseException as error:
             reservation.failed(error)
+            if isinstance(error, ArkAPIError) and "asset://" in str(body.get("image")):
+                error.facts = replace(error.facts, asset_images=True)
             raise
         billed.append(reservation.images(as_object(answer).get("usage")))
         return answer

@@ -1403,6 +1403,21 @@ async def test_new_ark_errors_say_what_to_change(
     assert advice in error_text(await call("generate_video", {"prompt": "a fox"}))
 
 
+async def test_seedream_refusing_an_asset_id_says_they_are_for_seedance_only(
+    ark: Any,
+) -> None:
+    ark.post(
+        IMAGES,
+        status=400,
+        json={"error": {"code": "InvalidParameter", "message": "bad image"}},
+    )
+    result = await call(
+        "generate_image",
+        {"prompt": "me", "model": PRO, "images": ["asset://asset-20261201-abc"]},
+    )
+    assert "asset:// ids work on Seedance 2.x videos only" in error_text(result)
+
+
 async def test_a_running_task_ark_cannot_cancel_says_to_wait_then_delete(
     ark: Any,
 ) -> None:
