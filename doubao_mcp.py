@@ -2361,8 +2361,9 @@ async def generate_video(
         asked=asked,
     )
     if takes > 1:
-        return cast(VideoTask, await video_takes(studio, plan, body, follow, takes))
-    task = await make_video(studio, plan, body, follow)
+        task = await video_takes(studio, plan, body, follow, takes)
+    else:
+        task = await make_video(studio, plan, body, follow)
     if uploading and uploading.done:
         task = with_fields(task, uploads=[up._asdict() for up in uploading.done])
     return cast(VideoTask, task)

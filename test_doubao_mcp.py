@@ -3976,6 +3976,26 @@ async def test_a_local_reference_video_is_uploaded_once_and_ark_fetches_each_fre
         assert STORAGE_SECRET not in result.content[0].text
 
 
+async def test_takes_of_a_local_clip_upload_it_once_and_say_so(
+    fake_ark: FakeArk, storage: Any, tmp_path: Path
+) -> None:
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(mp4(6.0))
+    result = await call(
+        "generate_video",
+        {
+            "prompt": "@Video1",
+            "model": DANCE_20,
+            "reference_videos": [str(clip)],
+            "takes": 2,
+        },
+        replace(Config.from_env(), base_url=fake_ark.url),
+    )
+    (uploaded,) = result.structured_content["uploads"]
+    assert uploaded["sent"] and len(result.structured_content["takes"]) == 2
+    assert fake_ark.fetched == [clip.read_bytes()] * 2
+
+
 async def test_a_clip_past_the_multipart_threshold_goes_up_in_parts(
     fake_ark: FakeArk, storage: Any, tmp_path: Path
 ) -> None:
