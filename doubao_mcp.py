@@ -182,6 +182,10 @@ UPLOAD_DEADLINE_SECONDS = 600.0
 UPLOAD_PARTS_AT_ONCE = 8
 # Silence from the storage before a request is given up (boto3 retries it).
 UPLOAD_READ_TIMEOUT_SECONDS = 60.0
+# The most boxes of an MP4 read to find its movie header (a real file has a handful at each level).
+MOVIE_BOXES_READ = 1000
+# The largest DOUBAO_PRICES file read.
+PRICES_MAX_BYTES = 2**20
 # The shortest reference video Ark takes, and the shortest a Seedance 2.5 edit takes.
 REFERENCE_VIDEO_MIN_SECONDS = 2.0
 EDIT_VIDEO_MIN_SECONDS = 4.0
@@ -1581,11 +1585,19 @@ def read_prices(env: Mapping[str, str], currency: str) -> dict[str, dict[str, An
         return {}
     where = f"DOUBAO_PRICES ({given[:200]})"
     try:
-        document = json.loads(Path(given).expanduser().read_text(encoding="utf-8"))
+        with open(Path(given).expanduser(), "rb") as file:
+            raw = file.read(PRICES_MAX_BYTES + 1)
     except OSError as error:
         raise ConfigError(
             f"{where} cannot be read: {error.strerror or error}"
         ) from None
+    if len(raw) > PRICES_MAX_BYTES:
+        raise ConfigError(
+            f"{where} is over {size_text(PRICES_MAX_BYTES)}: a price file is a few KB"
+        )
+    try:
+        document = json.loads(raw.decode("utf-8"))
+    # UnicodeDecodeError is a ValueError too.
     except ValueError as error:
         raise ConfigError(f"{where} is not JSON: {error}") from None
     if not isinstance(document, dict) or set(document) - {"currency", "models"}:
@@ -4206,7 +4218,10 @@ def movie_seconds(file: Any) -> float | None:
 
     def boxes(start: int, stop: int) -> Iterator[tuple[bytes, int, int]]:
         at = start
-        while at + 8 <= stop:
+        # A file of millions of tiny boxes is not walked to its end.
+        for _ in range(MOVIE_BOXES_READ):
+            if at + 8 > stop:
+                return
             file.seek(at)
             head = file.read(16)
             size, name = int.from_bytes(head[:4], "big"), head[4:8]

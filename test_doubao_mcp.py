@@ -4376,6 +4376,18 @@ def test_a_bad_upload_target_stops_start_up(
         Config.from_env()
 
 
+def test_a_clip_of_a_million_tiny_boxes_is_not_walked_to_its_end(
+    tmp_path: Path,
+) -> None:
+    """A hostile MP4: its movie header hides behind 2**20 empty boxes. Only MOVIE_BOXES_READ are read: no length,
+    found at once."""
+    real = mp4(5.0)
+    clip = tmp_path / "boxes.mp4"
+    clip.write_bytes(real[:16] + b"\x00\x00\x00\x08free" * 2**20 + real[16:])
+    with open(clip, "rb") as file:
+        assert doubao_mcp.movie_seconds(file) is None
+
+
 def test_tos_gets_virtual_hosted_links_signed_v4_and_a_local_endpoint_path_style(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -4719,6 +4731,7 @@ async def test_doubao_prices_replace_the_table_field_by_field_and_price_an_endpo
             {"currency": "CNY", "extra": 1},
             'must be an object with "currency" and "models"',
         ),
+        ("[" * 2**20 + "]", "is over 1.0 MB: a price file is a few KB"),
     ],
 )
 def test_a_bad_price_file_stops_start_up_with_one_sentence(
