@@ -4388,6 +4388,24 @@ def test_a_clip_of_a_million_tiny_boxes_is_not_walked_to_its_end(
         assert doubao_mcp.movie_seconds(file) is None
 
 
+async def test_an_answer_that_echoes_the_storage_secret_never_passes_it_on(
+    ark: Any, storage: Any
+) -> None:
+    """The storage credentials are redacted like the Ark key, from Ark's answers too (a proxy that echoes)."""
+    ark.post(
+        TASKS,
+        status=400,
+        json={
+            "error": {"code": "InvalidParameter", "message": f"bad {STORAGE_SECRET}"}
+        },
+    )
+    async with Client(doubao_mcp.build_server(Config.from_env())) as client:
+        result = await client.call_tool(
+            "generate_video", {"prompt": "a fox", "model": DANCE_20}
+        )
+    assert "bad " in error_text(result) and STORAGE_SECRET not in error_text(result)
+
+
 def test_tos_gets_virtual_hosted_links_signed_v4_and_a_local_endpoint_path_style(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
