@@ -8740,8 +8740,13 @@ class Ledger:
 
     def settle(self, tasks: Iterable[Mapping[str, Any]]) -> None:
         """Finished tasks: a succeeded one's tokens at the rate it was quoted at (no usage: the quote stands), any
-        other status nothing."""
+        other status nothing. Only tasks with an open reservation are written: a query of a finished task reads one
+        index, and writes nothing."""
+        tasks = list(tasks)
+        reserved = self.reserved_tasks([task["task_id"] for task in tasks])
         for task in tasks:
+            if task["task_id"] not in reserved:
+                continue
             usage = as_object(task.get("usage"))
             tokens = clean_int(usage.get("total_tokens")) or clean_int(
                 usage.get("completion_tokens")
@@ -8784,6 +8789,18 @@ class Ledger:
             for row, task_id, model, posted, state in rows
             if is_amount(posted)
         ]
+
+    def reserved_tasks(self, task_ids: list[str]) -> set[str]:
+        """Which of these tasks have a reservation still open."""
+        found: set[str] = set()
+        for start in range(0, len(task_ids), SQL_CHUNK_IDS):
+            chunk = task_ids[start : start + SQL_CHUNK_IDS]
+            rows = self._run(
+                f"SELECT task_id FROM spend WHERE state = 'reserved' AND task_id IN ({', '.join('?' * len(chunk))})",
+                *chunk,
+            )
+            found.update(task_id for (task_id,) in rows)
+        return found
 
     def known_tasks(self, task_ids: list[str]) -> set[str]:
         """Which of these tasks already have a row (made by a call that had its answer)."""
