@@ -2113,3 +2113,25 @@ async def test_over_http_takes_are_made_and_waited_for_together(
     posted = [r["body"] for r in fake_ark.requests if r["method"] == "POST"]
     assert [p.get("seed") for p in posted if "content" in p] == [5, 6]
     assert sorted(i["take"] for i in images.structured_content["images"]) == [0, 1]
+
+
+async def test_over_stdio_takes_of_an_image_and_a_video_in_one_call_each(
+    fake_ark: FakeArk,
+) -> None:
+    fake_ark.polls_to_finish = 1
+    async with Client(stdio_server(fake_ark)) as client:
+        videos = await client.call_tool(
+            "generate_video", {"prompt": "a fox", "takes": 3, "wait_seconds": 20}
+        )
+        images = await client.call_tool(
+            "generate_image", {"prompt": "a fox", "takes": 2, "max_images": 2}
+        )
+    assert [t["take"] for t in videos.structured_content["takes"]] == [0, 1, 2]
+    assert videos.structured_content["next_step"].startswith("3 of 3 takes done.")
+    assert videos.structured_content["usage"]["completion_tokens"] == 3 * 108_900
+    assert sorted(i["take"] for i in images.structured_content["images"]) == [
+        0,
+        0,
+        1,
+        1,
+    ]
