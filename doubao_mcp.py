@@ -3607,28 +3607,14 @@ class Folder:
 def read_input(
     path: Path, root: Path | None, argument: str, max_bytes: int, what: str
 ) -> bytes:
-    """A local input's bytes: a regular file of at most `max_bytes`, checked on the open file and read at most one
-    byte past the limit, so a file swapped for a device or grown after the check cannot flood memory."""
+    """A local input's bytes (see `open_input`), read at most one byte past the limit, so a file grown after the
+    check cannot flood memory."""
+    file, _ = open_input(path, root, argument, max_bytes, what)
+    too_big = DoubaoError(
+        f"{argument}: {path} is over Ark's {size_text(max_bytes)} limit for this input."
+    )
     try:
-        fd = open_beneath(path, root, READ_FLAGS, argument)
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            os.close(fd)
-            raise DoubaoError(
-                f"{argument}: {path} is a folder, not {what}."
-                if stat.S_ISDIR(info.st_mode)
-                else f"{argument}: {path} is not a regular file."
-            )
-        # Or it grew since.
-        size = (
-            f"is {size_text(info.st_size)}, over"
-            if info.st_size > max_bytes
-            else "is over"
-        )
-        too_big = DoubaoError(
-            f"{argument}: {path} {size} Ark's {size_text(max_bytes)} limit for this input."
-        )
-        with os.fdopen(fd, "rb", buffering=0) as file:
+        with file:
             return b"".join(
                 capped(
                     iter(partial(file.read, DOWNLOAD_CHUNK_BYTES), b""),
@@ -3636,12 +3622,40 @@ def read_input(
                     lambda: too_big,
                 )
             )
+    except OSError as error:
+        raise DoubaoError(
+            f"{argument}: {path} cannot be read: {error.strerror or error}."
+        ) from error
+
+
+def open_input(
+    path: Path, root: Path | None, argument: str, max_bytes: int, what: str
+) -> tuple[io.FileIO, os.stat_result]:
+    """A local input opened beneath `root`: a regular file of at most `max_bytes`, checked on the open file (so one
+    swapped for a device or a folder is refused), and its stat."""
+    try:
+        fd = open_beneath(path, root, READ_FLAGS, argument)
     except FileNotFoundError as error:
         raise DoubaoError(f"{argument}: {path} does not exist.") from error
     except OSError as error:
         raise DoubaoError(
             f"{argument}: {path} cannot be read: {error.strerror or error}."
         ) from error
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise DoubaoError(
+            f"{argument}: {path} is a folder, not {what}."
+            if stat.S_ISDIR(info.st_mode)
+            else f"{argument}: {path} is not a regular file."
+        )
+    if info.st_size > max_bytes:
+        os.close(fd)
+        raise DoubaoError(
+            f"{argument}: {path} is {size_text(info.st_size)}, over Ark's {size_text(max_bytes)} limit for this "
+            "input."
+        )
+    return os.fdopen(fd, "rb", buffering=0), info
 
 
 # --- Requests: the inputs as Ark takes them, and the body it is sent --------------------------------------------------
@@ -4171,17 +4185,10 @@ def open_for_upload(
     """The file opened beneath the allowed folder, a regular file of at most `max_bytes`, recognised by its bytes
     as the medium it is given as, and hashed (the object's key). Runs on a worker thread."""
     kind = MEDIA[ref.media]
-    fd = open_beneath(path, config.allowed_dir, READ_FLAGS, ref.argument)
-    file = os.fdopen(fd, "rb")
+    file, info = open_input(
+        path, config.allowed_dir, ref.argument, max_bytes, kind.described
+    )
     try:
-        info = os.fstat(file.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise DoubaoError(f"{ref.argument}: {path} is not a regular file.")
-        if info.st_size > max_bytes:
-            raise DoubaoError(
-                f"{ref.argument}: {path} is {size_text(info.st_size)}, over Ark's {size_text(max_bytes)} limit for "
-                "this input."
-            )
         found = sniff(file.read(SNIFF_BYTES))
         if not found or not found.mime.startswith(kind.mime + "/"):
             raise DoubaoError(f"{ref.argument}: {path} is not {kind.described}.")

@@ -4034,6 +4034,8 @@ async def test_an_object_removed_since_is_uploaded_again(
 @pytest.mark.parametrize(
     ("write", "error"),
     [
+        (lambda p: None, "clip.mp4 does not exist."),
+        (lambda p: p.mkdir(), "clip.mp4 is a folder, not an MP4 or MOV video."),
         (lambda p: p.write_bytes(PNG), "is not an MP4 or MOV video"),
         (
             lambda p: p.write_bytes(mp4(1.0)),
