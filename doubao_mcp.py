@@ -1027,6 +1027,7 @@ CHINA_RESELLERS = (
 )
 BYTEPLUS_COMFY = "ComfyUI's BytePlus price list [C], maybe 1.43x BytePlus's own: an upper bound (ARK_API.md, Billing)"
 BYTEPLUS_IMAGES = "ComfyUI's and resellers' lists [C][R] (ARK_API.md, Billing)"
+SEEDREAM_5_LITE_PRICE = Price(per_image=0.035, source=BYTEPLUS_IMAGES, date="2026-11")
 # By region and family (see family_key). China's image prices, and Seedance 2.5, 2.0 mini and 1.5 pro in CNY,
 # were not found: those have no price until DOUBAO_PRICES gives one.
 PRICES = Regional(
@@ -1092,10 +1093,9 @@ PRICES = Regional(
         "seedream-5-0-flash": Price(
             per_image=0.02574, source=BYTEPLUS_IMAGES, date="2026-11"
         ),
-        "seedream-5-0": Price(per_image=0.035, source=BYTEPLUS_IMAGES, date="2026-11"),
-        "seedream-5-0-lite": Price(
-            per_image=0.035, source=BYTEPLUS_IMAGES, date="2026-11"
-        ),
+        # 5.0 lite, under both of its family names (as IMAGE_MODELS has it).
+        "seedream-5-0": SEEDREAM_5_LITE_PRICE,
+        "seedream-5-0-lite": SEEDREAM_5_LITE_PRICE,
         "seedream-4-5": Price(per_image=0.04, source=BYTEPLUS_IMAGES, date="2026-11"),
         "seedream-4-0": Price(per_image=0.03, source=BYTEPLUS_IMAGES, date="2026-11"),
     },
@@ -1445,10 +1445,6 @@ class Config:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "region", region_of(self.base_url))
-
-    @property
-    def currency(self) -> str:
-        return str(CURRENCIES[self.region])
 
 
 def region_of(base_url: str) -> int:
@@ -2189,11 +2185,7 @@ async def generate_image(
         for given in images or []
     ]
     # Images that would take the request past Ark's cap are uploaded, where uploads are set.
-    uploading = (
-        Uploading(studio.uploader, UPLOAD_LINK_SECONDS, None, studio.record)
-        if studio.uploader
-        else None
-    )
+    uploading = uploading_for(studio, plan)
     loaded = await studio.lanes.slow.run(load_inputs, refs, config, uploading)
     body = image_request(
         prompt,
@@ -2242,6 +2234,7 @@ def plan_images(
     extra: dict[str, Any] | None,
     takes: int,
 ) -> Plan:
+    """generate_image's plan (a resolver: it runs before the body, and before the question it may need)."""
     ask = ImageAsk(
         images=len(images or []),
         size=size,
@@ -2249,7 +2242,6 @@ def plan_images(
         web_search=bool(web_search),
         background=background,
     )
-    """generate_image's plan (a resolver: it runs before the body, and before the question it may need)."""
     studio = studio_of(ctx)
     choice = candidates("image", ask, studio.config, model)
     extra = check_extra(extra, tool_arguments("generate_image"))
@@ -2382,7 +2374,8 @@ async def generate_video(
 
 
 def uploading_for(studio: Studio, plan: Plan) -> Uploading | None:
-    """Where this call's local media is uploaded, and for how long its links live; None without DOUBAO_UPLOADS."""
+    """Where a call's local media is uploaded, and for how long its links live (a video task's tier and kind decide;
+    an image's links live the default time); None without DOUBAO_UPLOADS."""
     if studio.uploader is None:
         return None
     family = family_row("video", plan.choice.models[0])
@@ -9684,7 +9677,10 @@ def main(argv: list[str] | None = None) -> None:
         config, explicit=bool(os.environ.get("DOUBAO_STATE_DIR", "").strip())
     )
     if args.prune_uploads is not None:
-        sys.exit(prune_uploads(config, record, args.prune_uploads))
+        # stderr: a person at a terminal reads it; stdout stays the protocol's, even here.
+        status, told = prune_uploads(config, record, args.prune_uploads)
+        sys.stderr.write(f"doubao-mcp: {told}\n")
+        sys.exit(status)
     watcher = (
         Watcher(client, record, config.api_key, config)
         if record and config.api_key
@@ -9707,24 +9703,22 @@ def main(argv: list[str] | None = None) -> None:
         remove_live_parts()
 
 
-def prune_uploads(config: Config, record: Record | None, days: float) -> int:
+def prune_uploads(
+    config: Config, record: Record | None, days: float
+) -> tuple[int, str]:
     """--prune-uploads: remove this server's uploads that no call has used for `days` days, counted from the task
-    record (never by listing the bucket). The exit status."""
+    record (never by listing the bucket). The exit status, and what to tell."""
     if config.uploads is None or record is None:
-        print(
-            "doubao-mcp: --prune-uploads needs DOUBAO_UPLOADS and the task record (DOUBAO_STATE_DIR), which "
-            "remembers what was uploaded.",
-            file=sys.stderr,
+        return 2, (
+            "--prune-uploads needs DOUBAO_UPLOADS and the task record (DOUBAO_STATE_DIR), which remembers what was "
+            "uploaded."
         )
-        return 2
-    keys = record.uploads_before(config.uploads.bucket, time.time() - days * 86400)
+    unused_since = time.time() - timedelta(days=days).total_seconds()
+    keys = record.uploads_before(config.uploads.bucket, unused_since)
     gone = Uploader(config.uploads).remove(keys)
     record.forget_uploads(config.uploads.bucket, gone)
-    print(
-        f"doubao-mcp: removed {len(gone)} of {len(keys)} uploads not used for {days:g} days from {config.uploads}.",
-        file=sys.stderr,
-    )
-    return 0 if len(gone) == len(keys) else 1
+    told = f"removed {len(gone)} of {len(keys)} uploads not used for {days:g} days from {config.uploads}."
+    return (0 if len(gone) == len(keys) else 1), told
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:

@@ -4215,7 +4215,10 @@ async def test_the_record_keeps_uploads_across_a_restart_and_prune_removes_only_
     config = replace(Config.from_env(), base_url=fake_ark.url)
     restarted = Record(state, fake_ark.url)
     assert restarted.uploads_before(UPLOAD_BUCKET, time.time() + 1) == [key]
-    assert doubao_mcp.prune_uploads(config, restarted, days=0) == 0
+    assert doubao_mcp.prune_uploads(config, restarted, days=0) == (
+        0,
+        "removed 1 of 1 uploads not used for 0 days from s3://doubao-test/clips/.",
+    )
     left = [o["Key"] for o in storage.list_objects_v2(Bucket=UPLOAD_BUCKET)["Contents"]]
     assert left == ["clips/someone-elses.mp4"]
     assert restarted.uploads_before(UPLOAD_BUCKET, time.time() + 1) == []
