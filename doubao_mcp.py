@@ -3867,10 +3867,17 @@ def file_as_data_url(ref: MediaRef, path: Path, config: Config) -> str:
     data = read_input(
         path, config.allowed_dir, ref.argument, kind.max_bytes, kind.described
     )
-    found = sniff(data[:SNIFF_BYTES])
+    found = recognised(ref, path, data[:SNIFF_BYTES])
+    return f"data:{found.mime};base64,{base64.b64encode(data).decode()}"
+
+
+def recognised(ref: MediaRef, path: Path, head: bytes) -> Signature:
+    """What a local input is, by its first bytes: the medium it is given as, or refused."""
+    kind = MEDIA[ref.media]
+    found = sniff(head)
     if not found or not found.mime.startswith(kind.mime + "/"):
         raise DoubaoError(f"{ref.argument}: {path} is not {kind.described}.")
-    return f"data:{found.mime};base64,{base64.b64encode(data).decode()}"
+    return found
 
 
 def video_request(
@@ -4182,9 +4189,7 @@ def open_for_upload(
         path, config.allowed_dir, ref.argument, max_bytes, kind.described
     )
     try:
-        found = sniff(file.read(SNIFF_BYTES))
-        if not found or not found.mime.startswith(kind.mime + "/"):
-            raise DoubaoError(f"{ref.argument}: {path} is not {kind.described}.")
+        found = recognised(ref, path, file.read(SNIFF_BYTES))
         same = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
         digest = (digests.get(same) if digests is not None else None) or file_digest(
             file
