@@ -4805,7 +4805,7 @@ def find_unknown_tasks(
         )
     )
     items = [item for item in answer.get("items") or [] if isinstance(item, dict)]
-    claimed = ledger.known_tasks([task_id_of(item) or "" for item in items])
+    claimed = ledger.tasks_with_rows([task_id_of(item) or "" for item in items])
     complete = clean_int(answer.get("total")) == len(items)
     for row in sorted(lost, key=lambda row: row.posted):
         found_id = unknown_task_of(row, items, claimed)
@@ -4813,7 +4813,7 @@ def find_unknown_tasks(
             claimed.add(found_id)
             ledger.created(row.row, found_id)
         elif complete or any(
-            (timestamp_of_answer(item) or row.posted)
+            (timestamp_of(item.get("created_at")) or row.posted)
             < row.posted - UNKNOWN_MATCH_SECONDS
             for item in items
         ):
@@ -4824,17 +4824,14 @@ def unknown_task_of(
     row: LedgerRow, items: list[dict[str, Any]], claimed: set[str]
 ) -> str | None:
     """The task Ark made for a POST that had no answer: one of its model, made near when it was sent, not claimed."""
-    for item in sorted(items, key=lambda item: timestamp_of_answer(item) or 0):
-        task_id, created = task_id_of(item), timestamp_of_answer(item)
+    for item in sorted(
+        items, key=lambda item: timestamp_of(item.get("created_at")) or 0
+    ):
+        task_id, created = task_id_of(item), timestamp_of(item.get("created_at"))
         if task_id and task_id not in claimed and created is not None:
             if abs(created - row.posted) <= UNKNOWN_MATCH_SECONDS:
                 return task_id
     return None
-
-
-def timestamp_of_answer(item: Mapping[str, Any]) -> float | None:
-    created = item.get("created_at")
-    return float(cast(float, created)) if is_amount(created) else timestamp_of(created)
 
 
 # --- The studio: images, and a video task's life in the order a call uses it ------------------------------------------
@@ -5040,8 +5037,7 @@ class ModelMemory:
 
     def order(self, api_key: str, models: Iterable[str]) -> list[str]:
         """The models, those this key cannot use last (stable: the table's order otherwise)."""
-        with self.lock:
-            unusable = set(self.unusable.get(key_fingerprint(api_key), ()))
+        unusable = self.refused(api_key)
         return sorted(models, key=lambda model: model in unusable)
 
     def refused(self, api_key: str) -> set[str]:
@@ -5460,7 +5456,10 @@ def age_of(task: Mapping[str, Any]) -> float:
 
 
 def timestamp_of(value: Any) -> float | None:
-    """Unix seconds from a time a result shows (ISO 8601, as `time_text` writes Ark's), or None."""
+    """Unix seconds from a time a result shows (ISO 8601, as `time_text` writes Ark's) or Ark's own answer (unix
+    seconds already), or None."""
+    if is_amount(value):
+        return float(value)
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except (AttributeError, ValueError):
@@ -5981,8 +5980,10 @@ async def video_takes(
             "No take was made: "
             + "; ".join(f"take {o['take']}: {o['error']}" for o in outcomes)
         )
-    counted = replace(follow, asked=None, report=in_takes(follow.report))
-    followed = {t["task_id"]: t for t in await follow_all(studio, made, counted)}
+    counted = replace(follow, asked=None)
+    followed = {
+        t["task_id"]: t for t in await follow_all(studio, made, counted, "takes")
+    }
     every = []
     for outcome in outcomes:
         task = followed.get(outcome.get("task_id", ""), outcome)
@@ -6001,15 +6002,6 @@ async def video_takes(
         next_step=f"{done} of {takes} takes done. Follow the others with list_video_tasks and the takes' "
         "task_ids (wait_seconds, save_dir).",
     )
-
-
-def in_takes(report: Report) -> Report:
-    """A batch wait's progress, counted in takes: "2 of 3 takes done"."""
-
-    async def told(progress: float, total: float | None, message: str) -> None:
-        await report(progress, total, message.replace(" done", " takes done", 1))
-
-    return told
 
 
 async def image_takes(
@@ -6366,21 +6358,23 @@ def passes(task: Mapping[str, Any], filters: Filters) -> bool:
 
 
 async def follow_all(
-    studio: Studio, tasks: list[Task], follow: Following
+    studio: Studio, tasks: list[Task], follow: Following, counted: str = ""
 ) -> list[Task]:
-    """Wait for every task, then save each succeeded one when asked."""
-    tasks = await wait_all(studio, tasks, follow)
+    """Wait for every task, then save each succeeded one when asked; progress counts them (as `counted`: takes)."""
+    tasks = await wait_all(studio, tasks, follow, counted)
     if follow.save_to:
         tasks = await save_all(studio, tasks, follow.save_to)
     return tasks
 
 
-async def wait_all(studio: Studio, tasks: list[Task], follow: Following) -> list[Task]:
+async def wait_all(
+    studio: Studio, tasks: list[Task], follow: Following, counted: str = ""
+) -> list[Task]:
     """Wait until every task is final or the time is up: one wait per task, each timed by its own estimate, their
-    polls shared. Progress counts the tasks done: `2 of 3 done`, at each task done and else at most once a
-    BATCH_PROGRESS_SECONDS."""
+    polls shared. Progress counts the tasks done: `2 of 3 done` (`2 of 3 takes done`), at each task done and else
+    at most once a BATCH_PROGRESS_SECONDS."""
     found = {task["task_id"]: task for task in tasks}
-    counter = DoneCounter(total=len(tasks), report=follow.report)
+    counter = DoneCounter(total=len(tasks), report=follow.report, counted=counted)
     counter.done = sum(task["status"] in FINAL_STATUSES for task in tasks)
 
     async def one(task: Task) -> None:
@@ -6404,6 +6398,8 @@ class DoneCounter:
 
     total: int
     report: Report
+    # What is counted, when said ("takes").
+    counted: str = ""
     done: int = 0
     told: int = -1
     sent: float = 0.0
@@ -6416,7 +6412,8 @@ class DoneCounter:
         ):
             return
         self.sent, self.told = time.monotonic(), self.done
-        await self.report(self.done, self.total, f"{self.done} of {self.total} done")
+        of = f"{self.total} {self.counted}" if self.counted else f"{self.total}"
+        await self.report(self.done, self.total, f"{self.done} of {of} done")
 
 
 async def save_all(studio: Studio, tasks: list[Task], folder: Folder) -> list[Task]:
@@ -8748,7 +8745,9 @@ class Ledger:
         other status nothing. Only tasks with an open reservation are written: a query of a finished task reads one
         index, and writes nothing."""
         tasks = list(tasks)
-        reserved = self.reserved_tasks([task["task_id"] for task in tasks])
+        reserved = self.tasks_with_rows(
+            (task["task_id"] for task in tasks), state="reserved"
+        )
         for task in tasks:
             if task["task_id"] not in reserved:
                 continue
@@ -8795,28 +8794,23 @@ class Ledger:
             if is_amount(posted)
         ]
 
-    def reserved_tasks(self, task_ids: list[str]) -> set[str]:
-        """Which of these tasks have a reservation still open."""
+    def tasks_with_rows(
+        self, task_ids: Iterable[str], state: str | None = None
+    ) -> set[str]:
+        """Which of these tasks have a row here (in this state, when one is given)."""
+        ids = [task_id for task_id in task_ids if task_id]
         found: set[str] = set()
-        for start in range(0, len(task_ids), SQL_CHUNK_IDS):
-            chunk = task_ids[start : start + SQL_CHUNK_IDS]
+        for start in range(0, len(ids), SQL_CHUNK_IDS):
+            chunk = ids[start : start + SQL_CHUNK_IDS]
             rows = self._run(
-                f"SELECT task_id FROM spend WHERE state = 'reserved' AND task_id IN ({', '.join('?' * len(chunk))})",
+                f"SELECT task_id FROM spend WHERE (? IS NULL OR state = ?) AND task_id IN "
+                f"({', '.join('?' * len(chunk))})",
+                state,
+                state,
                 *chunk,
             )
             found.update(task_id for (task_id,) in rows)
         return found
-
-    def known_tasks(self, task_ids: list[str]) -> set[str]:
-        """Which of these tasks already have a row (made by a call that had its answer)."""
-        ids = [task_id for task_id in task_ids if task_id][:SQL_CHUNK_IDS]
-        if not ids:
-            return set()
-        rows = self._run(
-            f"SELECT task_id FROM spend WHERE task_id IN ({', '.join('?' * len(ids))})",
-            *ids,
-        )
-        return {task_id for (task_id,) in rows}
 
 
 def today() -> str:
