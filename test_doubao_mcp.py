@@ -3933,6 +3933,20 @@ def upload_server(
     return make_server(config, record=record)
 
 
+async def send_clip(fake_ark: FakeArk, clip: Path, **arguments: Any) -> Any:
+    """generate_video with a local reference video, against the fake Ark (which fetches the clip's link)."""
+    call_arguments = {
+        "prompt": "@Video1",
+        "model": DANCE_20,
+        "reference_videos": [str(clip)],
+    }
+    return await call(
+        "generate_video",
+        {**call_arguments, **arguments},
+        replace(Config.from_env(), base_url=fake_ark.url),
+    )
+
+
 async def test_a_local_reference_video_is_uploaded_once_and_ark_fetches_each_fresh_link(
     fake_ark: FakeArk, storage: Any, tmp_path: Path
 ) -> None:
@@ -3981,16 +3995,7 @@ async def test_takes_of_a_local_clip_upload_it_once_and_say_so(
 ) -> None:
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(mp4(6.0))
-    result = await call(
-        "generate_video",
-        {
-            "prompt": "@Video1",
-            "model": DANCE_20,
-            "reference_videos": [str(clip)],
-            "takes": 2,
-        },
-        replace(Config.from_env(), base_url=fake_ark.url),
-    )
+    result = await send_clip(fake_ark, clip, takes=2)
     (uploaded,) = result.structured_content["uploads"]
     assert uploaded["sent"] and len(result.structured_content["takes"]) == 2
     assert fake_ark.fetched == [clip.read_bytes()] * 2
@@ -4001,11 +4006,7 @@ async def test_a_clip_past_the_multipart_threshold_goes_up_in_parts(
 ) -> None:
     clip = tmp_path / "long.mov"
     clip.write_bytes(mp4(10.0, size=9 * 2**20, brand=b"qt  "))
-    result = await call(
-        "generate_video",
-        {"prompt": "@Video1", "model": DANCE_20, "reference_videos": [str(clip)]},
-        replace(Config.from_env(), base_url=fake_ark.url),
-    )
+    result = await send_clip(fake_ark, clip)
     (uploaded,) = result.structured_content["uploads"]
     assert uploaded["key"].endswith(".mov")
     head = storage.head_object(Bucket=UPLOAD_BUCKET, Key=uploaded["key"])
@@ -4052,11 +4053,7 @@ async def test_a_local_video_is_checked_before_anything_is_uploaded_or_sent(
 ) -> None:
     clip = tmp_path / "clip.mp4"
     write(clip)
-    result = await call(
-        "generate_video",
-        {"prompt": "@Video1", "model": DANCE_20, "reference_videos": [str(clip)]},
-        replace(Config.from_env(), base_url=fake_ark.url),
-    )
+    result = await send_clip(fake_ark, clip)
     assert error in error_text(result)
     assert "Contents" not in storage.list_objects_v2(Bucket=UPLOAD_BUCKET)
     assert not [r for r in fake_ark.requests if r["method"] == "POST"]
@@ -4067,16 +4064,13 @@ async def test_an_edit_needs_a_reference_video_of_four_seconds(
 ) -> None:
     clip = tmp_path / "short.mp4"
     clip.write_bytes(mp4(3.0))
-    result = await call(
-        "generate_video",
-        {
-            "prompt": "@Video1 at night",
-            "model": DANCE_25,
-            "reference_videos": [str(clip)],
-            "ratio": "adaptive",
-            "extra": {"omni_reference_task_type": "edit"},
-        },
-        replace(Config.from_env(), base_url=fake_ark.url),
+    result = await send_clip(
+        fake_ark,
+        clip,
+        prompt="@Video1 at night",
+        model=DANCE_25,
+        ratio="adaptive",
+        extra={"omni_reference_task_type": "edit"},
     )
     assert (
         "short.mp4 is 3.0 s long; Ark takes an edit's video of at least 4 s."
@@ -4134,11 +4128,7 @@ async def test_a_missing_bucket_or_refused_credentials_fail_the_call_before_ark_
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(mp4(5.0))
     monkeypatch.setenv("DOUBAO_UPLOADS", "s3://no-such-bucket/clips")
-    result = await call(
-        "generate_video",
-        {"prompt": "@Video1", "model": DANCE_20, "reference_videos": [str(clip)]},
-        replace(Config.from_env(), base_url=fake_ark.url),
-    )
+    result = await send_clip(fake_ark, clip)
     text = error_text(result)
     assert (
         "uploading clip.mp4 to s3://no-such-bucket/clips/ failed: the bucket does not exist"
