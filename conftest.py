@@ -7,9 +7,11 @@ import base64
 import contextlib
 import functools
 import hashlib
+import hmac
 import io
 import json
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -19,6 +21,7 @@ import threading
 import time
 import urllib.request
 from dataclasses import replace
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -983,3 +986,287 @@ def mp4(seconds: float, size: int = 4096, brand: bytes = b"isom") -> bytes:
     head = ftyp + moov
     padding = max(size - len(head) - 8, 0)
     return head + (8 + padding).to_bytes(4, "big") + b"mdat" + bytes(padding)
+
+
+# --- The asset library's signed OpenAPI ---------------------------------------------------------------------------
+
+ASSET_ACCESS = "AKLTtestaccess0123456789abcdefABCDEF"
+ASSET_SECRET = "asset-secret-TmV2ZXJTaG93TWVJbkFueVJlc3VsdA0123456789"
+ASSET_PHOTO = "https://photos.test/mia.jpg"
+
+
+def asset_error(
+    code: str, message: str = "refused", status: int = 200
+) -> tuple[int, dict[str, Any]]:
+    """An answer the asset API gives for a refusal: inside ResponseMetadata, often with HTTP 200."""
+    return status, {
+        "ResponseMetadata": {
+            "RequestId": "req-1",
+            "Error": {"Code": code, "Message": message},
+        }
+    }
+
+
+class FakeAssets:
+    """A look-alike of Ark's signed OpenAPI for the asset library, on 127.0.0.1. Every request's V4 signature is
+    checked with the vendor's own signer's parts (volcenginesdkcore): a bad one gets 401 SignatureDoesNotMatch.
+
+    Groups and assets live in memory; an asset is Processing for its first `processing_polls` GetAssets, then Active
+    (Failed when its URL says "fail"). A liveness check passes once `passed` names its token. List filters match
+    names loosely, as the real one does, and page by MaxResults. `faults[action]` is a list of answers given, one
+    each, before the real one: (status, body) instead of doing it, ("done", status, body) after doing it, or
+    "drop" (it is done, then the connection is closed unanswered)."""
+
+    def __init__(self, region: str = "ap-southeast-1", processing_polls: int = 2):
+        self.region, self.processing_polls = region, processing_polls
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.rejected = 0
+        self.groups: dict[str, dict[str, Any]] = {}
+        self.assets: dict[str, dict[str, Any]] = {}
+        self.sessions: dict[str, str | None] = {}
+        self.passed: set[str] = set()
+        self.faults: dict[str, list[Any]] = {}
+        self.lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                query = dict(parse_qsl(urlsplit(self.path).query))
+                if not fake.signed(self, body, query):
+                    fake.rejected += 1
+                    status, reply = asset_error(
+                        "SignatureDoesNotMatch", "the signature does not match", 401
+                    )
+                else:
+                    action = query.get("Action", "")
+                    asked = json.loads(body or b"{}")
+                    with fake.lock:
+                        fake.calls.append((action, asked))
+                        faults = fake.faults.get(action) or []
+                        fault = faults.pop(0) if faults else None
+                        # A refusal does nothing; a dropped or failed answer comes after the work is done.
+                        done = fault in (None, "drop") or fault[0] == "done"
+                        status, reply = fake.act(action, asked) if done else fault
+                        if isinstance(fault, tuple) and fault[0] == "done":
+                            status, reply = fault[1:]
+                    if fault == "drop":
+                        self.close_connection = True
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        return
+                data = json.dumps(reply).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = LoopbackServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(
+            target=self.server.serve_forever, args=(0.01,), daemon=True
+        ).start()
+
+    def signed(
+        self, handler: BaseHTTPRequestHandler, body: bytes, query: dict[str, str]
+    ) -> bool:
+        """The request's signature, recomputed from what arrived with the vendor's canonical query and key chain."""
+        from volcenginesdkcore.signv4 import SignerV4
+
+        headers = {k.lower(): v for k, v in handler.headers.items()}
+        found = re.fullmatch(
+            r"HMAC-SHA256 Credential=([^/]+)/(\d{8})/([^/]+)/ark/request, SignedHeaders=([^,]+), "
+            r"Signature=([0-9a-f]{64})",
+            headers.get("authorization", ""),
+        )
+        stamp = headers.get("x-date", "")
+        if (
+            not found
+            or found[1] != ASSET_ACCESS
+            or found[3] != self.region
+            or stamp[:8] != found[2]
+        ):
+            return False
+        sent_at = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(
+            tzinfo=timezone.utc
+        )
+        if abs((datetime.now(timezone.utc) - sent_at).total_seconds()) > 900:
+            return False
+        names = found[4].split(";")
+        if not {"host", "x-date", "x-content-sha256"} <= set(names):
+            return False
+        if headers.get("x-content-sha256") != hashlib.sha256(body).hexdigest():
+            return False
+        canonical = "\n".join(
+            [
+                handler.command,
+                urlsplit(handler.path).path,
+                SignerV4.canonical_query(query),
+                "".join(f"{name}:{headers.get(name, '').strip()}\n" for name in names),
+                found[4],
+                hashlib.sha256(body).hexdigest(),
+            ]
+        )
+        scope = f"{found[2]}/{self.region}/ark/request"
+        to_sign = "\n".join(
+            [
+                "HMAC-SHA256",
+                stamp,
+                scope,
+                hashlib.sha256(canonical.encode()).hexdigest(),
+            ]
+        )
+        key = SignerV4.get_signing_secret_key_v4(
+            ASSET_SECRET, found[2], self.region, "ark"
+        )
+        return hmac.compare_digest(
+            hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest(), found[5]
+        )
+
+    def act(self, action: str, asked: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        def ok(result: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+            return 200, {
+                "ResponseMetadata": {"RequestId": "req-1", "Action": action},
+                "Result": result,
+            }
+
+        if asked.get("ProjectName") != "default":
+            return asset_error("MissingParameter.ProjectName", status=400)
+        if action in ("ListAssetGroups", "ListAssets"):
+            filters = asked.get("Filter")
+            if not isinstance(filters, dict) or (
+                action == "ListAssetGroups" and not filters.get("GroupType")
+            ):
+                return asset_error("MissingParameter.Filter", "Filter is required", 400)
+            pool = self.groups if action == "ListAssetGroups" else self.assets
+            items = [
+                item
+                for item in pool.values()
+                if filters.get("Name", "") in item["Name"]
+                and (
+                    not filters.get("GroupType")
+                    or item["GroupType"] == filters["GroupType"]
+                )
+                and (
+                    not filters.get("GroupIds")
+                    or item.get("GroupId") in filters["GroupIds"]
+                )
+            ]
+            start = int(asked.get("NextToken") or 0)
+            size = int(asked.get("MaxResults", 10))
+            page = [dict(item) for item in items[start : start + size]]
+            more = start + size < len(items)
+            return ok(
+                {"Items": page, **({"NextToken": str(start + size)} if more else {})}
+            )
+        if action == "CreateAssetGroup":
+            if asked.get("GroupType") != "AIGC":
+                return asset_error("InvalidParameter.GroupType", status=400)
+            group = f"group-{len(self.groups) + 1}"
+            self.groups[group] = {
+                "Id": group,
+                "Name": asked["Name"],
+                "GroupType": "AIGC",
+            }
+            return ok({"Id": group})
+        if action == "CreateAsset":
+            group = self.groups.get(asked.get("GroupId", ""))
+            # https only, as the real one; and the tests' loopback storage (moto speaks http).
+            fetchable = asked.get("URL", "").startswith(
+                ("https://", "http://127.0.0.1:")
+            )
+            if group is None or not fetchable or not asked.get("Name"):
+                return asset_error(
+                    "InvalidParameter",
+                    "GroupId, an https URL and a Name are required",
+                    400,
+                )
+            if asked.get("AssetType") not in ("Image", "Video", "Audio"):
+                return asset_error("InvalidParameter.AssetType", status=400)
+            asset = f"asset-2026120{len(self.assets) + 1}-x"
+            self.assets[asset] = {
+                "Id": asset,
+                "GroupId": group["Id"],
+                "GroupType": group["GroupType"],
+                "Name": asked["Name"],
+                "AssetType": asked["AssetType"],
+                "URL": asked["URL"],
+                "Status": "Processing",
+                "polls": 0,
+            }
+            return ok({"Id": asset})
+        if action == "GetAsset":
+            asset = self.assets.get(asked.get("Id", ""))
+            if asset is None:
+                return asset_error("NotFound.Asset", status=404)
+            asset["polls"] += 1
+            if asset["polls"] > self.processing_polls:
+                asset["Status"] = "Failed" if "fail" in asset["URL"] else "Active"
+            return ok({k: v for k, v in asset.items() if k != "polls"})
+        if action == "DeleteAsset":
+            if self.assets.pop(asked.get("Id", ""), None) is None:
+                return asset_error("NotFound.Asset", status=404)
+            return ok({})
+        if action == "DeleteAssetGroup":
+            if self.groups.pop(asked.get("Id", ""), None) is None:
+                return asset_error("NotFound.AssetGroup", status=404)
+            return ok({})
+        if action == "CreateVisualValidateSession":
+            token = f"tok-{len(self.sessions) + 1}"
+            self.sessions[token] = None
+            return ok(
+                {
+                    "BytedToken": token,
+                    "H5Link": f"https://h5.test/liveness?token={token}",
+                }
+            )
+        if action == "GetVisualValidateResult":
+            token = asked.get("BytedToken", "")
+            if token not in self.sessions:
+                return asset_error("InvalidParameter.BytedToken", status=400)
+            if token in self.passed and self.sessions[token] is None:
+                group = f"face-{len(self.groups) + 1}"
+                self.groups[group] = {
+                    "Id": group,
+                    "Name": f"liveness-{token}",
+                    "GroupType": "LivenessFace",
+                }
+                self.sessions[token] = group
+            # Not passed yet: an undocumented shape, as the real one may give.
+            return ok(
+                {"GroupId": self.sessions[token]}
+                if self.sessions[token]
+                else {"Status": "Pending"}
+            )
+        return asset_error("InvalidAction", f"no action {action}", 400)
+
+    def sent(self, action: str) -> list[dict[str, Any]]:
+        return [body for name, body in self.calls if name == action]
+
+    def env(self) -> dict[str, str]:
+        """The settings a person gives to use this library."""
+        return {
+            "BYTEPLUS_ACCESS_KEY": ASSET_ACCESS,
+            "BYTEPLUS_SECRET_KEY": ASSET_SECRET,
+            "DOUBAO_ASSET_API_URL": self.url,
+            "DOUBAO_ASSET_REGION": self.region,
+        }
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def assets(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The fake asset library, and the settings that point the server at it."""
+    fake = FakeAssets()
+    for name, value in fake.env().items():
+        monkeypatch.setenv(name, value)
+    yield fake
+    fake.close()

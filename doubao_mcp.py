@@ -1,7 +1,8 @@
 """doubao-mcp: an MCP server for ByteDance Doubao Seedream images and Seedance videos.
 
 It talks to the Volcengine Ark v3 API (or BytePlus ModelArk) and offers six tools:
-generate_image, generate_video, query_video_task, list_video_tasks, cancel_video_task and list_models.
+generate_image, generate_video, query_video_task, list_video_tasks, cancel_video_task and list_models; with the
+asset library's keys, four more: add_asset, list_assets, remove_asset and verify_person.
 
 Environment:
   ARK_API_KEY            Ark API key (DOUBAO_API_KEY is read too). Without one the server still starts
@@ -28,6 +29,17 @@ Environment:
                          uploaded there for Ark to fetch; needs the uploads extra. Endpoint, region and
                          credentials: boto3's own AWS_ENDPOINT_URL_S3, AWS_DEFAULT_REGION (or AWS_REGION),
                          AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE (docs/uploads.md).
+  VOLCENGINE_ACCESS_KEY, VOLCENGINE_SECRET_KEY
+                         the account's access keys (not the Ark API key), for the asset library's tools (real
+                         people, recurring characters; stdio only): BYTEPLUS_ACCESS_KEY and BYTEPLUS_SECRET_KEY on
+                         BytePlus, and the legacy VOLC_ACCESSKEY and VOLC_SECRETKEY, are read too (docs/assets.md).
+  DOUBAO_ASSET_PROJECT   the Ark project the assets belong to, default default.
+  DOUBAO_ASSET_API_URL, DOUBAO_ASSET_REGION
+                         the asset API's address and signing region; default: from ARK_BASE_URL's region.
+  DOUBAO_ASSET_CREATES_PER_MINUTE
+                         assets made a minute at most (the tier's CreateAsset rate), default 3.
+  DOUBAO_ASSET_ALLOW_REMOVE
+                         1: remove_asset removes without asking, where the client cannot ask the person.
   DOUBAO_MCP_TRANSPORT, DOUBAO_MCP_HOST, DOUBAO_MCP_PORT, DOUBAO_MCP_ALLOWED_HOSTS,
   DOUBAO_MCP_ALLOWED_ORIGINS, DOUBAO_MCP_LOG_LEVEL: defaults for the command-line options.
 
@@ -53,6 +65,7 @@ import errno
 import functools
 import hashlib
 import heapq
+import hmac
 import html
 import io
 import ipaddress
@@ -88,7 +101,7 @@ from datetime import datetime, timedelta, timezone
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple, TypeVar, cast
-from urllib.parse import quote, unquote, urljoin, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urljoin, urlsplit
 from urllib.request import url2pathname
 
 try:
@@ -189,6 +202,45 @@ PRICES_MAX_BYTES = 2**20
 # The shortest reference video Ark takes, and the shortest a Seedance 2.5 edit takes.
 REFERENCE_VIDEO_MIN_SECONDS = 2.0
 EDIT_VIDEO_MIN_SECONDS = 4.0
+# The asset library (ARK_API.md, Asset library): a signed OpenAPI beside Ark's, with an access key and a secret key.
+ASSET_API_VERSION = "2024-01-01"
+ASSET_API_SERVICE = "ark"
+# The library's address and signing region, by what ARK_BASE_URL's host names; else by the region's first.
+ASSET_HOSTS = {
+    "cn-beijing": ("https://ark.cn-beijing.volcengineapi.com", "cn-beijing"),
+    "ap-southeast": ("https://ark.ap-southeast-1.byteplusapi.com", "ap-southeast-1"),
+    "eu-west": ("https://ark.eu-west-1.byteplusapi.com", "eu-west-1"),
+}
+# The vendors' SDKs' names for the keys (access, secret), the region's own first; the legacy pair last.
+ASSET_KEY_ENV = {
+    "volcengine": ("VOLCENGINE_ACCESS_KEY", "VOLCENGINE_SECRET_KEY"),
+    "byteplus": ("BYTEPLUS_ACCESS_KEY", "BYTEPLUS_SECRET_KEY"),
+    "legacy": ("VOLC_ACCESSKEY", "VOLC_SECRETKEY"),
+}
+# CreateAsset's rate at the entry tier; a rate limit halves the pace, down to one a minute.
+DEFAULT_ASSET_CREATES_PER_MINUTE = 3.0
+# A rate-limited CreateAsset is tried again this many times (each at the slower pace) before the call says so.
+ASSET_RATE_LIMIT_TRIES = 4
+# An asset's processing, and a liveness check's result, are asked about this often (GetAsset allows 100 a second).
+ASSET_POLL_SECONDS = 2.0
+# add_asset waits this long for Active unless told otherwise.
+ASSET_WAIT_SECONDS = 60
+# A liveness check's token lives 30 minutes.
+VERIFY_TOKEN_SECONDS = 30 * 60.0
+# Lists are read in pages of this many, at most this many pages (a list that never ends is cut, and says so).
+ASSET_PAGE = 100
+ASSET_PAGES_MAX = 20
+# Group ids in one ListAssets filter.
+ASSET_GROUPS_PER_LIST = 20
+# A subject is named by a person: a short name, kept as given.
+SUBJECT_MAX_CHARS = 64
+ASSET_ID_PATTERN = r"[\w.:-]{1,200}"
+# A code that names a flow or rate limit slows the pace; it is not a failure.
+ASSET_RATE_LIMITED = re.compile(
+    r"flow|rate|throttl|toomanyrequests|requestlimit", re.IGNORECASE
+)
+# A code of Ark's that refuses a real person in an input.
+REAL_PERSON_CODE = re.compile(r"^Input\w*(RealPerson|Person|Human|Face)", re.IGNORECASE)
 # The first protocol revision that carries a question to the person in a tool's result (both transports).
 INPUT_REQUIRED_VERSION = "2026-07-28"
 # Talking to Ark: deadlines and retries.
@@ -496,8 +548,6 @@ HINTS_BY_CODE = {
     "the Ark console.",
     "EndpointTPMExceeded": "This endpoint's tokens-per-minute limit is reached: wait a minute, or raise its TPM in "
     "the Ark console.",
-    "InputMediaMayContainRealPerson": "Ark refuses real people's faces in inputs unless they come from its asset "
-    "library: add the photo or video there (the Ark console's asset library) and pass its asset:// id instead.",
     "VideoSensitiveContentDetected.PolicyViolation": "Ark's moderation blocked the result as a likely copyright "
     "or policy violation: change the prompt or the references (a known character, brand or artwork).",
     "InvalidResolutionParameter": "This model does not make this resolution for this kind of task (Seedance 2.5 "
@@ -553,6 +603,16 @@ ASSETS_ON_SEEDANCE_ONLY = (
     "asset:// ids work on Seedance 2.x videos only; Seedream refuses them: "
     "pass the image as a URL or a file."
 )
+# A real person in an input (REAL_PERSON_CODE): the path through the asset library, with its tools when the keys are
+# set, else the settings that give them.
+REAL_PERSON_HINTS = {
+    True: "Ark takes a real person's face only from its asset library: verify the person with verify_person, add "
+    "the photo or video with add_asset, then pass the asset:// id it returns instead of the file.",
+    False: "Ark takes a real person's face only from its asset library. Set VOLCENGINE_ACCESS_KEY and "
+    "VOLCENGINE_SECRET_KEY (BYTEPLUS_ACCESS_KEY and BYTEPLUS_SECRET_KEY on BytePlus) in this server's settings to "
+    "verify the person and add the photo from here (docs/assets.md), or add it in the Ark console's asset library, "
+    "then pass its asset:// id instead of the file.",
+}
 TASK_NOT_FOUND_HINT = "No task with this id: use the task_id generate_video returned (Ark keeps tasks 7 days)."
 URL_LIFETIME_NOTE = (
     "Result URLs expire 24 hours after generation: download what you want to keep."
@@ -835,6 +895,8 @@ class ImageFamily:
     web_search: bool | None = False
     # Background: transparent or opaque (Seedream 5.5)
     background: bool | None = False
+    # asset:// images: Seedream 5.0 pro answers 400 [C]; other Seedream models are sent them, and Ark decides.
+    assets: bool | None = None
     lifecycle: Lifecycle | None = None
 
 
@@ -957,6 +1019,7 @@ IMAGE_MODELS: dict[str, ImageFamily] = {
         pixels=SEEDREAM_5_PIXELS,
         sets=False,
         background=None,
+        assets=False,
     ),
     # No sets, no fast mode, no thinking toggle [C][P].
     "seedream-5-0-flash": ImageFamily(
@@ -1175,6 +1238,8 @@ class CallFacts:
     caller_key: bool = False
     # An image call with asset:// inputs, which Seedream refuses.
     asset_images: bool = False
+    # The asset tools are offered (the tool): a real person's refusal names them.
+    assets: bool = False
 
 
 class ArkAPIError(DoubaoError):
@@ -1247,6 +1312,7 @@ def decide_hint(error: ArkAPIError) -> str | None:
         error.param,
         error.path,
         error.base_url,
+        facts.assets,
     )
     if facts.lifecycle and refused and error.status not in (401, 429):
         return " ".join(filter(None, [facts.lifecycle.advice(facts.region), hint]))
@@ -1290,6 +1356,7 @@ def table_hint(
     param: str | None,
     path: str,
     base_url: str,
+    assets: bool = False,
 ) -> str | None:
     """What the tables say of an error: by its code, else by its status."""
     model_env = (
@@ -1300,7 +1367,7 @@ def table_hint(
     under_v3 = urlsplit(base_url).path.rstrip("/").endswith("/v3")
     if status == 404 and (not code or not under_v3):
         return WRONG_ADDRESS_HINT.format(base_url=base_url)
-    hint = code_hint(code, model_env, param)
+    hint = code_hint(code, model_env, param, assets)
     if hint is None and status == 404 and path.startswith(TASKS_PATH + "/"):
         hint = TASK_NOT_FOUND_HINT
     if hint is None:
@@ -1312,10 +1379,14 @@ def code_hint(
     code: str | None,
     model_env: str = "DOUBAO_VIDEO_MODEL",
     param: str | None = None,
+    assets: bool = False,
 ) -> str | None:
-    """What to do about an Ark error code, in an error answer or a failed task alike."""
+    """What to do about an Ark error code, in an error answer or a failed task alike; `assets`: the asset tools are
+    offered."""
     if not code:
         return None
+    if REAL_PERSON_CODE.match(code):
+        return REAL_PERSON_HINTS[assets]
     hint = next((text for key, text in HINTS_BY_CODE.items() if key in code), None)
     if hint is None:
         return None
@@ -1403,6 +1474,8 @@ class Config:
     media_domains: tuple[str, ...] = MEDIA_DOMAINS
     # DOUBAO_UPLOADS: where local media is uploaded for Ark to fetch; None: nowhere.
     uploads: UploadTarget | None = None
+    # The asset library's keys and address (VOLCENGINE_ACCESS_KEY and the rest); None: no asset tools.
+    assets: AssetSettings | None = None
     # DOUBAO_PRICES: entries by family, model or endpoint id, checked (see read_prices).
     price_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # DOUBAO_DAILY_LIMIT in the region's currency; None: off. limit_set: the person set it (not the default).
@@ -1425,6 +1498,7 @@ class Config:
         currency = CURRENCIES[region_of(base_url)]
         daily_limit, limit_set = read_daily_limit(env, currency)
         return cls(
+            assets=read_assets(env, base_url),
             uploads=read_uploads(env),
             price_overrides=read_prices(env, currency),
             daily_limit=daily_limit,
@@ -1445,6 +1519,100 @@ class Config:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "region", region_of(self.base_url))
+
+
+@dataclass(frozen=True)
+class AssetSettings:
+    """The asset library's keys, where it lives and how it is signed, the project its assets belong to, and how
+    fast assets may be made (see read_assets)."""
+
+    access_key: str = field(repr=False)
+    secret_key: str = field(repr=False)
+    url: str
+    region: str
+    project: str = "default"
+    creates_per_minute: float = DEFAULT_ASSET_CREATES_PER_MINUTE
+    # How often an asset's processing, and a liveness check, are asked about (tests shrink it).
+    poll_seconds: float = ASSET_POLL_SECONDS
+    # DOUBAO_ASSET_ALLOW_REMOVE=1: the person lets remove_asset remove without asking (a client that cannot ask).
+    allow_remove: bool = False
+
+
+def offers_assets(config: Config) -> bool:
+    """The asset tools are listed: the keys are set, and the server runs on stdio. Over HTTP every caller would act
+    on the operator's one library, with the operator's keys: they are not offered there."""
+    return config.assets is not None and not config.serving_http
+
+
+def read_assets(env: Mapping[str, str], base_url: str) -> AssetSettings | None:
+    """The asset library's settings, when a pair of keys is set (the region's own names first); None without keys.
+    DOUBAO_ASSET_API_URL and DOUBAO_ASSET_REGION follow from ARK_BASE_URL unless set."""
+    region = region_of(base_url)
+    names = [ASSET_KEY_ENV["byteplus" if region == BYTEPLUS else "volcengine"]]
+    names += [pair for pair in ASSET_KEY_ENV.values() if pair not in names]
+    keys = None
+    for access_name, secret_name in names:
+        access, secret = (
+            first_setting(env, (access_name,)),
+            first_setting(env, (secret_name,)),
+        )
+        if bool(access) != bool(secret):
+            missing = secret_name if access else access_name
+            raise ConfigError(
+                f"{missing} is not set: the asset library needs both {access_name} and {secret_name}"
+            )
+        if access and secret:
+            keys = (access, secret)
+            break
+    if keys is None:
+        return None
+    url = first_setting(env, ("DOUBAO_ASSET_API_URL",))
+    parts = urlsplit(url or "")
+    if url and (
+        parts.scheme not in ("http", "https")
+        or not parts.netloc
+        or parts.path.strip("/")
+    ):
+        raise ConfigError(
+            f"DOUBAO_ASSET_API_URL must be the asset API's address, such as {ASSET_HOSTS['ap-southeast'][0]}, got "
+            f"{url[:100]!r}"
+        )
+    # The asset API's own host names its region, else Ark's does.
+    hosts = f"{parts.hostname or ''} {urlsplit(base_url).hostname or ''}"
+    derived = next(
+        (found for name, found in ASSET_HOSTS.items() if name in hosts),
+        ASSET_HOSTS["ap-southeast" if region == BYTEPLUS else "cn-beijing"],
+    )
+    signing_region = first_setting(env, ("DOUBAO_ASSET_REGION",)) or derived[1]
+    if not re.fullmatch(r"[a-z]{2,}-[a-z]+(-\d+)?", signing_region):
+        raise ConfigError(
+            f"DOUBAO_ASSET_REGION must be a region such as ap-southeast-1 or cn-beijing, got {signing_region[:40]!r}"
+        )
+    rate = first_setting(env, ("DOUBAO_ASSET_CREATES_PER_MINUTE",))
+    try:
+        per_minute = float(rate) if rate else DEFAULT_ASSET_CREATES_PER_MINUTE
+    except ValueError:
+        per_minute = 0.0
+    if not (math.isfinite(per_minute) and 0 < per_minute <= 6000):
+        raise ConfigError(
+            f"DOUBAO_ASSET_CREATES_PER_MINUTE must be a number from 0.1 to 6000 (your tier's CreateAsset rate; the "
+            f"entry tier's is 3), got {rate!r}"
+        )
+    project = first_setting(env, ("DOUBAO_ASSET_PROJECT",)) or "default"
+    if not re.fullmatch(r"[\w.-]{1,64}", project):
+        raise ConfigError(
+            f"DOUBAO_ASSET_PROJECT must be a project name such as default, got {project[:70]!r}"
+        )
+    return AssetSettings(
+        access_key=keys[0],
+        secret_key=keys[1],
+        url=(url or derived[0]).rstrip("/"),
+        region=signing_region,
+        project=project,
+        creates_per_minute=per_minute,
+        allow_remove=first_setting(env, ("DOUBAO_ASSET_ALLOW_REMOVE",))
+        in ("1", "true", "yes", "on"),
+    )
 
 
 def region_of(base_url: str) -> int:
@@ -2078,6 +2246,8 @@ class ToolSpec(NamedTuple):
     spent: str
     # Its annotations.
     hints: dict[str, Any]
+    # Listed only where the asset library is offered (see offers_assets).
+    assets: bool = False
 
 
 TOOL_SPECS: list[ToolSpec] = []
@@ -2087,6 +2257,7 @@ def tool(
     viewer: bool = False,
     new_work: bool = False,
     spent: str = "",
+    assets: bool = False,
     **hints: Any,
 ) -> Callable[[T], T]:
     """Publish a tool. Its `hints` are its annotations, all four always stated (some clients read a missing one as
@@ -2099,6 +2270,7 @@ def tool(
             new_work=new_work,
             spent=spent,
             hints=hints,
+            assets=assets,
         )
         TOOL_SPECS.append(spec)
         return function
@@ -2121,6 +2293,7 @@ def answered(spec: ToolSpec) -> Callable[..., Awaitable[CallToolResult]]:
             result = await spec.function(*args, **kwargs)
         except ArkAPIError as error:
             error.facts.caller_key = bool(caller_key(ctx.headers))
+            error.facts.assets = offers_assets(studio.config)
             raise
         except DoubaoError:
             raise
@@ -2237,6 +2410,7 @@ def plan_images(
     """generate_image's plan (a resolver: it runs before the body, and before the question it may need)."""
     ask = ImageAsk(
         images=len(images or []),
+        assets=sum(image.strip().startswith("asset://") for image in images or []),
         size=size,
         max_images=max_images,
         web_search=bool(web_search),
@@ -2847,6 +3021,8 @@ class ImageAsk:
     max_images: int | None = None
     web_search: bool = False
     background: str | None = None
+    # Images given as asset:// ids.
+    assets: int = 0
 
 
 class Rule(NamedTuple):
@@ -3199,6 +3375,11 @@ def image_rules(
             takes=f"background {ask.background}",
             broken=ask.background and lacks(family.background),
             message=f"background: {shown} takes no background setting.",
+        ),
+        Rule(
+            takes=None,
+            broken=ask.assets and family.assets is False,
+            message=f"images: {shown} refuses asset:// ids (Ark answers 400); pass the image as a URL or a file.",
         ),
     ]
 
@@ -4864,6 +5045,11 @@ class Studio:
         self.estimates = Estimates(record, key_fingerprint(config.api_key))
         self.spend = Spend(config, record.path if record else None)
         self.uploader = Uploader(config.uploads) if config.uploads else None
+        self.library = (
+            AssetLibrary(config.assets, client, record)
+            if config.assets and offers_assets(config)
+            else None
+        )
         self.batchers: collections.OrderedDict[str, PollBatcher] = (
             collections.OrderedDict()
         )
@@ -5676,6 +5862,9 @@ def observe(studio: Studio, tasks: list[Task], api_key: str) -> list[Task]:
     studio.estimates.learn(api_key, tasks)
     settle_spend(studio.spend, tasks)
     tasks = [with_billed(studio, task) for task in tasks]
+    if offers_assets(studio.config):
+        # A real person's refusal names the asset tools this server offers.
+        tasks = [with_asset_step(task) for task in tasks]
     if studio.record is None:
         return tasks
     studio.record.observed(tasks)
@@ -5684,6 +5873,15 @@ def observe(studio: Studio, tasks: list[Task], api_key: str) -> list[Task]:
         with_record(task, known[task["task_id"]]) if task["task_id"] in known else task
         for task in tasks
     ]
+
+
+def with_asset_step(task: Task) -> Task:
+    """A failed task's advice, where Ark refused a real person: the asset tools (shape_task cannot know of them)."""
+    if task["status"] != "failed" or not REAL_PERSON_CODE.match(
+        task.get("error_code") or ""
+    ):
+        return task
+    return with_fields(task, next_step=f"Generation failed: {REAL_PERSON_HINTS[True]}")
 
 
 def with_billed(studio: Studio, task: Task) -> Task:
@@ -6448,6 +6646,705 @@ async def cancel_task(studio: Studio, task_id: str, api_key: str) -> str:
     return status
 
 
+# --- The asset library: real people and recurring characters, as asset:// ids -----------------------------------------
+# Seedance 2.x takes a real person's face only from Ark's asset library. With the library's keys set, four tools
+# reach it from the conversation: add_asset (media into a subject's group, made on first use, then waited for until
+# Active), list_assets, remove_asset (asked of the person first) and verify_person (the liveness check that makes a
+# real person's group). A subject is a name the person chooses: an AIGC group of that exact name, or the
+# LivenessFace group its verification made, which the task record remembers. CreateAsset is paced to the tier's
+# rate, and no Create* is sent twice: where its outcome is unknown, the library is looked at instead.
+
+
+class Subject(NamedTuple):
+    """A verified person, or one whose verification is under way: their LivenessFace group once they passed, the
+    token and link of the check while they do it, and when it started (unix seconds)."""
+
+    group_id: str | None = None
+    token: str | None = None
+    link: str | None = None
+    started: float = 0.0
+
+
+class People:
+    """Which subject each LivenessFace group is, and the checks under way: in the task record (shared by its
+    processes, kept across restarts) and in this process, which is all there is without a record."""
+
+    def __init__(self, record: Record | None, account: str):
+        self.record, self.account = record, account
+        self.known: dict[str, Subject] = {}
+
+    def get(self, subject: str) -> Subject | None:
+        if self.record is not None:
+            found = self.record.person(self.account, subject)
+            if found is not None:
+                self.known[subject] = found
+        return self.known.get(subject)
+
+    def put(self, subject: str, person: Subject) -> None:
+        self.known[subject] = person
+        if self.record is not None:
+            self.record.tie_person(self.account, subject, person)
+
+    def forget(self, subject: str) -> None:
+        self.known.pop(subject, None)
+        if self.record is not None:
+            self.record.forget_person(self.account, subject)
+
+    def subject_of(self, group_id: str) -> str | None:
+        everyone = dict(self.known)
+        if self.record is not None:
+            everyone.update(self.record.people(self.account))
+        return next(
+            (name for name, p in everyone.items() if p.group_id == group_id), None
+        )
+
+
+class Pace:
+    """CreateAsset's rate: one call every 60 / rate seconds, each caller given its turn in order, and twice as slow
+    after each rate limit (to one a minute at most). A caller waiting for its turn is told so, as progress."""
+
+    def __init__(
+        self,
+        per_minute: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ):
+        self.interval = 60.0 / per_minute
+        self.clock, self.sleep = clock, sleep
+        self.next_at = -math.inf
+
+    async def turn(self, report: Report) -> None:
+        at = max(self.clock(), self.next_at)
+        self.next_at = at + self.interval
+        while (left := at - self.clock()) > 0:
+            await report(
+                0,
+                None,
+                f"waiting {left:.0f} s: the library takes {60 / self.interval:g} new assets a minute",
+            )
+            await self.sleep(min(left, PROGRESS_EVERY_SECONDS))
+
+    def slow_down(self) -> None:
+        self.interval = min(self.interval * 2, 60.0)
+        self.next_at = max(self.next_at, self.clock() + self.interval)
+
+
+class AssetLibrary:
+    """One server's way into the asset library: its settings, the Ark client's exchanges, CreateAsset's pace and the
+    subjects that are people. Its clock and sleep time the waits (tests give their own)."""
+
+    def __init__(
+        self,
+        settings: AssetSettings,
+        client: ArkClient,
+        record: Record | None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        wall: Callable[[], float] = time.time,
+    ):
+        self.settings, self.client = settings, client
+        # Waits are timed on `clock`; a verification's 30 minutes on `wall` (its start is kept in the record).
+        self.clock, self.sleep, self.wall = clock, sleep, wall
+        self.pace = Pace(settings.creates_per_minute, clock, sleep)
+        account = (
+            key_fingerprint(f"{settings.access_key}@{settings.url}/{settings.project}")
+            or ""
+        )
+        self.people = People(record, account)
+        self.remembered = record is not None
+
+    def call(self, action: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """One call (blocking: run it in a lane)."""
+        return asset_call(self.client, self.settings, action, body)
+
+
+def library_of(studio: Studio) -> AssetLibrary:
+    if studio.library is None:
+        raise DoubaoError("The asset library needs its keys: see docs/assets.md.")
+    return studio.library
+
+
+async def ask_library(
+    studio: Studio, action: str, body: Mapping[str, Any]
+) -> dict[str, Any]:
+    return await studio.lanes.quick.run(library_of(studio).call, action, body)
+
+
+class AssetOut(TypedDict):
+    asset: str
+    name: NotRequired[str]
+    media_type: NotRequired[str]
+    status: str
+
+
+class AssetResult(TypedDict):
+    subject: str
+    group_id: str
+    asset: str
+    status: str
+    next_step: str
+    uploaded: NotRequired[dict[str, Any]]
+
+
+class SubjectOut(TypedDict):
+    subject: str
+    group_id: str
+    person: bool
+    assets: list[AssetOut]
+
+
+class AssetListing(TypedDict):
+    subjects: list[SubjectOut]
+    note: NotRequired[str]
+
+
+class Removal(TypedDict):
+    removed: list[str]
+    message: str
+
+
+class Verification(TypedDict):
+    subject: str
+    status: Literal["open_link", "waiting", "verified", "expired"]
+    message: str
+    link: NotRequired[str]
+    expires_at: NotRequired[str]
+    group_id: NotRequired[str]
+
+
+def check_subject(subject: str) -> str:
+    name = subject.strip()
+    if not name or len(name) > SUBJECT_MAX_CHARS or not name.isprintable():
+        raise ValueError(
+            f"a subject is a name of 1-{SUBJECT_MAX_CHARS} printable characters, such as 'Mia' or 'the fox'"
+        )
+    return name
+
+
+def check_asset_id(given: str) -> str:
+    found = given.strip().removeprefix("asset://")
+    if not re.fullmatch(ASSET_ID_PATTERN, found):
+        raise ValueError(
+            "an asset id is what add_asset or list_assets returned, such as asset://asset-2026..."
+        )
+    return found
+
+
+SubjectName = Annotated[
+    str,
+    Field(description="A person's or character's name."),
+    AfterValidator(check_subject),
+]
+AssetMedia = Annotated[str, Field(description="An https URL or a file path.")]
+AssetId = Annotated[str, AfterValidator(check_asset_id)]
+AssetWait = Annotated[float, Field(ge=0, le=MAX_WAIT_SECONDS)]
+
+
+@tool(
+    new_work=True,
+    assets=True,
+    title="Add to the asset library",
+    read_only_hint=False,
+    destructive_hint=False,
+    idempotent_hint=False,
+)
+async def add_asset(
+    ctx: Context,
+    subject: SubjectName,
+    media: AssetMedia,
+    media_type: Literal["image", "video", "audio"] = "image",
+    wait_seconds: AssetWait = ASSET_WAIT_SECONDS,
+) -> AssetResult:
+    """Add a subject's photo, video or audio to Ark's asset library (a real person: verify_person first); returns
+    its asset:// id for generate_video."""
+    studio = studio_of(ctx)
+    until = library_of(studio).clock() + wait_seconds
+    url, uploaded = await asset_source(studio, media, media_type)
+    group_id = await subject_group(studio, subject, make=True)
+    assert group_id is not None
+    asset_id = await create_asset(
+        studio, group_id, url, media_type, subject, ctx.report_progress
+    )
+    status = await wait_active(studio, asset_id, until, ctx.report_progress)
+    asset = f"asset://{asset_id}"
+    steps = {
+        "Active": f"Pass {asset} to generate_video (Seedance 2.x) as {ASSET_ARGUMENT[media_type]}.",
+        "Failed": "The library could not use this media: try another photo or clip.",
+    }
+    result = AssetResult(
+        subject=subject,
+        group_id=group_id,
+        asset=asset,
+        status=status,
+        next_step=steps.get(
+            status,
+            f"Still processing: call list_assets with subject {subject!r} in a moment.",
+        ),
+    )
+    if uploaded:
+        result["uploaded"] = uploaded._asdict()
+    return result
+
+
+# Where an asset of each kind goes in generate_video.
+ASSET_ARGUMENT = {
+    "image": "first_frame or reference_images",
+    "video": "reference_videos",
+    "audio": "reference_audios",
+}
+
+
+async def asset_source(
+    studio: Studio, media: str, media_type: str
+) -> tuple[str, Uploaded | None]:
+    """What CreateAsset fetches: an https URL as given (never fetched here), or a local file uploaded to the
+    person's storage (DOUBAO_UPLOADS), with a link that outlives the library's processing."""
+    given = media.strip()
+    parts = urlsplit(given)
+    if parts.scheme == "https" and parts.netloc:
+        return given, None
+    if parts.scheme in ("http", "data", "asset"):
+        raise DoubaoError(
+            f"media: the asset library takes one public https URL or a file path, not {parts.scheme}: ({given[:60]!r})."
+        )
+    ref = MediaRef(argument="media", media=media_type, given=given)
+    path = local_file(ref, given, studio.config)
+    if path is None:
+        raise DoubaoError(f"media: {given[:80]!r} is not an https URL or a file path.")
+    if studio.uploader is None:
+        raise DoubaoError(
+            "media: the asset library fetches media from a link, so a local file is uploaded to your own object "
+            "storage first: set DOUBAO_UPLOADS=s3://bucket/prefix and its credentials (docs/uploads.md), or give an "
+            "https URL."
+        )
+    uploading = Uploading(studio.uploader, UPLOAD_LINK_SECONDS, None, studio.record)
+    url = await studio.lanes.slow.run(uploading.put, ref, path, studio.config)
+    return url, uploading.done[-1]
+
+
+async def subject_group(studio: Studio, subject: str, make: bool) -> str | None:
+    """The subject's group: the person's LivenessFace group once verified, else the AIGC group of exactly this name
+    (made when `make`, never twice: a creation whose outcome is unknown is looked for)."""
+    library = library_of(studio)
+    person = await studio.lanes.quick.run(library.people.get, subject)
+    if person and person.group_id:
+        return person.group_id
+    found = await groups_named(studio, subject)
+    if found or not make:
+        return found
+    body = {"Name": subject, "Description": "made by doubao-mcp", "GroupType": "AIGC"}
+    try:
+        made = await ask_library(studio, "CreateAssetGroup", body)
+    except (AssetAPIError, ArkConnectionError) as error:
+        if not unknown_outcome(error):
+            raise
+        found = await groups_named(studio, subject)
+        if found:
+            return found
+        raise DoubaoError(
+            f"Making the group for {subject!r} may or may not have worked ({error}). It is not in the library yet: "
+            "call list_assets in a minute before adding again."
+        ) from None
+    return library_id(made.get("Id"), "CreateAssetGroup")
+
+
+async def groups_named(studio: Studio, subject: str) -> str | None:
+    """The AIGC group named exactly `subject` (the list's name filter matches loosely); two are an error."""
+    groups, _ = await library_list(
+        studio, "ListAssetGroups", {"GroupType": "AIGC", "Name": subject}
+    )
+    named = [g for g in groups if g.get("Name") == subject]
+    if len(named) > 1:
+        ids = ", ".join(str(g.get("Id"))[:60] for g in named[:4])
+        raise DoubaoError(
+            f"The library has {len(named)} groups named {subject!r} ({ids}): rename or remove one in the Ark console, "
+            "or use another subject."
+        )
+    return library_id(named[0].get("Id"), "ListAssetGroups") if named else None
+
+
+async def library_list(
+    studio: Studio, action: str, filters: Mapping[str, Any]
+) -> tuple[list[dict[str, Any]], bool]:
+    """Every item of a list, page by page, each once (by Id); whether the list ended, within ASSET_PAGES_MAX pages
+    (a list that never ends, or repeats its pages, is cut)."""
+    items: dict[str, dict[str, Any]] = {}
+    token: str | None = None
+    tokens: set[str] = set()
+    for _ in range(ASSET_PAGES_MAX):
+        body: dict[str, Any] = {"Filter": dict(filters), "MaxResults": ASSET_PAGE}
+        if token:
+            body["NextToken"] = token
+        page = await ask_library(studio, action, body)
+        for item in (
+            page.get("Items") or [] if isinstance(page.get("Items"), list) else []
+        ):
+            if isinstance(item, dict) and isinstance(item.get("Id"), str):
+                items.setdefault(item["Id"], item)
+        token = clean_text(page.get("NextToken"), 400)
+        if not token or token in tokens:
+            return list(items.values()), True
+        tokens.add(token)
+    return list(items.values()), False
+
+
+def library_id(value: Any, action: str) -> str:
+    """An id from the library, checked: it goes into asset:// ids and later calls."""
+    if isinstance(value, str) and re.fullmatch(ASSET_ID_PATTERN, value):
+        return value
+    raise ArkConnectionError(
+        f"The asset library's answer to {action} has no usable id ({str(value)[:60]!r})."
+    )
+
+
+def unknown_outcome(error: Exception) -> bool:
+    """Whether a call may have been done: a 5xx, or no answer from a connection that was made."""
+    if isinstance(error, AssetAPIError):
+        return error.outcome_unknown
+    cause = error.__cause__
+    return not (isinstance(cause, requests.RequestException) and never_connected(cause))
+
+
+async def create_asset(
+    studio: Studio,
+    group_id: str,
+    url: str,
+    media_type: str,
+    subject: str,
+    report: Report,
+) -> str:
+    """CreateAsset at its pace, under a name no other asset has (so that it can be looked for by exact match). A
+    rate limit slows the pace and tries again: nothing was made. An unknown outcome is looked for, never re-sent."""
+    library = library_of(studio)
+    name = f"{subject[:40]}-{uuid.uuid4().hex[:12]}"
+    body = {
+        "GroupId": group_id,
+        "URL": url,
+        "AssetType": media_type.title(),
+        "Name": name,
+    }
+    for _ in range(ASSET_RATE_LIMIT_TRIES):
+        await library.pace.turn(report)
+        try:
+            made = await ask_library(studio, "CreateAsset", body)
+            return library_id(made.get("Id"), "CreateAsset")
+        except AssetAPIError as error:
+            if error.rate_limited:
+                library.pace.slow_down()
+                continue
+            if not error.outcome_unknown:
+                raise
+            failure: Exception = error
+        except ArkConnectionError as error:
+            if not unknown_outcome(error):
+                raise
+            failure = error
+        assets, _ = await library_list(
+            studio, "ListAssets", {"GroupIds": [group_id], "Name": name}
+        )
+        same = [a for a in assets if a.get("Name") == name]
+        if same:
+            return library_id(same[0].get("Id"), "ListAssets")
+        raise DoubaoError(
+            f"Adding the asset may or may not have worked ({failure}), and no asset named {name} is in the library "
+            f"yet: call list_assets with subject {subject!r} in a minute before adding it again."
+        ) from None
+    raise DoubaoError(
+        "The asset library kept refusing CreateAsset for its rate limit: try again in a minute, or set "
+        "DOUBAO_ASSET_CREATES_PER_MINUTE to your tier's rate."
+    )
+
+
+async def wait_active(
+    studio: Studio, asset_id: str, until: float, report: Report
+) -> str:
+    """The asset's status once it is Active or Failed, or when the wait is over (Processing)."""
+    library = library_of(studio)
+    started = library.clock()
+    while True:
+        found = await ask_library(studio, "GetAsset", {"Id": asset_id})
+        status = clean_text(found.get("Status"), NAME_MAX_CHARS) or "Processing"
+        left = until - library.clock()
+        if status in ("Active", "Failed") or left <= 0:
+            return status
+        await report(
+            library.clock() - started,
+            None,
+            f"the library is processing the asset ({status})",
+        )
+        await library.sleep(min(library.settings.poll_seconds, left))
+
+
+@tool(
+    assets=True,
+    title="List the asset library",
+    read_only_hint=True,
+    destructive_hint=False,
+    idempotent_hint=True,
+)
+async def list_assets(ctx: Context, subject: SubjectName | None = None) -> AssetListing:
+    """The asset library's subjects and their assets."""
+    studio = studio_of(ctx)
+    library = library_of(studio)
+    groups, complete = await library_list(
+        studio,
+        "ListAssetGroups",
+        {"GroupType": "AIGC", **({"Name": subject} if subject else {})},
+    )
+    people, people_complete = await library_list(
+        studio, "ListAssetGroups", {"GroupType": "LivenessFace"}
+    )
+    named: list[tuple[str, dict[str, Any], bool]] = []
+    for group in groups:
+        if not subject or group.get("Name") == subject:
+            named.append((clean_text(group.get("Name")) or "?", group, False))
+    for group in people:
+        who = await studio.lanes.quick.run(
+            library.people.subject_of, str(group.get("Id"))
+        )
+        if not subject or who == subject:
+            named.append(
+                (
+                    who or clean_text(group.get("Name")) or "a verified person",
+                    group,
+                    True,
+                )
+            )
+    found: dict[str, list[AssetOut]] = {}
+    for kind, are_people in (("AIGC", False), ("LivenessFace", True)):
+        ids = [str(g.get("Id")) for _, g, p in named if p == are_people]
+        for at in range(0, len(ids), ASSET_GROUPS_PER_LIST):
+            chunk = ids[at : at + ASSET_GROUPS_PER_LIST]
+            assets, ended = await library_list(
+                studio, "ListAssets", {"GroupType": kind, "GroupIds": chunk}
+            )
+            complete = complete and ended
+            for item in assets:
+                asset = asset_out(item)
+                if asset:
+                    found.setdefault(str(item.get("GroupId")), []).append(asset)
+    subjects = [
+        SubjectOut(
+            subject=name,
+            group_id=library_id(group.get("Id"), "ListAssetGroups"),
+            person=is_person,
+            assets=found.get(str(group.get("Id")), []),
+        )
+        for name, group, is_person in named
+    ]
+    listing = AssetListing(subjects=subjects)
+    if not (complete and people_complete):
+        listing["note"] = (
+            f"The library's list did not end within {ASSET_PAGES_MAX} pages: this is what it gave."
+        )
+    return listing
+
+
+def asset_out(item: Mapping[str, Any]) -> AssetOut | None:
+    """An asset as a listing shows it, never its URL (a link that lasts about 12 hours)."""
+    asset_id = item.get("Id")
+    if not isinstance(asset_id, str) or not re.fullmatch(ASSET_ID_PATTERN, asset_id):
+        return None
+    out = AssetOut(
+        asset=f"asset://{asset_id}", status=clean_text(item.get("Status")) or "unknown"
+    )
+    name, kind = clean_text(item.get("Name")), clean_text(item.get("AssetType"))
+    if name:
+        out["name"] = name
+    if kind:
+        out["media_type"] = kind.lower()
+    return out
+
+
+class RemovalConsent(BaseModel):
+    """The question's one field."""
+
+    remove: bool = Field(
+        default=False, title="Remove", description="Yes: remove it for good"
+    )
+
+
+def ask_before_removing(
+    ctx: Context, asset_id: str | None, subject: str | None
+) -> Elicit[RemovalConsent] | Unasked:
+    """remove_asset's question to the person; where the client cannot ask, the person's setting decides (an
+    argument from the model is not their consent)."""
+    if bool(asset_id) == bool(subject):
+        return Unasked(
+            "Give asset_id (one asset) or subject (the subject and all its assets): one of them."
+        )
+    what = (
+        f"the asset asset://{asset_id}"
+        if asset_id
+        else f"the subject {subject!r} and all its assets"
+    )
+    if can_ask(ctx):
+        return Elicit(
+            f"Remove {what} from Ark's asset library? This cannot be undone.",
+            RemovalConsent,
+        )
+    settings = studio_of(ctx).config.assets
+    if settings and settings.allow_remove:
+        return Unasked()
+    return Unasked(
+        f"Not removed: removing {what} cannot be undone, and this client cannot ask the person to confirm it. The "
+        "person can remove it in the Ark console, or set DOUBAO_ASSET_ALLOW_REMOVE=1 in this server's settings to "
+        "let remove_asset remove without asking."
+    )
+
+
+RemovalAnswer = Annotated[
+    ElicitationResult[RemovalConsent], Resolve(ask_before_removing)
+]
+
+
+@tool(
+    assets=True,
+    title="Remove from the asset library",
+    read_only_hint=False,
+    destructive_hint=True,
+    idempotent_hint=True,
+)
+async def remove_asset(
+    ctx: Context,
+    consent: RemovalAnswer,
+    asset_id: AssetId | None = None,
+    subject: SubjectName | None = None,
+) -> Removal:
+    """Remove an asset, or a subject and its assets, from the asset library (asks the person)."""
+    studio = studio_of(ctx)
+    data = consent.data if isinstance(consent, AcceptedElicitation) else None
+    if isinstance(data, Unasked) and data.refusal:
+        raise DoubaoError(data.refusal)
+    if not (
+        isinstance(data, Unasked) or (isinstance(data, RemovalConsent) and data.remove)
+    ):
+        raise DoubaoError("Not removed: the person did not agree. Nothing was changed.")
+    if asset_id:
+        await ask_library(studio, "DeleteAsset", {"Id": asset_id})
+        return Removal(
+            removed=[f"asset://{asset_id}"], message="Removed from the library."
+        )
+    assert subject is not None
+    group_id = await subject_group(studio, subject, make=False)
+    if group_id is None:
+        raise DoubaoError(
+            f"No subject named {subject!r} is in the library: see list_assets."
+        )
+    assets, _ = await library_list(studio, "ListAssets", {"GroupIds": [group_id]})
+    removed = []
+    for item in assets:
+        one = library_id(item.get("Id"), "ListAssets")
+        await ask_library(studio, "DeleteAsset", {"Id": one})
+        removed.append(f"asset://{one}")
+    await ask_library(studio, "DeleteAssetGroup", {"Id": group_id})
+    await studio.lanes.quick.run(library_of(studio).people.forget, subject)
+    return Removal(
+        removed=removed,
+        message=f"Removed {subject!r} and its {len(removed)} assets from the library.",
+    )
+
+
+@tool(
+    assets=True,
+    title="Verify a real person",
+    read_only_hint=False,
+    destructive_hint=False,
+    idempotent_hint=False,
+)
+async def verify_person(
+    ctx: Context, subject: SubjectName, wait_seconds: AssetWait = 0
+) -> Verification:
+    """Verify a real person for the asset library: the first call gives a link for them to open; call again
+    with wait_seconds to finish."""
+    studio = studio_of(ctx)
+    library = library_of(studio)
+    person = await studio.lanes.quick.run(library.people.get, subject)
+    if person and person.group_id:
+        return verified(library, subject, person.group_id)
+    if person is None or not person.token:
+        return await start_verification(studio, subject)
+    started = library.clock()
+    until = started + wait_seconds
+    expires = person.started + VERIFY_TOKEN_SECONDS
+    while True:
+        answer = await ask_library(
+            studio, "GetVisualValidateResult", {"BytedToken": person.token}
+        )
+        # Its pending and failed shapes are not documented: anything but a group is "not yet".
+        group = answer.get("GroupId")
+        if isinstance(group, str) and re.fullmatch(ASSET_ID_PATTERN, group):
+            await studio.lanes.quick.run(
+                library.people.put, subject, Subject(group_id=group)
+            )
+            return verified(library, subject, group)
+        now = library.wall()
+        if now >= expires:
+            await studio.lanes.quick.run(library.people.forget, subject)
+            return Verification(
+                subject=subject,
+                status="expired",
+                message="The link's 30 minutes are up and the check was not passed: call verify_person again for a "
+                "new link.",
+            )
+        left = min(until - library.clock(), expires - now)
+        if left <= 0:
+            return Verification(
+                subject=subject,
+                status="waiting",
+                link=person.link or "",
+                expires_at=utc_text(expires),
+                message=f"Not done yet: {subject} opens the link and does the check; then call verify_person again "
+                "with wait_seconds.",
+            )
+        await ctx.report_progress(
+            library.clock() - started, None, f"waiting for {subject} to do the check"
+        )
+        await library.sleep(min(library.settings.poll_seconds, left))
+
+
+async def start_verification(studio: Studio, subject: str) -> Verification:
+    library = library_of(studio)
+    answer = await ask_library(studio, "CreateVisualValidateSession", {})
+    token, link = (
+        clean_text(answer.get("BytedToken"), 2000),
+        clean_text(answer.get("H5Link"), 2000),
+    )
+    parts = urlsplit(link or "")
+    if not token or parts.scheme != "https" or not parts.netloc:
+        raise ArkConnectionError(
+            "The asset library's answer to CreateVisualValidateSession has no token or link."
+        )
+    started = library.wall()
+    await studio.lanes.quick.run(
+        library.people.put, subject, Subject(token=token, link=link, started=started)
+    )
+    return Verification(
+        subject=subject,
+        status="open_link",
+        link=link or "",
+        expires_at=utc_text(started + VERIFY_TOKEN_SECONDS),
+        message=f"Give {subject} this link to open on their phone: a short liveness check and their consent (one "
+        "try; it lasts 30 minutes). Then call verify_person again with wait_seconds to finish.",
+    )
+
+
+def verified(library: AssetLibrary, subject: str, group_id: str) -> Verification:
+    message = f"{subject} is verified: add their photo with add_asset (subject {subject!r}), then pass its asset:// id."
+    if not library.remembered:
+        message += (
+            " This server keeps no task record (DOUBAO_STATE_DIR=off): it knows this group is theirs only until it "
+            "stops."
+        )
+    return Verification(
+        subject=subject, status="verified", group_id=group_id, message=message
+    )
+
+
+def utc_text(unix: float) -> str:
+    return datetime.fromtimestamp(unix, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 # --- The Ark client: every request, its answer read within a cap, mapped to data or an error --------------------------
 # Machinery from here on: each section owns one concern, read when you change it.
 
@@ -6630,6 +7527,189 @@ def failure_reason(error: requests.RequestException, timeout: float) -> str:
     return (
         found[-1] if found else f"{type(error).__name__}: {clean_text(str(error), 160)}"
     )
+
+
+# --- The asset API: Ark's signed OpenAPI, each call signed, its answer read within a cap, mapped to data or an error --
+# The asset library is not the Ark API: it takes an access key and a secret key, signed Volcengine's V4 way
+# (HMAC-SHA256, as volcenginesdkcore's signv4.py does; the tests check this signer against that one), and answers
+# `{ResponseMetadata: {Error}, Result}`, an error sometimes with HTTP 200. Its calls go through the same exchanges
+# as Ark's (deadlines, caps, the retries a POST may have: only where nothing can have been done) and the same
+# redaction, both keys included.
+
+
+class AssetAPIError(DoubaoError):
+    """The asset API refused a call: a non-2xx answer, or an error inside a 2xx one."""
+
+    def __init__(
+        self, action: str, status: int, code: str, message: str, request_id: str | None
+    ):
+        self.action, self.status, self.code, self.message = (
+            action,
+            status,
+            code,
+            message,
+        )
+        self.request_id = request_id
+        super().__init__(str(self))
+
+    @property
+    def rate_limited(self) -> bool:
+        return self.status == 429 or bool(ASSET_RATE_LIMITED.search(self.code))
+
+    @property
+    def outcome_unknown(self) -> bool:
+        """A 5xx: the call may have been done."""
+        return self.status >= 500
+
+    def __str__(self) -> str:
+        text = f"The asset library refused {self.action} ({self.status}"
+        text += f" {self.code}" if self.code else ""
+        text += f"): {self.message}"
+        text += f" (request id {self.request_id})." if self.request_id else "."
+        hint = next((h for key, h in ASSET_HINTS.items() if key in self.code), None)
+        if hint is None and self.status in (401, 403):
+            hint = ASSET_HINTS["SignatureDoesNotMatch"]
+        return f"{text} {hint}" if hint else text
+
+
+ASSET_HINTS = {
+    "SignatureDoesNotMatch": "Check the access key and secret key (VOLCENGINE_ACCESS_KEY and VOLCENGINE_SECRET_KEY, "
+    "or BYTEPLUS_ACCESS_KEY and BYTEPLUS_SECRET_KEY): they are the account's access keys from the console's key "
+    "management, not the Ark API key; and DOUBAO_ASSET_REGION, if set.",
+    "InvalidAccessKey": "The access key is not known here: check it, and that DOUBAO_ASSET_API_URL is this "
+    "account's region.",
+    "InvalidCredential": "The access key is not known here: check it, and that DOUBAO_ASSET_API_URL is this "
+    "account's region.",
+    "SubscriptionRequired": "This account cannot make assets yet: enable asset creation in the Ark console's asset "
+    "library first.",
+    "QuotaExceeded": "The library is full (the entry tier holds 50 assets and 50 groups): remove some with "
+    "remove_asset.",
+    "Forbidden": "The access key may not use the asset library: give its user the Ark permissions in the console.",
+    "NotFound": "No such asset or group in this project (DOUBAO_ASSET_PROJECT): see list_assets.",
+}
+
+
+def sign_v4(
+    request: requests.PreparedRequest,
+    access_key: str,
+    secret_key: str,
+    region: str,
+    now: datetime,
+) -> None:
+    """Sign a request as Volcengine's V4 does: X-Date and X-Content-Sha256 added, then content-type, host and every
+    x-* header signed, with the query sorted and percent-encoded and the secret key as the key chain's root."""
+    parts = urlsplit(request.url or "")
+    body = request.body or b""
+    body_bytes = body.encode() if isinstance(body, str) else cast(bytes, body)
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    digest = hashlib.sha256(body_bytes).hexdigest()
+    request.headers["X-Date"] = stamp
+    request.headers["X-Content-Sha256"] = digest
+    # Sent as signed: urllib3 sends the Host given, and a default port is not part of it.
+    request.headers["Host"] = re.sub(r":(80|443)$", "", parts.netloc)
+    signed = {
+        name.lower(): str(value).strip()
+        for name, value in request.headers.items()
+        if name.lower() in ("content-type", "content-md5", "host")
+        or name.lower().startswith("x-")
+    }
+    names = ";".join(sorted(signed))
+    query = "&".join(
+        sorted(
+            f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}"
+            for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        )
+    )
+    canonical = "\n".join(
+        [
+            request.method or "POST",
+            parts.path or "/",
+            query,
+            "".join(f"{name}:{signed[name]}\n" for name in sorted(signed)),
+            names,
+            digest,
+        ]
+    )
+    scope = f"{stamp[:8]}/{region}/{ASSET_API_SERVICE}/request"
+    to_sign = f"HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+    key = secret_key.encode()
+    for part in (stamp[:8], region, ASSET_API_SERVICE, "request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    request.headers["Authorization"] = (
+        f"HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={names}, Signature={signature}"
+    )
+
+
+class SignedV4(AuthBase):
+    """The asset API's auth, made per request (its time is part of the signature), as BearerAuth is for Ark."""
+
+    def __init__(self, settings: AssetSettings, clock: Callable[[], datetime]):
+        self.settings, self.clock = settings, clock
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        sign_v4(
+            request,
+            self.settings.access_key,
+            self.settings.secret_key,
+            self.settings.region,
+            self.clock(),
+        )
+        return request
+
+
+def asset_call(
+    client: ArkClient,
+    settings: AssetSettings,
+    action: str,
+    body: Mapping[str, Any],
+    clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+) -> dict[str, Any]:
+    """One asset API call: its Result, or AssetAPIError (an error in a 2xx answer too), or ArkConnectionError when no
+    answer could be read. A POST is retried only where nothing can have been done (see retry_delay): a Create* whose
+    outcome is unknown is never sent twice."""
+    payload = {"ProjectName": settings.project, **body}
+    data = json.dumps(payload, ensure_ascii=False).encode()
+    secrets = (settings.access_key, settings.secret_key, *client.secrets)
+    sent = "\n".join(strings_of(payload))
+    read = partial(read_answer, cap=client.limits.max_answer_bytes)
+    try:
+        answer = exchange(
+            client,
+            "POST",
+            settings.url + "/",
+            client.limits.task_deadline,
+            read,
+            params=[("Action", action), ("Version", ASSET_API_VERSION)],
+            data=data,
+            headers={"Content-Type": "application/json"},
+            auth=SignedV4(settings, clock),
+            allow_redirects=False,
+        )
+    except requests.RequestException as error:
+        text = f"The asset library could not be reached ({action}): {failure_reason(error, TASK_READ_TIMEOUT_SECONDS)}."
+        if not never_connected(error):
+            text += " It may have done it anyway: look with list_assets before trying again."
+        raise ArkConnectionError(Redactor(secrets, sent)(text)) from error
+    raw = answer.body.decode("utf-8", "replace")
+    parsed = parsed_body(raw, secrets, sent, answer.status)
+    meta = as_object(as_object(parsed).get("ResponseMetadata"))
+    refusal = as_object(meta.get("Error"))
+    request_id = clean_text(meta.get("RequestId"), NAME_MAX_CHARS)
+    if 200 <= answer.status < 300 and not refusal:
+        if not isinstance(parsed, dict):
+            excerpt = make_excerpt(
+                Redactor(secrets, sent)(unescape(raw)), answer.headers
+            )
+            raise ArkConnectionError(
+                f"The asset library answered {action} with something that is not JSON: {excerpt}."
+            )
+        return as_object(parsed.get("Result"))
+    message = clean_text(refusal.get("Message"), MESSAGE_MAX_CHARS) or error_message(
+        answer, {}, raw, Redactor(secrets, sent)
+    )
+    code = clean_text(refusal.get("Code"), NAME_MAX_CHARS) or ""
+    raise AssetAPIError(action, answer.status, code, message.rstrip(" ."), request_id)
 
 
 # --- Exchanges: their auth, deadlines and retries, how each is timed, retried and ended -------------------------------
@@ -8412,6 +9492,38 @@ class Record:
         for key in keys:
             self._write("DELETE FROM uploads WHERE bucket = ? AND key = ?", bucket, key)
 
+    def person(self, account: str, subject: str) -> Subject | None:
+        """A subject that is a person (verified, or being verified) in this asset library; a row that cannot be
+        read is none."""
+        rows = self._read(
+            "SELECT group_id, token, link, started FROM people WHERE account = ? AND subject = ?",
+            account,
+            subject,
+        )
+        return next((found for found in map(person_of, rows) if found), None)
+
+    def people(self, account: str) -> dict[str, Subject]:
+        rows = self._read(
+            "SELECT subject, group_id, token, link, started FROM people WHERE account = ?",
+            account,
+        )
+        found = {row[0]: person_of(row[1:]) for row in rows if isinstance(row[0], str)}
+        return {subject: person for subject, person in found.items() if person}
+
+    def tie_person(self, account: str, subject: str, person: Subject) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO people (account, subject, group_id, token, link, started) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            account,
+            subject,
+            *person,
+        )
+
+    def forget_person(self, account: str, subject: str) -> None:
+        self._write(
+            "DELETE FROM people WHERE account = ? AND subject = ?", account, subject
+        )
+
     def gave_up(self, task_id: str, error: str | None) -> None:
         """Nothing more to save for this task (cancelled, deleted, or Ark refuses it; `error` says why, when it is a
         failure): no start-up resumes it."""
@@ -8475,6 +9587,38 @@ CREATE TABLE IF NOT EXISTS uploads (
 )
 
 
+# Which asset-library group is which person (verify_person), by the library's account (a fingerprint of its access
+# key, address and project: never the key), and the checks under way.
+PEOPLE_SCHEMA = (
+    """
+CREATE TABLE IF NOT EXISTS people (
+    account TEXT NOT NULL, subject TEXT NOT NULL,
+    group_id TEXT,                 -- the person's LivenessFace group, once verified
+    token TEXT, link TEXT,         -- the check under way (its token lives 30 minutes)
+    started REAL,                  -- when the check began (unix seconds)
+    PRIMARY KEY (account, subject)
+)""",
+)
+
+
+def person_of(row: Any) -> Subject | None:
+    """A people row as a Subject; None for one that does not hold what this server writes (a poisoned record)."""
+    group_id, token, link, started = row
+    texts = all(v is None or isinstance(v, str) for v in (group_id, token, link))
+    if (
+        not texts
+        or not (group_id or token)
+        or not isinstance(started, (int, float, type(None)))
+    ):
+        log.warning(
+            "Left out a row of the task record's people: it is not one this server wrote."
+        )
+        return None
+    return Subject(
+        group_id=group_id, token=token, link=link, started=float(started or 0.0)
+    )
+
+
 def migrate(db: sqlite3.Connection, path: Path) -> None:
     """Bring a record to RECORD_VERSION: make a new one, or migrate an older one of ours. A file that is not ours
     is refused (RecordUnusable) and left as it is."""
@@ -8518,7 +9662,7 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
         elif version == 1:
             migrate_v1(db)
         # Added beside the tasks in version 2: older servers leave them alone.
-        for statement in (*SPEND_SCHEMA, *UPLOADS_SCHEMA):
+        for statement in (*SPEND_SCHEMA, *UPLOADS_SCHEMA, *PEOPLE_SCHEMA):
             db.execute(statement)
         db.execute(f"PRAGMA application_id = {RECORD_APP_ID}")
         db.execute(f"PRAGMA user_version = {RECORD_VERSION}")
@@ -9629,7 +10773,11 @@ def build_server(
     return MCPServer(
         "doubao-mcp",
         version=__version__,
-        tools=list(published_tools()),
+        tools=[
+            one
+            for spec, one in zip(TOOL_SPECS, published_tools(), strict=True)
+            if offers_assets(config) or not spec.assets
+        ],
         extensions=[apps],
         lifespan=lifespan,
         instructions=instructions,
@@ -9639,10 +10787,13 @@ def build_server(
 def new_client(config: Config) -> ArkClient:
     # The storage credentials are redacted like the key.
     storage = Uploader(config.uploads).secrets() if config.uploads else []
+    assets = (
+        [config.assets.access_key, config.assets.secret_key] if config.assets else []
+    )
     return ArkClient(
         config.base_url,
         config.image_timeout,
-        secrets=[config.api_key or "", *storage],
+        secrets=[config.api_key or "", *storage, *assets],
         limits=config.limits,
         media_domains=config.media_domains,
     )
@@ -9818,6 +10969,11 @@ def serve_http(
                 "DNS-rebinding protection is off for %s: set DOUBAO_MCP_ALLOWED_HOSTS to the host names clients use.",
                 args.host,
             )
+    if config.assets:
+        log.warning(
+            "The asset tools are not offered over HTTP: every caller would use this server's one asset library, with "
+            "its keys. Run the server on stdio to use them."
+        )
     signal.signal(signal.SIGINT, stop_quietly)
     signal.signal(signal.SIGTERM, stop_quietly)
     where = f"[{args.host}]" if ":" in args.host else args.host
