@@ -6852,34 +6852,43 @@ async def add_asset(
     ctx: Context,
     subject: SubjectName,
     media: AssetMedia,
-    media_type: Literal["image", "video", "audio"] = "image",
+    media_type: Literal["image", "video", "audio"] | None = None,
     wait_seconds: AssetWait = ASSET_WAIT_SECONDS,
 ) -> AssetResult:
     """Add a subject's photo, video or audio to Ark's asset library (a real person: verify_person first); returns
     its asset:// id for generate_video."""
     studio = studio_of(ctx)
-    until = library_of(studio).clock() + wait_seconds
-    url, uploaded = await asset_source(studio, media, media_type)
+    library = library_of(studio)
+    until = library.clock() + wait_seconds
+    source = await studio.lanes.quick.run(
+        asset_source, studio.config, media, media_type
+    )
     group_id = await subject_group(studio, subject, make=True)
     assert group_id is not None
+    url, uploaded = source.url, None
+    if source.ref:
+        url, uploaded = await upload_for_library(studio, source.ref)
+    kind = source.ref.media if source.ref else media_type or "image"
     asset_id = await create_asset(
-        studio, group_id, url, media_type, subject, ctx.report_progress
+        studio, group_id, url, kind, subject, ctx.report_progress
     )
-    status = await wait_active(studio, asset_id, until, ctx.report_progress)
     asset = f"asset://{asset_id}"
     steps = {
-        "Active": f"Pass {asset} to generate_video (Seedance 2.x) as {ASSET_ARGUMENT[media_type]}.",
+        "Active": f"Pass {asset} to generate_video (Seedance 2.x) as {ASSET_ARGUMENT[kind]}.",
         "Failed": "The library could not use this media: try another photo or clip.",
     }
-    result = AssetResult(
-        subject=subject,
-        group_id=group_id,
-        asset=asset,
-        status=status,
-        next_step=steps.get(
+    try:
+        status = await wait_active(studio, asset_id, until, ctx.report_progress)
+        step = steps.get(
             status,
             f"Still processing: call list_assets with subject {subject!r} in a moment.",
-        ),
+        )
+    # The asset exists: its id comes back, whatever the wait met.
+    except DoubaoError as error:
+        status = "unknown"
+        step = f"It was added, but checking it failed ({error}): see list_assets with subject {subject!r}."
+    result = AssetResult(
+        subject=subject, group_id=group_id, asset=asset, status=status, next_step=step
     )
     if uploaded:
         result["uploaded"] = uploaded._asdict()
@@ -6894,31 +6903,64 @@ ASSET_ARGUMENT = {
 }
 
 
-async def asset_source(
-    studio: Studio, media: str, media_type: str
-) -> tuple[str, Uploaded | None]:
-    """What CreateAsset fetches: an https URL as given (never fetched here), or a local file uploaded to the
-    person's storage (DOUBAO_UPLOADS), with a link that outlives the library's processing."""
+class AssetSource(NamedTuple):
+    """What CreateAsset is to fetch: an https URL as given, or a local file to upload first (its kind read from its
+    bytes, or checked against the one given)."""
+
+    url: str
+    ref: MediaRef | None = None
+
+
+def asset_source(config: Config, media: str, media_type: str | None) -> AssetSource:
+    """The media checked before anything is sent: an https URL (never fetched here), or a local file that uploads
+    (DOUBAO_UPLOADS) can give a link. Runs on a worker thread: it opens the file."""
     given = media.strip()
     parts = urlsplit(given)
     if parts.scheme == "https" and parts.netloc:
-        return given, None
+        return AssetSource(url=given)
     if parts.scheme in ("http", "data", "asset"):
         raise DoubaoError(
-            f"media: the asset library takes one public https URL or a file path, not {parts.scheme}: ({given[:60]!r})."
+            f"media: the asset library takes one public https URL or a file path, not {parts.scheme}: "
+            f"({given[:60]!r})."
         )
-    ref = MediaRef(argument="media", media=media_type, given=given)
-    path = local_file(ref, given, studio.config)
+    path = local_file(
+        MediaRef(argument="media", media=media_type or "image", given=given),
+        given,
+        config,
+    )
     if path is None:
         raise DoubaoError(f"media: {given[:80]!r} is not an https URL or a file path.")
-    if studio.uploader is None:
+    if config.uploads is None:
         raise DoubaoError(
             "media: the asset library fetches media from a link, so a local file is uploaded to your own object "
             "storage first: set DOUBAO_UPLOADS=s3://bucket/prefix and its credentials (docs/uploads.md), or give an "
             "https URL."
         )
+    file, _ = open_input(
+        path,
+        config.allowed_dir,
+        "media",
+        VIDEO_INPUT_MAX_BYTES,
+        "a photo, video or audio",
+    )
+    with file:
+        found = sniff(file.read(SNIFF_BYTES))
+    kind = media_type or next(
+        (m for m in MEDIA if found and found.mime.startswith(f"{m}/")), "image"
+    )
+    return AssetSource(
+        url="", ref=MediaRef(argument="media", media=kind, given=str(path))
+    )
+
+
+async def upload_for_library(studio: Studio, ref: MediaRef) -> tuple[str, Uploaded]:
+    """A local file in the person's storage (checked as the medium it is, by its bytes), with a link that outlives
+    the library's processing."""
+    assert studio.uploader is not None
     uploading = Uploading(studio.uploader, UPLOAD_LINK_SECONDS, None, studio.record)
-    url = await studio.lanes.slow.run(uploading.put, ref, path, studio.config)
+    url = await studio.lanes.slow.run(
+        uploading.put, ref, Path(ref.given), studio.config
+    )
     return url, uploading.done[-1]
 
 
@@ -6929,6 +6971,11 @@ async def subject_group(studio: Studio, subject: str, make: bool) -> str | None:
     person = await studio.lanes.quick.run(library.people.get, subject)
     if person and person.group_id:
         return person.group_id
+    if person and make and library.wall() < person.started + VERIFY_TOKEN_SECONDS:
+        raise DoubaoError(
+            f"{subject}'s verification is not finished: call verify_person with subject {subject!r} and "
+            "wait_seconds first, so that their media goes into their own group."
+        )
     found = await groups_named(studio, subject)
     if found or not make:
         return found
@@ -6976,11 +7023,16 @@ async def library_list(
         if token:
             body["NextToken"] = token
         page = await ask_library(studio, action, body)
-        for item in (
-            page.get("Items") or [] if isinstance(page.get("Items"), list) else []
-        ):
-            if isinstance(item, dict) and isinstance(item.get("Id"), str):
+        found = page.get("Items")
+        for item in found if isinstance(found, list) else []:
+            if isinstance(item, dict) and re.fullmatch(
+                ASSET_ID_PATTERN, str(item.get("Id"))
+            ):
                 items.setdefault(item["Id"], item)
+            else:
+                log.warning(
+                    "Left out an item of the library's %s: it has no usable Id.", action
+                )
         token = clean_text(page.get("NextToken"), 400)
         if not token or token in tokens:
             return list(items.values()), True

@@ -6520,6 +6520,45 @@ async def test_a_local_photo_is_uploaded_and_its_link_given_to_the_library(
     assert requests.get(sent, timeout=10).content == PNG
 
 
+async def test_a_local_clips_kind_is_read_from_its_bytes(
+    assets: Any, storage: Any, tmp_path: Path
+) -> None:
+    clip = write(tmp_path / "walk.bin", mp4(5.0))
+    result = (
+        await on_library("add_asset", {"subject": "Mia", "media": clip})
+    ).structured_content
+    assert assets.sent("CreateAsset")[0]["AssetType"] == "Video"
+    assert result["next_step"].endswith("as reference_videos.")
+    short = write(tmp_path / "blink.mp4", mp4(1.0))
+    assert "is 1.0 s long; Ark takes reference videos of at least 2 s" in error_text(
+        await on_library("add_asset", {"subject": "Mia", "media": short})
+    )
+    assert "p.png is not an MP4 or MOV video." in error_text(
+        await on_library(
+            "add_asset",
+            {
+                "subject": "Mia",
+                "media": write(tmp_path / "p.png", PNG),
+                "media_type": "video",
+            },
+        )
+    )
+    assert len(assets.sent("CreateAsset")) == 1
+
+
+async def test_a_created_asset_comes_back_whatever_its_wait_meets(assets: Any) -> None:
+    assets.faults["GetAsset"] = [asset_error("InternalError", "down", 500)] * 8
+    result = (
+        await on_library("add_asset", {"subject": "Mia", "media": ASSET_PHOTO})
+    ).structured_content
+    assert (
+        result["asset"] == "asset://asset-20261201-x" and result["status"] == "unknown"
+    )
+    assert result["next_step"].startswith(
+        "It was added, but checking it failed (The asset library refused GetAsset"
+    )
+
+
 async def test_a_rate_limited_create_slows_the_pace_and_is_tried_again(
     assets: Any,
 ) -> None:
@@ -6773,6 +6812,22 @@ async def test_a_verified_person_becomes_a_subject_whose_photo_goes_into_their_g
         and listing["subjects"][0]["subject"] == "Mia"
     )
     assert len(assets.sent("CreateVisualValidateSession")) == 1
+
+
+async def test_media_waits_for_a_verification_under_way_and_a_list_item_without_an_id_is_left_out(
+    assets: Any,
+) -> None:
+    async with Client(library_server()) as client:
+        await client.call_tool("verify_person", {"subject": "Mia"})
+        text = error_text(
+            await client.call_tool(
+                "add_asset", {"subject": "Mia", "media": ASSET_PHOTO}
+            )
+        )
+        assets.groups["bad"] = {"Id": "../../etc", "Name": "Mia", "GroupType": "AIGC"}
+        listing = (await client.call_tool("list_assets", {})).structured_content
+    assert "Mia's verification is not finished: call verify_person" in text
+    assert assets.sent("CreateAsset") == [] and listing == {"subjects": []}
 
 
 async def test_without_a_record_the_tie_lasts_this_process_and_an_old_link_expires(

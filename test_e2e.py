@@ -30,7 +30,10 @@ from mcp.client.stdio import stdio_client
 
 import doubao_mcp
 from conftest import (
+    ASSET_PHOTO,
+    ASSET_SECRET,
     BASE,
+    DANCE_20,
     FLASH,
     KEY,
     NOT_FOUND,
@@ -47,6 +50,7 @@ from conftest import (
     URL,
     VIDEO_BYTES,
     FakeArk,
+    FakeAssets,
     Hold,
     HttpServer,
     LockHolder,
@@ -2135,3 +2139,65 @@ async def test_over_stdio_takes_of_an_image_and_a_video_in_one_call_each(
         1,
         1,
     ]
+
+
+async def test_over_stdio_a_verified_persons_photo_becomes_an_asset_and_a_video_from_it_starts(
+    fake_ark: FakeArk,
+) -> None:
+    """Issue 28's "done when", in one conversation: verify the person, add their photo, start a video from it."""
+    library = FakeAssets(processing_polls=0)
+    try:
+        async with Client(stdio_server(fake_ark, **library.env())) as client:
+            names = [tool.name for tool in (await client.list_tools()).tools]
+            link = (
+                await client.call_tool("verify_person", {"subject": "Mia"})
+            ).structured_content
+            # Mia opens the link on her phone and passes the check.
+            library.passed.add("tok-1")
+            verified = (
+                await client.call_tool(
+                    "verify_person", {"subject": "Mia", "wait_seconds": 30}
+                )
+            ).structured_content
+            added = (
+                await client.call_tool(
+                    "add_asset", {"subject": "Mia", "media": ASSET_PHOTO}
+                )
+            ).structured_content
+            video = await client.call_tool(
+                "generate_video",
+                {
+                    "prompt": "Mia waves",
+                    "model": DANCE_20,
+                    "reference_images": [added["asset"]],
+                },
+            )
+    finally:
+        library.close()
+    assert names[-4:] == ["add_asset", "list_assets", "remove_asset", "verify_person"]
+    assert link["status"] == "open_link" and verified["status"] == "verified"
+    assert (added["status"], added["group_id"]) == ("Active", verified["group_id"])
+    assert video.structured_content["status"] == "queued"
+    assert fake_ark.requests[-1]["body"]["content"][1] == {
+        "type": "image_url",
+        "image_url": {"url": added["asset"]},
+        "role": "reference_image",
+    }
+    assert library.rejected == 0
+
+
+async def test_over_http_the_asset_tools_are_not_offered_and_their_keys_never_logged(
+    fake_ark: FakeArk,
+) -> None:
+    library = FakeAssets()
+    try:
+        with HttpServer(
+            fake_ark, "--log-level", "DEBUG", ARK_API_KEY=KEY, **library.env()
+        ) as hosted:
+            async with hosted.client() as client:
+                names = [tool.name for tool in (await client.list_tools()).tools]
+    finally:
+        library.close()
+    assert "add_asset" not in names and "list_models" in names
+    assert "The asset tools are not offered over HTTP" in hosted.stderr
+    assert ASSET_SECRET not in hosted.stderr and library.calls == []
