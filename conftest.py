@@ -1139,19 +1139,15 @@ class FakeAssets:
             return asset_error("MissingParameter.ProjectName", status=400)
         if action in ("ListAssetGroups", "ListAssets"):
             filters = asked.get("Filter")
-            if not isinstance(filters, dict) or (
-                action == "ListAssetGroups" and not filters.get("GroupType")
-            ):
+            # Filter.GroupType is required (the tests hold ListAssets to it too: its shape is inferred).
+            if not isinstance(filters, dict) or not filters.get("GroupType"):
                 return asset_error("MissingParameter.Filter", "Filter is required", 400)
             pool = self.groups if action == "ListAssetGroups" else self.assets
             items = [
                 item
                 for item in pool.values()
                 if filters.get("Name", "") in item["Name"]
-                and (
-                    not filters.get("GroupType")
-                    or item["GroupType"] == filters["GroupType"]
-                )
+                and item["GroupType"] == filters["GroupType"]
                 and (
                     not filters.get("GroupIds")
                     or item.get("GroupId") in filters["GroupIds"]

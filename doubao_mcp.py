@@ -6751,6 +6751,8 @@ class AssetLibrary:
             or ""
         )
         self.people = People(record, account)
+        # Finding a subject's group, and making it when there is none: one call at a time, so a new subject gets one.
+        self.grouping = asyncio.Lock()
         self.remembered = record is not None
 
     def call(self, action: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -6863,14 +6865,14 @@ async def add_asset(
     source = await studio.lanes.quick.run(
         asset_source, studio.config, media, media_type
     )
-    group_id = await subject_group(studio, subject, make=True)
-    assert group_id is not None
+    group = await subject_group(studio, subject, make=True)
+    assert group is not None
     url, uploaded = source.url, None
     if source.ref:
         url, uploaded = await upload_for_library(studio, source.ref)
     kind = source.ref.media if source.ref else media_type or "image"
     asset_id = await create_asset(
-        studio, group_id, url, kind, subject, ctx.report_progress
+        studio, group, url, kind, subject, ctx.report_progress
     )
     asset = f"asset://{asset_id}"
     steps = {
@@ -6888,7 +6890,7 @@ async def add_asset(
         status = "unknown"
         step = f"It was added, but checking it failed ({error}): see list_assets with subject {subject!r}."
     result = AssetResult(
-        subject=subject, group_id=group_id, asset=asset, status=status, next_step=step
+        subject=subject, group_id=group.id, asset=asset, status=status, next_step=step
     )
     if uploaded:
         result["uploaded"] = uploaded._asdict()
@@ -6964,38 +6966,51 @@ async def upload_for_library(studio: Studio, ref: MediaRef) -> tuple[str, Upload
     return url, uploading.done[-1]
 
 
-async def subject_group(studio: Studio, subject: str, make: bool) -> str | None:
+class Group(NamedTuple):
+    """A subject's group in the library: its id, and its type (AIGC, or a verified person's LivenessFace)."""
+
+    id: str
+    type: str
+
+
+async def subject_group(studio: Studio, subject: str, make: bool) -> Group | None:
     """The subject's group: the person's LivenessFace group once verified, else the AIGC group of exactly this name
-    (made when `make`, never twice: a creation whose outcome is unknown is looked for)."""
+    (made when `make`, once: calls for a new subject take turns, and a creation whose outcome is unknown is looked
+    for, never sent again)."""
     library = library_of(studio)
     person = await studio.lanes.quick.run(library.people.get, subject)
     if person and person.group_id:
-        return person.group_id
+        return Group(person.group_id, "LivenessFace")
     if person and make and library.wall() < person.started + VERIFY_TOKEN_SECONDS:
         raise DoubaoError(
             f"{subject}'s verification is not finished: call verify_person with subject {subject!r} and "
             "wait_seconds first, so that their media goes into their own group."
         )
-    found = await groups_named(studio, subject)
-    if found or not make:
-        return found
-    body = {"Name": subject, "Description": "made by doubao-mcp", "GroupType": "AIGC"}
-    try:
-        made = await ask_library(studio, "CreateAssetGroup", body)
-    except (AssetAPIError, ArkConnectionError) as error:
-        if not unknown_outcome(error):
-            raise
+    async with library.grouping:
         found = await groups_named(studio, subject)
-        if found:
+        if found or not make:
             return found
-        raise DoubaoError(
-            f"Making the group for {subject!r} may or may not have worked ({error}). It is not in the library yet: "
-            "call list_assets in a minute before adding again."
-        ) from None
-    return library_id(made.get("Id"), "CreateAssetGroup")
+        body = {
+            "Name": subject,
+            "Description": "made by doubao-mcp",
+            "GroupType": "AIGC",
+        }
+        try:
+            made = await ask_library(studio, "CreateAssetGroup", body)
+        except (AssetAPIError, ArkConnectionError) as error:
+            if not unknown_outcome(error):
+                raise
+            found = await groups_named(studio, subject)
+            if found:
+                return found
+            raise DoubaoError(
+                f"Making the group for {subject!r} may or may not have worked ({error}). It is not in the library "
+                "yet: call list_assets in a minute before adding again."
+            ) from None
+    return Group(library_id(made.get("Id"), "CreateAssetGroup"), "AIGC")
 
 
-async def groups_named(studio: Studio, subject: str) -> str | None:
+async def groups_named(studio: Studio, subject: str) -> Group | None:
     """The AIGC group named exactly `subject` (the list's name filter matches loosely); two are an error."""
     groups, _ = await library_list(
         studio, "ListAssetGroups", {"GroupType": "AIGC", "Name": subject}
@@ -7007,7 +7022,11 @@ async def groups_named(studio: Studio, subject: str) -> str | None:
             f"The library has {len(named)} groups named {subject!r} ({ids}): rename or remove one in the Ark console, "
             "or use another subject."
         )
-    return library_id(named[0].get("Id"), "ListAssetGroups") if named else None
+    return (
+        Group(library_id(named[0].get("Id"), "ListAssetGroups"), "AIGC")
+        if named
+        else None
+    )
 
 
 async def library_list(
@@ -7059,7 +7078,7 @@ def unknown_outcome(error: Exception) -> bool:
 
 async def create_asset(
     studio: Studio,
-    group_id: str,
+    group: Group,
     url: str,
     media_type: str,
     subject: str,
@@ -7070,7 +7089,7 @@ async def create_asset(
     library = library_of(studio)
     name = f"{subject[:40]}-{uuid.uuid4().hex[:12]}"
     body = {
-        "GroupId": group_id,
+        "GroupId": group.id,
         "URL": url,
         "AssetType": media_type.title(),
         "Name": name,
@@ -7091,9 +7110,8 @@ async def create_asset(
             if not unknown_outcome(error):
                 raise
             failure = error
-        assets, _ = await library_list(
-            studio, "ListAssets", {"GroupIds": [group_id], "Name": name}
-        )
+        looked = {"GroupType": group.type, "GroupIds": [group.id], "Name": name}
+        assets, _ = await library_list(studio, "ListAssets", looked)
         same = [a for a in assets if a.get("Name") == name]
         if same:
             return library_id(same[0].get("Id"), "ListAssets")
@@ -7278,18 +7296,20 @@ async def remove_asset(
             removed=[f"asset://{asset_id}"], message="Removed from the library."
         )
     assert subject is not None
-    group_id = await subject_group(studio, subject, make=False)
-    if group_id is None:
+    group = await subject_group(studio, subject, make=False)
+    if group is None:
         raise DoubaoError(
             f"No subject named {subject!r} is in the library: see list_assets."
         )
-    assets, _ = await library_list(studio, "ListAssets", {"GroupIds": [group_id]})
+    assets, _ = await library_list(
+        studio, "ListAssets", {"GroupType": group.type, "GroupIds": [group.id]}
+    )
     removed = []
     for item in assets:
         one = library_id(item.get("Id"), "ListAssets")
         await ask_library(studio, "DeleteAsset", {"Id": one})
         removed.append(f"asset://{one}")
-    await ask_library(studio, "DeleteAssetGroup", {"Id": group_id})
+    await ask_library(studio, "DeleteAssetGroup", {"Id": group.id})
     await studio.lanes.quick.run(library_of(studio).people.forget, subject)
     return Removal(
         removed=removed,

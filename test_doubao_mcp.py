@@ -6469,6 +6469,20 @@ async def test_add_asset_makes_the_subjects_group_once_and_waits_until_active(
     assert assets.rejected == 0
 
 
+async def test_calls_for_a_new_subject_at_once_make_one_group(assets: Any) -> None:
+    async with Client(library_server()) as client:
+        async with anyio.create_task_group() as calls:
+            for n in range(3):
+                arguments = {
+                    "subject": "Leo",
+                    "media": f"https://photos.test/leo{n}.jpg",
+                }
+                calls.start_soon(client.call_tool, "add_asset", arguments)
+    assert len(assets.sent("CreateAssetGroup")) == 1
+    assert {c["GroupId"] for c in assets.sent("CreateAsset")} == {"group-1"}
+    assert len(assets.assets) == 3
+
+
 async def test_a_group_whose_name_only_contains_the_subject_is_not_it_and_two_of_that_name_are_an_error(
     assets: Any,
 ) -> None:
@@ -6603,6 +6617,7 @@ async def test_a_create_whose_outcome_is_unknown_is_looked_for_never_sent_twice(
     assert len(assets.sent("CreateAsset")) == 1
     name = assets.sent("CreateAsset")[0]["Name"]
     assert assets.sent("ListAssets")[-1]["Filter"] == {
+        "GroupType": "AIGC",
         "GroupIds": ["group-1"],
         "Name": name,
     }
