@@ -1012,10 +1012,10 @@ class FakeAssets:
     checked with the vendor's own signer's parts (volcenginesdkcore): a bad one gets 401 SignatureDoesNotMatch.
 
     Groups and assets live in memory; an asset is Processing for its first `processing_polls` GetAssets, then Active
-    (Failed when its URL says "fail"). A liveness check passes once `passed` names its token. List filters match
-    names loosely, as the real one does, and page by MaxResults. `faults[action]` is a list of answers given, one
-    each, before the real one: (status, body) instead of doing it, ("done", status, body) after doing it, or
-    "drop" (it is done, then the connection is closed unanswered)."""
+    (Failed when its URL says "fail"). A liveness check passes once `passed` names its token, and fails once
+    `failed` does. List filters match names loosely, as the real one does, and page by MaxResults. `faults[action]`
+    is a list of answers given, one each, before the real one: (status, body) instead of doing it, ("done", status,
+    body) after doing it, or "drop" (it is done, then the connection is closed unanswered)."""
 
     def __init__(self, region: str = "ap-southeast-1", processing_polls: int = 2):
         self.region, self.processing_polls = region, processing_polls
@@ -1025,6 +1025,8 @@ class FakeAssets:
         self.assets: dict[str, dict[str, Any]] = {}
         self.sessions: dict[str, str | None] = {}
         self.passed: set[str] = set()
+        # Tokens whose check failed on the phone (the link dies after one failure).
+        self.failed: set[str] = set()
         self.faults: dict[str, list[Any]] = {}
         self.lock = threading.Lock()
         fake = self
@@ -1233,12 +1235,10 @@ class FakeAssets:
                     "GroupType": "LivenessFace",
                 }
                 self.sessions[token] = group
-            # Not passed yet: an undocumented shape, as the real one may give.
-            return ok(
-                {"GroupId": self.sessions[token]}
-                if self.sessions[token]
-                else {"Status": "Pending"}
-            )
+            # Not passed yet, or failed: undocumented shapes, as the real one may give.
+            if self.sessions[token]:
+                return ok({"GroupId": self.sessions[token]})
+            return ok({"Status": "Failed" if token in self.failed else "Pending"})
         return asset_error("InvalidAction", f"no action {action}", 400)
 
     def sent(self, action: str) -> list[dict[str, Any]]:

@@ -7760,7 +7760,11 @@ def asset_call(
         )
     except requests.RequestException as error:
         text = f"The asset library could not be reached ({action}): {failure_reason(error, TASK_READ_TIMEOUT_SECONDS)}."
-        if not never_connected(error):
+        if never_connected(error):
+            text += (
+                f" Check your network, proxy and DOUBAO_ASSET_API_URL ({settings.url})."
+            )
+        else:
             text += " It may have done it anyway: look with list_assets before trying again."
         raise ArkConnectionError(Redactor(secrets, sent)(text)) from error
     raw = answer.body.decode("utf-8", "replace")

@@ -6875,6 +6875,50 @@ async def test_without_a_record_the_tie_lasts_this_process_and_an_old_link_expir
     assert again["status"] == "open_link" and again["link"].endswith("tok-3")
 
 
+async def test_a_failed_check_is_not_yet_until_its_link_expires_then_a_new_one_is_offered(
+    assets: Any, tmp_path: Path
+) -> None:
+    """GetVisualValidateResult's failed shape is undocumented: anything but a group is "not yet"."""
+    record = Record(tmp_path, BASE)
+    async with Client(library_server(record)) as client:
+        await client.call_tool("verify_person", {"subject": "Mia"})
+        assets.failed.add("tok-1")
+        waiting = (
+            await client.call_tool(
+                "verify_person", {"subject": "Mia", "wait_seconds": 0.05}
+            )
+        ).structured_content
+        sqlite3.connect(record.path).execute(
+            "UPDATE people SET started = started - 1801"
+        ).connection.commit()
+        expired = (
+            await client.call_tool("verify_person", {"subject": "Mia"})
+        ).structured_content
+    assert waiting["status"] == "waiting" and expired["status"] == "expired"
+    assert "call verify_person again for a new link" in expired["message"]
+
+
+def test_the_library_says_a_missing_filter_is_missing_and_where_it_could_not_connect(
+    assets: Any,
+) -> None:
+    config = Config.from_env()
+    assert config.assets is not None
+    client = ArkClient(config.base_url, secrets=[KEY], sleep=lambda s: None)
+    with pytest.raises(
+        doubao_mcp.AssetAPIError,
+        match=r"ListAssetGroups \(400 MissingParameter.Filter\)",
+    ):
+        doubao_mcp.asset_call(client, config.assets, "ListAssetGroups", {})
+    nowhere = replace(config.assets, url="http://127.0.0.1:9")
+    with pytest.raises(
+        doubao_mcp.ArkConnectionError,
+        match="Check your network, proxy and DOUBAO_ASSET_API_URL",
+    ):
+        doubao_mcp.asset_call(
+            client, nowhere, "ListAssetGroups", {"Filter": {"GroupType": "AIGC"}}
+        )
+
+
 async def test_a_real_persons_refusal_names_the_asset_tools_or_the_settings_that_give_them(
     ark: Any, monkeypatch: Any
 ) -> None:
