@@ -6655,8 +6655,8 @@ async def cancel_task(studio: Studio, task_id: str, api_key: str) -> str:
 # rate, and no Create* is sent twice: where its outcome is unknown, the library is looked at instead.
 
 
-class Subject(NamedTuple):
-    """A verified person, or one whose verification is under way: their LivenessFace group once they passed, the
+class Person(NamedTuple):
+    """The person a subject is, verified or being verified: their LivenessFace group once they passed, the
     token and link of the check while they do it, and when it started (unix seconds)."""
 
     group_id: str | None = None
@@ -6671,16 +6671,19 @@ class People:
 
     def __init__(self, record: Record | None, account: str):
         self.record, self.account = record, account
-        self.known: dict[str, Subject] = {}
+        self.known: dict[str, Person] = {}
 
-    def get(self, subject: str) -> Subject | None:
+    def get(self, subject: str) -> Person | None:
+        """The person this subject is, if any: the record says (another process may have tied or removed them)."""
         if self.record is not None:
             found = self.record.person(self.account, subject)
-            if found is not None:
+            if found is None:
+                self.known.pop(subject, None)
+            else:
                 self.known[subject] = found
         return self.known.get(subject)
 
-    def put(self, subject: str, person: Subject) -> None:
+    def put(self, subject: str, person: Person) -> None:
         self.known[subject] = person
         if self.record is not None:
             self.record.tie_person(self.account, subject, person)
@@ -7347,7 +7350,7 @@ async def verify_person(
         group = answer.get("GroupId")
         if isinstance(group, str) and re.fullmatch(ASSET_ID_PATTERN, group):
             await studio.lanes.quick.run(
-                library.people.put, subject, Subject(group_id=group)
+                library.people.put, subject, Person(group_id=group)
             )
             return verified(library, subject, group)
         now = library.wall()
@@ -7389,7 +7392,7 @@ async def start_verification(studio: Studio, subject: str) -> Verification:
         )
     started = library.wall()
     await studio.lanes.quick.run(
-        library.people.put, subject, Subject(token=token, link=link, started=started)
+        library.people.put, subject, Person(token=token, link=link, started=started)
     )
     return Verification(
         subject=subject,
@@ -9568,7 +9571,7 @@ class Record:
         for key in keys:
             self._write("DELETE FROM uploads WHERE bucket = ? AND key = ?", bucket, key)
 
-    def person(self, account: str, subject: str) -> Subject | None:
+    def person(self, account: str, subject: str) -> Person | None:
         """A subject that is a person (verified, or being verified) in this asset library; a row that cannot be
         read is none."""
         rows = self._read(
@@ -9578,7 +9581,7 @@ class Record:
         )
         return next((found for found in map(person_of, rows) if found), None)
 
-    def people(self, account: str) -> dict[str, Subject]:
+    def people(self, account: str) -> dict[str, Person]:
         rows = self._read(
             "SELECT subject, group_id, token, link, started FROM people WHERE account = ?",
             account,
@@ -9586,7 +9589,7 @@ class Record:
         found = {row[0]: person_of(row[1:]) for row in rows if isinstance(row[0], str)}
         return {subject: person for subject, person in found.items() if person}
 
-    def tie_person(self, account: str, subject: str, person: Subject) -> None:
+    def tie_person(self, account: str, subject: str, person: Person) -> None:
         self._write(
             "INSERT OR REPLACE INTO people (account, subject, group_id, token, link, started) "
             "VALUES (?, ?, ?, ?, ?, ?)",
@@ -9677,8 +9680,8 @@ CREATE TABLE IF NOT EXISTS people (
 )
 
 
-def person_of(row: Any) -> Subject | None:
-    """A people row as a Subject; None for one that does not hold what this server writes (a poisoned record)."""
+def person_of(row: Any) -> Person | None:
+    """A people row as a Person; None for one that does not hold what this server writes (a poisoned record)."""
     group_id, token, link, started = row
     texts = all(v is None or isinstance(v, str) for v in (group_id, token, link))
     if (
@@ -9690,7 +9693,7 @@ def person_of(row: Any) -> Subject | None:
             "Left out a row of the task record's people: it is not one this server wrote."
         )
         return None
-    return Subject(
+    return Person(
         group_id=group_id, token=token, link=link, started=float(started or 0.0)
     )
 
