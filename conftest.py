@@ -1015,7 +1015,7 @@ class FakeAssets:
     (Failed when its URL says "fail"). A liveness check passes once `passed` names its token, and fails once
     `failed` does. List filters match names loosely, as the real one does, and page by MaxResults. `faults[action]`
     is a list of answers given, one each, before the real one: (status, body) instead of doing it, ("done", status,
-    body) after doing it, or "drop" (it is done, then the connection is closed unanswered)."""
+    body) after doing it, "drop" (it is done, then the connection is closed unanswered), or a raw `answer(...)`."""
 
     def __init__(self, region: str = "ap-southeast-1", processing_polls: int = 2):
         self.region, self.processing_polls = region, processing_polls
@@ -1051,11 +1051,16 @@ class FakeAssets:
                         fake.calls.append((action, asked))
                         faults = fake.faults.get(action) or []
                         fault = faults.pop(0) if faults else None
-                        # A refusal does nothing; a dropped or failed answer comes after the work is done.
-                        done = fault in (None, "drop") or fault[0] == "done"
-                        status, reply = fake.act(action, asked) if done else fault
-                        if isinstance(fault, tuple) and fault[0] == "done":
-                            status, reply = fault[1:]
+                        # A refusal does nothing; any other answer comes after the work is done.
+                        if isinstance(fault, tuple) and fault[0] != "done":
+                            status, reply = fault
+                        else:
+                            status, reply = fake.act(action, asked)
+                            if isinstance(fault, tuple):
+                                status, reply = fault[1:]
+                    if callable(fault):
+                        fault(self)
+                        return
                     if fault == "drop":
                         self.close_connection = True
                         self.connection.shutdown(socket.SHUT_RDWR)

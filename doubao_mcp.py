@@ -240,7 +240,9 @@ ASSET_RATE_LIMITED = re.compile(
     r"flow|rate|throttl|toomanyrequests|requestlimit", re.IGNORECASE
 )
 # A code of Ark's that refuses a real person in an input.
-REAL_PERSON_CODE = re.compile(r"^Input\w*(RealPerson|Person|Human|Face)", re.IGNORECASE)
+REAL_PERSON_CODE = re.compile(
+    r"^Input[\w.]*(RealPerson|Person|Human|Face)", re.IGNORECASE
+)
 # The first protocol revision that carries a question to the person in a tool's result (both transports).
 INPUT_REQUIRED_VERSION = "2026-07-28"
 # Talking to Ark: deadlines and retries.
@@ -7747,7 +7749,11 @@ def asset_call(
     data = json.dumps(payload, ensure_ascii=False).encode()
     secrets = (settings.access_key, settings.secret_key, *client.secrets)
     sent = "\n".join(strings_of(payload))
-    read = partial(read_answer, cap=client.limits.max_answer_bytes)
+    read = partial(
+        read_answer,
+        cap=client.limits.max_answer_bytes,
+        api=("The asset library", "DOUBAO_ASSET_API_URL"),
+    )
     try:
         answer = exchange(
             client,
@@ -8206,12 +8212,18 @@ def read_last_try(
 # anything else reads it. Only a non-2xx answer is an ArkAPIError.
 
 
-def read_answer(response: requests.Response, exchange: Exchange, cap: int) -> Answer:
-    """API answers are small: anything over `cap` is refused before it is parsed (or even read, when declared)."""
+def read_answer(
+    response: requests.Response,
+    exchange: Exchange,
+    cap: int,
+    api: tuple[str, str] = ("Ark", "ARK_BASE_URL"),
+) -> Answer:
+    """API answers are small: anything over `cap` is refused before it is parsed (or even read, when declared).
+    `api`: whose answer it is, and the setting that says where it lives."""
     declared = response.headers.get("Content-Length", "")
     too_big = ArkConnectionError(
-        f"Ark's answer is over {size_text(cap)}, more than any API answer: refused unread (is ARK_BASE_URL a proxy or "
-        "another service?)."
+        f"{api[0]}'s answer is over {size_text(cap)}, more than any API answer: refused unread (is {api[1]} a proxy "
+        "or another service?)."
     )
     if declared.isdigit() and int(declared) > cap:
         raise too_big

@@ -42,6 +42,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 import doubao_mcp
 from conftest import (
+    ASSET_ACCESS,
     ASSET_PHOTO,
     ASSET_SECRET,
     BASE,
@@ -6652,7 +6653,9 @@ async def test_an_error_inside_a_200_is_a_refusal_with_advice_and_no_secret(
     assets: Any,
 ) -> None:
     assets.faults["CreateAssetGroup"] = [
-        asset_error("SubscriptionRequired", f"not enabled (echo: {ASSET_SECRET})")
+        asset_error(
+            "SubscriptionRequired", f"not enabled (echo: {ASSET_SECRET} {ASSET_ACCESS})"
+        )
     ]
     text = error_text(
         await on_library("add_asset", {"subject": "Mia", "media": ASSET_PHOTO})
@@ -6661,7 +6664,27 @@ async def test_an_error_inside_a_200_is_a_refusal_with_advice_and_no_secret(
         "The asset library refused CreateAssetGroup (200 SubscriptionRequired)" in text
     )
     assert "enable asset creation in the Ark console's asset library first" in text
-    assert ASSET_SECRET not in text and assets.sent("CreateAsset") == []
+    assert ASSET_SECRET not in text and ASSET_ACCESS not in text
+    assert assets.sent("CreateAsset") == []
+
+
+async def test_a_huge_or_unreadable_library_answer_is_refused_by_the_librarys_name(
+    assets: Any,
+) -> None:
+    assets.faults["ListAssetGroups"] = [
+        answer(200, b"x" * (9 * 2**20)),
+        answer(200, "<html>gateway</html>", "text/html"),
+    ]
+    huge = error_text(await on_library("list_assets", {}))
+    html = error_text(await on_library("list_assets", {}))
+    assert (
+        "The asset library's answer is over 8.0 MB" in huge
+        and "DOUBAO_ASSET_API_URL" in huge
+    )
+    assert (
+        "The asset library answered ListAssetGroups with something that is not JSON"
+        in html
+    )
 
 
 async def test_a_wrong_secret_key_is_told_by_name_and_never_shown(
@@ -6917,6 +6940,24 @@ def test_the_library_says_a_missing_filter_is_missing_and_where_it_could_not_con
         doubao_mcp.asset_call(
             client, nowhere, "ListAssetGroups", {"Filter": {"GroupType": "AIGC"}}
         )
+
+
+def test_every_input_code_that_names_a_real_person_gets_the_path_and_no_other_does() -> (
+    None
+):
+    path = doubao_mcp.REAL_PERSON_HINTS[True]
+    for code in (
+        "InputMediaMayContainRealPerson",
+        "InputVideoMayContainRealPerson",
+        "InputImage.HumanFace",
+    ):
+        assert doubao_mcp.code_hint(code, assets=True) == path, code
+    for code in (
+        "InputImageSensitiveContentDetected",
+        "OutputVideoMayContainRealPerson",
+        "RealPersonDetected",
+    ):
+        assert doubao_mcp.code_hint(code, assets=True) != path, code
 
 
 async def test_a_real_persons_refusal_names_the_asset_tools_or_the_settings_that_give_them(
