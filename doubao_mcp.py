@@ -2295,7 +2295,7 @@ def answered(spec: ToolSpec) -> Callable[..., Awaitable[CallToolResult]]:
             result = await spec.function(*args, **kwargs)
         except ArkAPIError as error:
             error.facts.caller_key = bool(caller_key(ctx.headers))
-            error.facts.assets = offers_assets(studio.config)
+            error.facts.assets = studio.library is not None
             raise
         except DoubaoError:
             raise
@@ -5864,7 +5864,7 @@ def observe(studio: Studio, tasks: list[Task], api_key: str) -> list[Task]:
     studio.estimates.learn(api_key, tasks)
     settle_spend(studio.spend, tasks)
     tasks = [with_billed(studio, task) for task in tasks]
-    if offers_assets(studio.config):
+    if studio.library is not None:
         # A real person's refusal names the asset tools this server offers.
         tasks = [with_asset_step(task) for task in tasks]
     if studio.record is None:
@@ -6875,7 +6875,7 @@ async def add_asset(
     url, uploaded = source.url, None
     if source.ref:
         url, uploaded = await upload_for_library(studio, source.ref)
-    kind = source.ref.media if source.ref else media_type or "image"
+    kind = source.media
     asset_id = await create_asset(
         studio, group, url, kind, subject, ctx.report_progress
     )
@@ -6911,10 +6911,11 @@ ASSET_ARGUMENT = {
 
 
 class AssetSource(NamedTuple):
-    """What CreateAsset is to fetch: an https URL as given, or a local file to upload first (its kind read from its
-    bytes, or checked against the one given)."""
+    """What CreateAsset is to fetch, and its kind: an https URL as given, or a local file to upload first (its kind
+    read from its bytes, or checked against the one given)."""
 
     url: str
+    media: str
     ref: MediaRef | None = None
 
 
@@ -6924,7 +6925,7 @@ def asset_source(config: Config, media: str, media_type: str | None) -> AssetSou
     given = media.strip()
     parts = urlsplit(given)
     if parts.scheme == "https" and parts.netloc:
-        return AssetSource(url=given)
+        return AssetSource(url=given, media=media_type or "image")
     if parts.scheme in ("http", "data", "asset"):
         raise DoubaoError(
             f"media: the asset library takes one public https URL or a file path, not {parts.scheme}: "
@@ -6956,7 +6957,7 @@ def asset_source(config: Config, media: str, media_type: str | None) -> AssetSou
         (m for m in MEDIA if found and found.mime.startswith(f"{m}/")), "image"
     )
     return AssetSource(
-        url="", ref=MediaRef(argument="media", media=kind, given=str(path))
+        url="", media=kind, ref=MediaRef(argument="media", media=kind, given=str(path))
     )
 
 
@@ -7161,11 +7162,10 @@ async def list_assets(ctx: Context, subject: SubjectName | None = None) -> Asset
     """The asset library's subjects and their assets."""
     studio = studio_of(ctx)
     library = library_of(studio)
-    groups, complete = await library_list(
-        studio,
-        "ListAssetGroups",
-        {"GroupType": "AIGC", **({"Name": subject} if subject else {})},
-    )
+    filters = {"GroupType": "AIGC"}
+    if subject:
+        filters["Name"] = subject
+    groups, complete = await library_list(studio, "ListAssetGroups", filters)
     people, people_complete = await library_list(
         studio, "ListAssetGroups", {"GroupType": "LivenessFace"}
     )
@@ -7604,197 +7604,6 @@ def failure_reason(error: requests.RequestException, timeout: float) -> str:
     return (
         found[-1] if found else f"{type(error).__name__}: {clean_text(str(error), 160)}"
     )
-
-
-# --- The asset API: Ark's signed OpenAPI, each call signed, its answer read within a cap, mapped to data or an error --
-# The asset library is not the Ark API: it takes an access key and a secret key, signed Volcengine's V4 way
-# (HMAC-SHA256, as volcenginesdkcore's signv4.py does; the tests check this signer against that one), and answers
-# `{ResponseMetadata: {Error}, Result}`, an error sometimes with HTTP 200. Its calls go through the same exchanges
-# as Ark's (deadlines, caps, the retries a POST may have: only where nothing can have been done) and the same
-# redaction, both keys included.
-
-
-class AssetAPIError(DoubaoError):
-    """The asset API refused a call: a non-2xx answer, or an error inside a 2xx one."""
-
-    def __init__(
-        self, action: str, status: int, code: str, message: str, request_id: str | None
-    ):
-        self.action, self.status, self.code, self.message = (
-            action,
-            status,
-            code,
-            message,
-        )
-        self.request_id = request_id
-        super().__init__(str(self))
-
-    @property
-    def rate_limited(self) -> bool:
-        return self.status == 429 or bool(ASSET_RATE_LIMITED.search(self.code))
-
-    @property
-    def outcome_unknown(self) -> bool:
-        """A 5xx: the call may have been done."""
-        return self.status >= 500
-
-    def __str__(self) -> str:
-        text = f"The asset library refused {self.action} ({self.status}"
-        text += f" {self.code}" if self.code else ""
-        text += f"): {self.message}"
-        text += f" (request id {self.request_id})." if self.request_id else "."
-        hint = next((h for key, h in ASSET_HINTS.items() if key in self.code), None)
-        if hint is None and self.status in (401, 403):
-            hint = ASSET_HINTS["SignatureDoesNotMatch"]
-        return f"{text} {hint}" if hint else text
-
-
-ASSET_HINTS = {
-    "SignatureDoesNotMatch": "Check the access key and secret key (VOLCENGINE_ACCESS_KEY and VOLCENGINE_SECRET_KEY, "
-    "or BYTEPLUS_ACCESS_KEY and BYTEPLUS_SECRET_KEY): they are the account's access keys from the console's key "
-    "management, not the Ark API key; and DOUBAO_ASSET_REGION, if set.",
-    "InvalidAccessKey": "The access key is not known here: check it, and that DOUBAO_ASSET_API_URL is this "
-    "account's region.",
-    "InvalidCredential": "The access key is not known here: check it, and that DOUBAO_ASSET_API_URL is this "
-    "account's region.",
-    "SubscriptionRequired": "This account cannot make assets yet: enable asset creation in the Ark console's asset "
-    "library first.",
-    "QuotaExceeded": "The library is full (the entry tier holds 50 assets and 50 groups): remove some with "
-    "remove_asset.",
-    "Forbidden": "The access key may not use the asset library: give its user the Ark permissions in the console.",
-    "NotFound": "No such asset or group in this project (DOUBAO_ASSET_PROJECT): see list_assets.",
-}
-
-
-def sign_v4(
-    request: requests.PreparedRequest,
-    access_key: str,
-    secret_key: str,
-    region: str,
-    now: datetime,
-) -> None:
-    """Sign a request as Volcengine's V4 does: X-Date and X-Content-Sha256 added, then content-type, host and every
-    x-* header signed, with the query sorted and percent-encoded and the secret key as the key chain's root."""
-    parts = urlsplit(request.url or "")
-    body = request.body or b""
-    body_bytes = body.encode() if isinstance(body, str) else cast(bytes, body)
-    stamp = now.strftime("%Y%m%dT%H%M%SZ")
-    digest = hashlib.sha256(body_bytes).hexdigest()
-    request.headers["X-Date"] = stamp
-    request.headers["X-Content-Sha256"] = digest
-    # Sent as signed: urllib3 sends the Host given, and a default port is not part of it.
-    request.headers["Host"] = re.sub(r":(80|443)$", "", parts.netloc)
-    signed = {
-        name.lower(): str(value).strip()
-        for name, value in request.headers.items()
-        if name.lower() in ("content-type", "content-md5", "host")
-        or name.lower().startswith("x-")
-    }
-    names = ";".join(sorted(signed))
-    query = "&".join(
-        sorted(
-            f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}"
-            for k, v in parse_qsl(parts.query, keep_blank_values=True)
-        )
-    )
-    canonical = "\n".join(
-        [
-            request.method or "POST",
-            parts.path or "/",
-            query,
-            "".join(f"{name}:{signed[name]}\n" for name in sorted(signed)),
-            names,
-            digest,
-        ]
-    )
-    scope = f"{stamp[:8]}/{region}/{ASSET_API_SERVICE}/request"
-    to_sign = f"HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-    key = secret_key.encode()
-    for part in (stamp[:8], region, ASSET_API_SERVICE, "request"):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-    request.headers["Authorization"] = (
-        f"HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={names}, Signature={signature}"
-    )
-
-
-class SignedV4(AuthBase):
-    """The asset API's auth, made per request (its time is part of the signature), as BearerAuth is for Ark."""
-
-    def __init__(self, settings: AssetSettings, clock: Callable[[], datetime]):
-        self.settings, self.clock = settings, clock
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        sign_v4(
-            request,
-            self.settings.access_key,
-            self.settings.secret_key,
-            self.settings.region,
-            self.clock(),
-        )
-        return request
-
-
-def asset_call(
-    client: ArkClient,
-    settings: AssetSettings,
-    action: str,
-    body: Mapping[str, Any],
-    clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-) -> dict[str, Any]:
-    """One asset API call: its Result, or AssetAPIError (an error in a 2xx answer too), or ArkConnectionError when no
-    answer could be read. A POST is retried only where nothing can have been done (see retry_delay): a Create* whose
-    outcome is unknown is never sent twice."""
-    payload = {"ProjectName": settings.project, **body}
-    data = json.dumps(payload, ensure_ascii=False).encode()
-    secrets = (settings.access_key, settings.secret_key, *client.secrets)
-    sent = "\n".join(strings_of(payload))
-    read = partial(
-        read_answer,
-        cap=client.limits.max_answer_bytes,
-        api=("The asset library", "DOUBAO_ASSET_API_URL"),
-    )
-    try:
-        answer = exchange(
-            client,
-            "POST",
-            settings.url + "/",
-            client.limits.task_deadline,
-            read,
-            params=[("Action", action), ("Version", ASSET_API_VERSION)],
-            data=data,
-            headers={"Content-Type": "application/json"},
-            auth=SignedV4(settings, clock),
-            allow_redirects=False,
-        )
-    except requests.RequestException as error:
-        text = f"The asset library could not be reached ({action}): {failure_reason(error, TASK_READ_TIMEOUT_SECONDS)}."
-        if never_connected(error):
-            text += (
-                f" Check your network, proxy and DOUBAO_ASSET_API_URL ({settings.url})."
-            )
-        else:
-            text += " It may have done it anyway: look with list_assets before trying again."
-        raise ArkConnectionError(Redactor(secrets, sent)(text)) from error
-    raw = answer.body.decode("utf-8", "replace")
-    parsed = parsed_body(raw, secrets, sent, answer.status)
-    meta = as_object(as_object(parsed).get("ResponseMetadata"))
-    refusal = as_object(meta.get("Error"))
-    request_id = clean_text(meta.get("RequestId"), NAME_MAX_CHARS)
-    if 200 <= answer.status < 300 and not refusal:
-        if not isinstance(parsed, dict):
-            excerpt = make_excerpt(
-                Redactor(secrets, sent)(unescape(raw)), answer.headers
-            )
-            raise ArkConnectionError(
-                f"The asset library answered {action} with something that is not JSON: {excerpt}."
-            )
-        return as_object(parsed.get("Result"))
-    message = clean_text(refusal.get("Message"), MESSAGE_MAX_CHARS) or error_message(
-        answer, {}, raw, Redactor(secrets, sent)
-    )
-    code = clean_text(refusal.get("Code"), NAME_MAX_CHARS) or ""
-    raise AssetAPIError(action, answer.status, code, message.rstrip(" ."), request_id)
 
 
 # --- Exchanges: their auth, deadlines and retries, how each is timed, retried and ended -------------------------------
@@ -9583,38 +9392,6 @@ class Record:
         for key in keys:
             self._write("DELETE FROM uploads WHERE bucket = ? AND key = ?", bucket, key)
 
-    def person(self, account: str, subject: str) -> Person | None:
-        """A subject that is a person (verified, or being verified) in this asset library; a row that cannot be
-        read is none."""
-        rows = self._read(
-            "SELECT group_id, token, link, started FROM people WHERE account = ? AND subject = ?",
-            account,
-            subject,
-        )
-        return next((found for found in map(person_of, rows) if found), None)
-
-    def people(self, account: str) -> dict[str, Person]:
-        rows = self._read(
-            "SELECT subject, group_id, token, link, started FROM people WHERE account = ?",
-            account,
-        )
-        found = {row[0]: person_of(row[1:]) for row in rows if isinstance(row[0], str)}
-        return {subject: person for subject, person in found.items() if person}
-
-    def tie_person(self, account: str, subject: str, person: Person) -> None:
-        self._write(
-            "INSERT OR REPLACE INTO people (account, subject, group_id, token, link, started) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            account,
-            subject,
-            *person,
-        )
-
-    def forget_person(self, account: str, subject: str) -> None:
-        self._write(
-            "DELETE FROM people WHERE account = ? AND subject = ?", account, subject
-        )
-
     def gave_up(self, task_id: str, error: str | None) -> None:
         """Nothing more to save for this task (cancelled, deleted, or Ark refuses it; `error` says why, when it is a
         failure): no start-up resumes it."""
@@ -9663,6 +9440,38 @@ class Record:
                     self.db.execute(
                         f"PRAGMA busy_timeout = {int(LOCK_WAIT_SECONDS * 1000)}"
                     )
+
+    def person(self, account: str, subject: str) -> Person | None:
+        """A subject that is a person (verified, or being verified) in this asset library; a row that cannot be
+        read is none."""
+        rows = self._read(
+            "SELECT group_id, token, link, started FROM people WHERE account = ? AND subject = ?",
+            account,
+            subject,
+        )
+        return next((found for found in map(person_of, rows) if found), None)
+
+    def people(self, account: str) -> dict[str, Person]:
+        rows = self._read(
+            "SELECT subject, group_id, token, link, started FROM people WHERE account = ?",
+            account,
+        )
+        found = {row[0]: person_of(row[1:]) for row in rows if isinstance(row[0], str)}
+        return {subject: person for subject, person in found.items() if person}
+
+    def tie_person(self, account: str, subject: str, person: Person) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO people (account, subject, group_id, token, link, started) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            account,
+            subject,
+            *person,
+        )
+
+    def forget_person(self, account: str, subject: str) -> None:
+        self._write(
+            "DELETE FROM people WHERE account = ? AND subject = ?", account, subject
+        )
 
 
 # What this server uploaded (DOUBAO_UPLOADS), so that --prune-uploads removes its own objects and nothing else.
@@ -10815,6 +10624,197 @@ async def polled_together(
             else DoubaoError("the poll was interrupted")
         )
     return found
+
+
+# --- The asset API: Ark's signed OpenAPI, each call signed, its answer read within a cap, mapped to data or an error --
+# The asset library is not the Ark API: it takes an access key and a secret key, signed Volcengine's V4 way
+# (HMAC-SHA256, as volcenginesdkcore's signv4.py does; the tests check this signer against that one), and answers
+# `{ResponseMetadata: {Error}, Result}`, an error sometimes with HTTP 200. Its calls go through the same exchanges
+# as Ark's (deadlines, caps, the retries a POST may have: only where nothing can have been done) and the same
+# redaction, both keys included.
+
+
+class AssetAPIError(DoubaoError):
+    """The asset API refused a call: a non-2xx answer, or an error inside a 2xx one."""
+
+    def __init__(
+        self, action: str, status: int, code: str, message: str, request_id: str | None
+    ):
+        self.action, self.status, self.code, self.message = (
+            action,
+            status,
+            code,
+            message,
+        )
+        self.request_id = request_id
+        super().__init__(str(self))
+
+    @property
+    def rate_limited(self) -> bool:
+        return self.status == 429 or bool(ASSET_RATE_LIMITED.search(self.code))
+
+    @property
+    def outcome_unknown(self) -> bool:
+        """A 5xx: the call may have been done."""
+        return self.status >= 500
+
+    def __str__(self) -> str:
+        said = " ".join(filter(None, [str(self.status), self.code]))
+        text = f"The asset library refused {self.action} ({said}): {self.message}"
+        if self.request_id:
+            text += f" (request id {self.request_id})"
+        hint = next((h for key, h in ASSET_HINTS.items() if key in self.code), None)
+        if hint is None and self.status in (401, 403):
+            hint = ASSET_HINTS["SignatureDoesNotMatch"]
+        return " ".join(filter(None, [f"{text}.", hint]))
+
+
+ASSET_HINTS = {
+    "SignatureDoesNotMatch": "Check the access key and secret key (VOLCENGINE_ACCESS_KEY and VOLCENGINE_SECRET_KEY, "
+    "or BYTEPLUS_ACCESS_KEY and BYTEPLUS_SECRET_KEY): they are the account's access keys from the console's key "
+    "management, not the Ark API key; and DOUBAO_ASSET_REGION, if set.",
+    "InvalidAccessKey": "The access key is not known here: check it, and that DOUBAO_ASSET_API_URL is this "
+    "account's region.",
+    "InvalidCredential": "The access key is not known here: check it, and that DOUBAO_ASSET_API_URL is this "
+    "account's region.",
+    "SubscriptionRequired": "This account cannot make assets yet: enable asset creation in the Ark console's asset "
+    "library first.",
+    "QuotaExceeded": "The library is full (the entry tier holds 50 assets and 50 groups): remove some with "
+    "remove_asset.",
+    "Forbidden": "The access key may not use the asset library: give its user the Ark permissions in the console.",
+    "NotFound": "No such asset or group in this project (DOUBAO_ASSET_PROJECT): see list_assets.",
+}
+
+
+def sign_v4(
+    request: requests.PreparedRequest,
+    access_key: str,
+    secret_key: str,
+    region: str,
+    now: datetime,
+) -> None:
+    """Sign a request as Volcengine's V4 does: X-Date and X-Content-Sha256 added, then content-type, host and every
+    x-* header signed, with the query sorted and percent-encoded and the secret key as the key chain's root."""
+    parts = urlsplit(request.url or "")
+    # Bytes: asset_call sends its body encoded.
+    body_bytes = cast(bytes, request.body or b"")
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    digest = hashlib.sha256(body_bytes).hexdigest()
+    request.headers["X-Date"] = stamp
+    request.headers["X-Content-Sha256"] = digest
+    # Sent as signed: urllib3 sends the Host given, and a default port is not part of it.
+    request.headers["Host"] = re.sub(r":(80|443)$", "", parts.netloc)
+    signed = {
+        name.lower(): str(value).strip()
+        for name, value in request.headers.items()
+        if name.lower() in ("content-type", "content-md5", "host")
+        or name.lower().startswith("x-")
+    }
+    names = ";".join(sorted(signed))
+    query = "&".join(
+        sorted(
+            f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}"
+            for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        )
+    )
+    canonical = "\n".join(
+        [
+            request.method or "POST",
+            parts.path or "/",
+            query,
+            "".join(f"{name}:{signed[name]}\n" for name in sorted(signed)),
+            names,
+            digest,
+        ]
+    )
+    scope = f"{stamp[:8]}/{region}/{ASSET_API_SERVICE}/request"
+    to_sign = f"HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+    key = secret_key.encode()
+    for part in (stamp[:8], region, ASSET_API_SERVICE, "request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    request.headers["Authorization"] = (
+        f"HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={names}, Signature={signature}"
+    )
+
+
+class SignedV4(AuthBase):
+    """The asset API's auth, made per request (its time is part of the signature), as BearerAuth is for Ark."""
+
+    def __init__(self, settings: AssetSettings, clock: Callable[[], datetime]):
+        self.settings, self.clock = settings, clock
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        sign_v4(
+            request,
+            self.settings.access_key,
+            self.settings.secret_key,
+            self.settings.region,
+            self.clock(),
+        )
+        return request
+
+
+def asset_call(
+    client: ArkClient,
+    settings: AssetSettings,
+    action: str,
+    body: Mapping[str, Any],
+    clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+) -> dict[str, Any]:
+    """One asset API call: its Result, or AssetAPIError (an error in a 2xx answer too), or ArkConnectionError when no
+    answer could be read. A POST is retried only where nothing can have been done (see retry_delay): a Create* whose
+    outcome is unknown is never sent twice."""
+    payload = {"ProjectName": settings.project, **body}
+    data = json.dumps(payload, ensure_ascii=False).encode()
+    secrets = (settings.access_key, settings.secret_key, *client.secrets)
+    sent = "\n".join(strings_of(payload))
+    read = partial(
+        read_answer,
+        cap=client.limits.max_answer_bytes,
+        api=("The asset library", "DOUBAO_ASSET_API_URL"),
+    )
+    try:
+        answer = exchange(
+            client,
+            "POST",
+            settings.url + "/",
+            client.limits.task_deadline,
+            read,
+            params=[("Action", action), ("Version", ASSET_API_VERSION)],
+            data=data,
+            headers={"Content-Type": "application/json"},
+            auth=SignedV4(settings, clock),
+            allow_redirects=False,
+        )
+    except requests.RequestException as error:
+        text = f"The asset library could not be reached ({action}): {failure_reason(error, TASK_READ_TIMEOUT_SECONDS)}."
+        if never_connected(error):
+            text += (
+                f" Check your network, proxy and DOUBAO_ASSET_API_URL ({settings.url})."
+            )
+        else:
+            text += " It may have done it anyway: look with list_assets before trying again."
+        raise ArkConnectionError(Redactor(secrets, sent)(text)) from error
+    raw = answer.body.decode("utf-8", "replace")
+    parsed = parsed_body(raw, secrets, sent, answer.status)
+    meta = as_object(as_object(parsed).get("ResponseMetadata"))
+    refusal = as_object(meta.get("Error"))
+    request_id = clean_text(meta.get("RequestId"), NAME_MAX_CHARS)
+    if 200 <= answer.status < 300 and not refusal:
+        if not isinstance(parsed, dict):
+            excerpt = make_excerpt(
+                Redactor(secrets, sent)(unescape(raw)), answer.headers
+            )
+            raise ArkConnectionError(
+                f"The asset library answered {action} with something that is not JSON: {excerpt}."
+            )
+        return as_object(parsed.get("Result"))
+    message = clean_text(refusal.get("Message"), MESSAGE_MAX_CHARS) or error_message(
+        answer, {}, raw, Redactor(secrets, sent)
+    )
+    code = clean_text(refusal.get("Code"), NAME_MAX_CHARS) or ""
+    raise AssetAPIError(action, answer.status, code, message.rstrip(" ."), request_id)
 
 
 # --- Wiring: build_server and main ------------------------------------------------------------------------------------

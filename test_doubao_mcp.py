@@ -7045,46 +7045,6 @@ async def test_upstream_faults(case: str, tmp_path: Path) -> None:
     assert expected in text, text
 
 
-# --- The asset API: Ark's signed OpenAPI, each call signed, its answer read within a cap, mapped to data or an error
-
-
-def test_the_v4_signer_signs_as_volcengines_own_does() -> None:
-    """The same request signed by volcenginesdkcore and by sign_v4 at the same moment: the same Authorization."""
-    from volcenginesdkcore.signv4 import SignerV4
-
-    body = json.dumps(
-        {"ProjectName": "default", "Filter": {"GroupType": "AIGC", "Name": "Mia ü"}}
-    )
-    query = {"Action": "ListAssetGroups", "Version": "2024-01-01"}
-    theirs = {
-        "Content-Type": "application/json",
-        "Host": "ark.ap-southeast-1.byteplusapi.com",
-    }
-    SignerV4.sign(
-        "/",
-        "POST",
-        theirs,
-        body,
-        {},
-        query,
-        "AK",
-        "SK/secret+",
-        "ap-southeast-1",
-        "ark",
-    )
-    request = requests.Request(
-        "POST",
-        "https://ark.ap-southeast-1.byteplusapi.com/",
-        params=list(query.items()),
-        data=body.encode(),
-        headers={"Content-Type": "application/json"},
-    ).prepare()
-    when = datetime.strptime(theirs["X-Date"], "%Y%m%dT%H%M%SZ")
-    doubao_mcp.sign_v4(request, "AK", "SK/secret+", "ap-southeast-1", when)
-    assert request.headers["Authorization"] == theirs["Authorization"]
-    assert request.headers["X-Content-Sha256"] == theirs["X-Content-Sha256"]
-
-
 # --- Exchanges: their auth, deadlines and retries, how each is timed, retried and ended -------------------------------
 
 
@@ -8543,6 +8503,46 @@ async def test_the_watcher_settles_the_days_spend_after_the_conversation_has_end
     assert settled == [(task_id, "settled", pytest.approx(87_300 * 46 / 1e6))]
 
 
+# --- The asset API: Ark's signed OpenAPI, each call signed, its answer read within a cap, mapped to data or an error
+
+
+def test_the_v4_signer_signs_as_volcengines_own_does() -> None:
+    """The same request signed by volcenginesdkcore and by sign_v4 at the same moment: the same Authorization."""
+    from volcenginesdkcore.signv4 import SignerV4
+
+    body = json.dumps(
+        {"ProjectName": "default", "Filter": {"GroupType": "AIGC", "Name": "Mia ü"}}
+    )
+    query = {"Action": "ListAssetGroups", "Version": "2024-01-01"}
+    theirs = {
+        "Content-Type": "application/json",
+        "Host": "ark.ap-southeast-1.byteplusapi.com",
+    }
+    SignerV4.sign(
+        "/",
+        "POST",
+        theirs,
+        body,
+        {},
+        query,
+        "AK",
+        "SK/secret+",
+        "ap-southeast-1",
+        "ark",
+    )
+    request = requests.Request(
+        "POST",
+        "https://ark.ap-southeast-1.byteplusapi.com/",
+        params=list(query.items()),
+        data=body.encode(),
+        headers={"Content-Type": "application/json"},
+    ).prepare()
+    when = datetime.strptime(theirs["X-Date"], "%Y%m%dT%H%M%SZ")
+    doubao_mcp.sign_v4(request, "AK", "SK/secret+", "ap-southeast-1", when)
+    assert request.headers["Authorization"] == theirs["Authorization"]
+    assert request.headers["X-Content-Sha256"] == theirs["X-Content-Sha256"]
+
+
 # --- Hosting: streamable HTTP for many callers, treated as hostile ----------------------------------------------------
 
 
@@ -9160,6 +9160,22 @@ def test_release_files_bundle_manifest_maps_its_fields_to_settings() -> None:
     assert [tool["name"] for tool in manifest["tools"]] == [
         tool.name for tool in doubao_mcp.published_tools()
     ]
+    assert config.assets is None
+    with_assets = Config.from_env(
+        bundle_environment(
+            manifest,
+            ark_api_key=KEY,
+            asset_access_key="AKLT-bundle",
+            asset_secret_key="bundle-secret",
+            asset_allow_remove=True,
+        )
+    ).assets
+    assert with_assets is not None
+    assert (with_assets.access_key, with_assets.project, with_assets.allow_remove) == (
+        "AKLT-bundle",
+        "default",
+        True,
+    )
     # Claude Desktop runs `uv run --directory <the bundle>`: uv builds the project from the files the bundle holds.
     assert (
         manifest["server"]["mcp_config"]["args"][-1]
