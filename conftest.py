@@ -118,6 +118,18 @@ def ark_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "DOUBAO_IMAGE_ENDPOINT_ID",
         "DOUBAO_VIDEO_ENDPOINT_ID",
         "ARK_TIMEOUT",
+        # The asset library's keys and settings: a developer's own would list the asset tools everywhere.
+        "VOLCENGINE_ACCESS_KEY",
+        "VOLCENGINE_SECRET_KEY",
+        "BYTEPLUS_ACCESS_KEY",
+        "BYTEPLUS_SECRET_KEY",
+        "VOLC_ACCESSKEY",
+        "VOLC_SECRETKEY",
+        "DOUBAO_ASSET_PROJECT",
+        "DOUBAO_ASSET_API_URL",
+        "DOUBAO_ASSET_REGION",
+        "DOUBAO_ASSET_CREATES_PER_MINUTE",
+        "DOUBAO_ASSET_ALLOW_REMOVE",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ARK_API_KEY", KEY)

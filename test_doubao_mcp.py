@@ -6766,12 +6766,15 @@ async def test_list_assets_shows_each_subject_with_its_assets_and_cuts_a_list_th
         (("decline", None), False),
     ],
 )
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
 async def test_remove_asset_asks_the_person_first(
-    assets: Any, answer: tuple[str, Any], removed: bool
+    assets: Any, answer: tuple[str, Any], removed: bool, mode: str
 ) -> None:
     await on_library("add_asset", {"subject": "Mia", "media": ASSET_PHOTO})
     callback = accept(*answer)
-    async with Client(library_server(), elicitation_callback=callback) as client:
+    async with Client(
+        library_server(), elicitation_callback=callback, mode=mode
+    ) as client:
         result = await client.call_tool(
             "remove_asset", {"asset_id": "asset://asset-20261201-x"}
         )
