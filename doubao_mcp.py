@@ -6676,13 +6676,14 @@ class People:
         self.known: dict[str, Person] = {}
 
     def get(self, subject: str) -> Person | None:
-        """The person this subject is, if any: the record says (another process may have tied or removed them)."""
+        """The person this subject is, if any: the record says (another process may have tied or removed them),
+        and this process where the record cannot be read now."""
         if self.record is not None:
-            found = self.record.person(self.account, subject)
-            if found is None:
-                self.known.pop(subject, None)
-            else:
+            readable, found = self.record.person(self.account, subject)
+            if found is not None:
                 self.known[subject] = found
+            elif readable:
+                self.known.pop(subject, None)
         return self.known.get(subject)
 
     def put(self, subject: str, person: Person) -> None:
@@ -9164,15 +9165,19 @@ class Record:
 
     def _read(self, sql: str, *values: Any) -> list[Any]:
         """Rows, or none when the record cannot be read now: a call then goes on as if nothing were recorded."""
+        return self._query(sql, values) or []
+
+    def _query(self, sql: str, values: tuple[Any, ...]) -> list[Any] | None:
+        """Rows, or None when the record cannot be read now (locked, or not open yet)."""
         with self.lock:
             # What it missed first, so that it reads what this process did.
             if self.queued:
                 self._flush()
             try:
-                return self.db.execute(sql, values).fetchall() if self.db else []
+                return self.db.execute(sql, values).fetchall() if self.db else None
             except sqlite3.Error as error:
                 self._warn(error)
-                return []
+                return None
 
     def observed(self, tasks: Iterable[Mapping[str, Any]]) -> None:
         """What Ark said of these tasks, written only where it changed."""
@@ -9441,15 +9446,15 @@ class Record:
                         f"PRAGMA busy_timeout = {int(LOCK_WAIT_SECONDS * 1000)}"
                     )
 
-    def person(self, account: str, subject: str) -> Person | None:
-        """A subject that is a person (verified, or being verified) in this asset library; a row that cannot be
-        read is none."""
-        rows = self._read(
+    def person(self, account: str, subject: str) -> tuple[bool, Person | None]:
+        """Whether the record could be read now, and the person this subject is in this asset library, if any (a
+        row that cannot be read is none)."""
+        rows = self._query(
             "SELECT group_id, token, link, started FROM people WHERE account = ? AND subject = ?",
-            account,
-            subject,
+            (account, subject),
         )
-        return next((found for found in map(person_of, rows) if found), None)
+        found = next((one for one in map(person_of, rows or []) if one), None)
+        return rows is not None, found
 
     def people(self, account: str) -> dict[str, Person]:
         rows = self._read(

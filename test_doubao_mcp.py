@@ -6963,6 +6963,24 @@ def test_every_input_code_that_names_a_real_person_gets_the_path_and_no_other_do
         assert doubao_mcp.code_hint(code, assets=True) != path, code
 
 
+def test_who_a_subject_is_survives_a_record_that_cannot_be_read_and_a_poisoned_row_is_no_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    record = Record(tmp_path, BASE)
+    people = doubao_mcp.People(record, "account")
+    people.put("Mia", doubao_mcp.Person(group_id="face-1"))
+    with mock.patch.object(record, "_query", return_value=None):
+        assert people.get("Mia") == doubao_mcp.Person(group_id="face-1")
+    # Another process removed her: the record says so.
+    doubao_mcp.People(record, "account").forget("Mia")
+    assert people.get("Mia") is None
+    db = sqlite3.connect(record.path)
+    db.execute("INSERT INTO people VALUES ('account', 'Leo', 5, NULL, NULL, 'then')")
+    db.commit()
+    assert people.get("Leo") is None and people.subject_of("5") is None
+    assert "Left out a row of the task record's people" in caplog.text
+
+
 async def test_a_real_persons_refusal_names_the_asset_tools_or_the_settings_that_give_them(
     ark: Any, monkeypatch: Any
 ) -> None:
