@@ -230,6 +230,8 @@ VERIFY_TOKEN_SECONDS = 30 * 60.0
 # Lists are read in pages of this many, at most this many pages (a list that never ends is cut, and says so).
 ASSET_PAGE = 100
 ASSET_PAGES_MAX = 20
+# A listing shows at most this many assets (a result a model reads; the entry tier holds 50).
+ASSETS_SHOWN_MAX = 200
 # Group ids in one ListAssets filter.
 ASSET_GROUPS_PER_LIST = 20
 # A subject is named by a person: a short name, kept as given.
@@ -7187,6 +7189,7 @@ async def list_assets(ctx: Context, subject: SubjectName | None = None) -> Asset
                 )
             )
     found: dict[str, list[AssetOut]] = {}
+    shown = hidden = 0
     for kind, are_people in (("AIGC", False), ("LivenessFace", True)):
         ids = [str(g.get("Id")) for _, g, p in named if p == are_people]
         for at in range(0, len(ids), ASSET_GROUPS_PER_LIST):
@@ -7197,8 +7200,11 @@ async def list_assets(ctx: Context, subject: SubjectName | None = None) -> Asset
             complete = complete and ended
             for item in assets:
                 asset = asset_out(item)
-                if asset:
+                if asset and shown < ASSETS_SHOWN_MAX:
                     found.setdefault(str(item.get("GroupId")), []).append(asset)
+                    shown += 1
+                elif asset:
+                    hidden += 1
     subjects = [
         SubjectOut(
             subject=name,
@@ -7209,10 +7215,17 @@ async def list_assets(ctx: Context, subject: SubjectName | None = None) -> Asset
         for name, group, is_person in named
     ]
     listing = AssetListing(subjects=subjects)
+    notes = []
+    if hidden:
+        notes.append(
+            f"{hidden} more assets are not shown: pass subject to see one subject's."
+        )
     if not (complete and people_complete):
-        listing["note"] = (
+        notes.append(
             f"The library's list did not end within {ASSET_PAGES_MAX} pages: this is what it gave."
         )
+    if notes:
+        listing["note"] = " ".join(notes)
     return listing
 
 

@@ -6756,6 +6756,18 @@ async def test_list_assets_shows_each_subject_with_its_assets_and_cuts_a_list_th
     cut = (await on_library("list_assets", {})).structured_content
     assert cut["note"].startswith("The library's list did not end within 20 pages")
     assert len(cut["subjects"][0]["assets"]) == 1
+    assets.act = original
+    for n in range(doubao_mcp.ASSETS_SHOWN_MAX + 5):
+        assets.assets[f"a-{n}"] = {**assets.assets["asset-20261201-x"], "Id": f"a-{n}"}
+    many = (await on_library("list_assets", {})).structured_content
+    assert (
+        sum(len(one["assets"]) for one in many["subjects"])
+        == doubao_mcp.ASSETS_SHOWN_MAX
+    )
+    assert (
+        many["note"]
+        == "7 more assets are not shown: pass subject to see one subject's."
+    )
 
 
 @pytest.mark.parametrize(
