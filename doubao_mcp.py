@@ -6846,7 +6846,9 @@ SubjectName = Annotated[
     AfterValidator(check_subject),
 ]
 AssetMedia = Annotated[str, Field(description="An https URL or a file path.")]
-AssetId = Annotated[str, AfterValidator(check_asset_id)]
+AssetId = Annotated[
+    str, Field(description="An asset:// id."), AfterValidator(check_asset_id)
+]
 AssetWait = Annotated[float, Field(ge=0, le=MAX_WAIT_SECONDS)]
 
 
