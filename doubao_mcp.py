@@ -1391,10 +1391,15 @@ def code_hint(
         return None
     if REAL_PERSON_CODE.match(code):
         return REAL_PERSON_HINTS[assets]
-    hint = next((text for key, text in HINTS_BY_CODE.items() if key in code), None)
+    hint = hint_in(HINTS_BY_CODE, code)
     if hint is None:
         return None
     return hint.format(model_env=model_env, param=param or UNNAMED_PARAM)
+
+
+def hint_in(table: Mapping[str, str], code: str) -> str | None:
+    """A hint table's text for an error code: the first key found in the code wins."""
+    return next((text for key, text in table.items() if key in code), None)
 
 
 # --- Settings: Limits and Config, read once from the environment ------------------------------------------------------
@@ -4251,9 +4256,7 @@ class Uploader:
             raise
         except Exception as error:
             raise DoubaoError(upload_failed(self.target, opened, error)) from None
-        expires = datetime.fromtimestamp(time.time() + seconds, timezone.utc).strftime(
-            "%Y-%m-%dT%H:%M:%SZ"
-        )
+        expires = utc_text(time.time() + seconds)
         return url, Uploaded(key=key, bytes=opened.size, expires_at=expires, sent=sent)
 
     def remove(self, keys: Iterable[str]) -> list[str]:
@@ -5880,12 +5883,14 @@ def observe(studio: Studio, tasks: list[Task], api_key: str) -> list[Task]:
 
 
 def with_asset_step(task: Task) -> Task:
-    """A failed task's advice, where Ark refused a real person: the asset tools (shape_task cannot know of them)."""
-    if task["status"] != "failed" or not REAL_PERSON_CODE.match(
-        task.get("error_code") or ""
-    ):
+    """A failed task's advice, told again knowing that the asset tools are offered (shape_task cannot know it): a
+    real person's refusal names them."""
+    if task["status"] != "failed":
         return task
-    return with_fields(task, next_step=f"Generation failed: {REAL_PERSON_HINTS[True]}")
+    error = {"code": task.get("error_code")}
+    return with_fields(
+        task, next_step=next_step_of(task["task_id"], "failed", error, assets=True)
+    )
 
 
 def with_billed(studio: Studio, task: Task) -> Task:
@@ -6698,13 +6703,12 @@ class People:
         if self.record is not None:
             self.record.forget_person(self.account, subject)
 
-    def subject_of(self, group_id: str) -> str | None:
+    def by_group(self) -> dict[str, str]:
+        """Each verified person's subject, by their LivenessFace group id (read once for a whole listing)."""
         everyone = dict(self.known)
         if self.record is not None:
             everyone.update(self.record.people(self.account))
-        return next(
-            (name for name, p in everyone.items() if p.group_id == group_id), None
-        )
+        return {p.group_id: name for name, p in everyone.items() if p.group_id}
 
 
 class Pace:
@@ -7110,14 +7114,10 @@ async def create_asset(
         try:
             made = await ask_library(studio, "CreateAsset", body)
             return library_id(made.get("Id"), "CreateAsset")
-        except AssetAPIError as error:
-            if error.rate_limited:
+        except (AssetAPIError, ArkConnectionError) as error:
+            if isinstance(error, AssetAPIError) and error.rate_limited:
                 library.pace.slow_down()
                 continue
-            if not error.outcome_unknown:
-                raise
-            failure: Exception = error
-        except ArkConnectionError as error:
             if not unknown_outcome(error):
                 raise
             failure = error
@@ -7178,10 +7178,9 @@ async def list_assets(ctx: Context, subject: SubjectName | None = None) -> Asset
     for group in groups:
         if not subject or group.get("Name") == subject:
             named.append((clean_text(group.get("Name")) or "?", group, False))
+    subjects_of = await studio.lanes.quick.run(library.people.by_group)
     for group in people:
-        who = await studio.lanes.quick.run(
-            library.people.subject_of, str(group.get("Id"))
-        )
+        who = subjects_of.get(str(group.get("Id")))
         if not subject or who == subject:
             named.append(
                 (
@@ -7432,10 +7431,6 @@ def verified(library: AssetLibrary, subject: str, group_id: str) -> Verification
     return Verification(
         subject=subject, status="verified", group_id=group_id, message=message
     )
-
-
-def utc_text(unix: float) -> str:
-    return datetime.fromtimestamp(unix, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --- The Ark client: every request, its answer read within a cap, mapped to data or an error --------------------------
@@ -8638,10 +8633,13 @@ def format_time(value: Any) -> str | None:
     """Ark sends Unix seconds; an ISO string is easier for a model and a person to read."""
     seconds = clean_int(value)
     if seconds is not None and 0 <= seconds < 2**33:
-        return datetime.fromtimestamp(seconds, timezone.utc).strftime(
-            "%Y-%m-%dT%H:%M:%SZ"
-        )
+        return utc_text(seconds)
     return clean_text(value)
+
+
+def utc_text(unix: float) -> str:
+    """A moment as every result gives one: ISO 8601, UTC, to the second."""
+    return datetime.fromtimestamp(unix, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def clean_int(value: Any) -> int | None:
@@ -8683,11 +8681,13 @@ def clean_numbers(value: Any, nested: bool = True) -> dict[str, Any] | None:
     return kept or None
 
 
-def next_step_of(task_id: str, status: str, error: Mapping[str, Any]) -> str:
+def next_step_of(
+    task_id: str, status: str, error: Mapping[str, Any], assets: bool = False
+) -> str:
     """What to do about a task in this status; a failed one's advice reads Ark's error code as an error answer's
-    does."""
+    does (`assets`: the asset tools are offered)."""
     if status == "failed":
-        hint = code_hint(clean_text(error.get("code")))
+        hint = code_hint(clean_text(error.get("code")), assets=assets)
         if hint:
             return f"Generation failed: {hint}"
     return NEXT_STEP.get(status, LATER_STEP).format(task_id=task_id)
@@ -10683,20 +10683,22 @@ class AssetAPIError(DoubaoError):
         text = f"The asset library refused {self.action} ({said}): {self.message}"
         if self.request_id:
             text += f" (request id {self.request_id})"
-        hint = next((h for key, h in ASSET_HINTS.items() if key in self.code), None)
+        hint = hint_in(ASSET_HINTS, self.code)
         if hint is None and self.status in (401, 403):
             hint = ASSET_HINTS["SignatureDoesNotMatch"]
         return " ".join(filter(None, [f"{text}.", hint]))
 
 
+UNKNOWN_ACCESS_KEY = (
+    "The access key is not known here: check it, and that DOUBAO_ASSET_API_URL is this "
+    "account's region."
+)
 ASSET_HINTS = {
     "SignatureDoesNotMatch": "Check the access key and secret key (VOLCENGINE_ACCESS_KEY and VOLCENGINE_SECRET_KEY, "
     "or BYTEPLUS_ACCESS_KEY and BYTEPLUS_SECRET_KEY): they are the account's access keys from the console's key "
     "management, not the Ark API key; and DOUBAO_ASSET_REGION, if set.",
-    "InvalidAccessKey": "The access key is not known here: check it, and that DOUBAO_ASSET_API_URL is this "
-    "account's region.",
-    "InvalidCredential": "The access key is not known here: check it, and that DOUBAO_ASSET_API_URL is this "
-    "account's region.",
+    "InvalidAccessKey": UNKNOWN_ACCESS_KEY,
+    "InvalidCredential": UNKNOWN_ACCESS_KEY,
     "SubscriptionRequired": "This account cannot make assets yet: enable asset creation in the Ark console's asset "
     "library first.",
     "QuotaExceeded": "The library is full (the entry tier holds 50 assets and 50 groups): remove some with "
