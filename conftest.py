@@ -343,6 +343,19 @@ class LoopbackServer(ThreadingHTTPServer):
     request_queue_size = 1024
     daemon_threads = True
 
+    def __init__(self, handler: type[BaseHTTPRequestHandler]):
+        super().__init__(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+
+    def start(self) -> LoopbackServer:
+        """Serve on a thread of its own (polling every 10 ms, so that it stops at once)."""
+        threading.Thread(target=self.serve_forever, args=(0.01,), daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
 
 # Ark's output sizes (ARK_API.md, Billing), transcribed here on their own: the fake bills by them, and the server's
 # estimates are checked against what it bills.
@@ -427,23 +440,18 @@ class FakeArk:
         self.fetched: list[bytes] = []
         self.lock = threading.Lock()
         self.arrival = threading.Condition()
-        self.server = LoopbackServer(("127.0.0.1", 0), self._handler())
+        self.server = LoopbackServer(self._handler())
         # A client that hung up is not news here
         self.server.handle_error = lambda request, address: None
-        self.root = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.root = self.server.url
         self.url = f"{self.root}/api/v3"
-        # Quick stop
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, args=(0.01,), daemon=True
-        )
 
     def __enter__(self) -> FakeArk:
-        self.thread.start()
+        self.server.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
     def requested(self, method: str, prefix: str, count: int = 1) -> None:
         """Wait (on a worker thread: through anyio.to_thread) until `count` such requests have come in."""
@@ -893,18 +901,14 @@ class SecretService:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = LoopbackServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(
-            target=self.server.serve_forever, args=(0.01,), daemon=True
-        ).start()
+        self.server = LoopbackServer(Handler).start()
+        self.url = self.server.url
 
     def __enter__(self) -> SecretService:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
 
 @functools.cache
@@ -1077,21 +1081,13 @@ class FakeAssets:
                         self.close_connection = True
                         self.connection.shutdown(socket.SHUT_RDWR)
                         return
-                data = json.dumps(reply).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                answer(status, json.dumps(reply))(self)
 
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = LoopbackServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(
-            target=self.server.serve_forever, args=(0.01,), daemon=True
-        ).start()
+        self.server = LoopbackServer(Handler).start()
+        self.url = self.server.url
 
     def signed(
         self, handler: BaseHTTPRequestHandler, body: bytes, query: dict[str, str]
@@ -1273,8 +1269,7 @@ class FakeAssets:
         }
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
 
 @pytest.fixture

@@ -3957,6 +3957,20 @@ def upload_server(
     return make_server(config, record=record)
 
 
+def clip_upload(
+    storage: Any, path: Path, clip: bytes
+) -> tuple[doubao_mcp.Uploader, doubao_mcp.MediaRef]:
+    """A clip written to `path`, the uploader to the test bucket, and the reference_videos argument that names it."""
+    path.write_bytes(clip)
+    uploader = doubao_mcp.Uploader(
+        doubao_mcp.UploadTarget(UPLOAD_BUCKET, "clips/"), storage.env
+    )
+    ref = doubao_mcp.MediaRef(
+        argument="reference_videos", media="video", given=str(path)
+    )
+    return uploader, ref
+
+
 async def send_clip(fake_ark: FakeArk, clip: Path, **arguments: Any) -> Any:
     """generate_video with a local reference video, against the fake Ark (which fetches the clip's link)."""
     call_arguments = {
@@ -4195,18 +4209,9 @@ def test_a_cancelled_call_ends_its_upload_and_leaves_no_unfinished_multipart_upl
     storage: Any, tmp_path: Path
 ) -> None:
     clip = tmp_path / "long.mp4"
-    clip.write_bytes(mp4(10.0, size=20 * 2**20))
-    uploading = doubao_mcp.Uploading(
-        doubao_mcp.Uploader(
-            doubao_mcp.UploadTarget(UPLOAD_BUCKET, "clips/"), storage.env
-        ),
-        3600,
-        None,
-    )
+    uploader, ref = clip_upload(storage, clip, mp4(10.0, size=20 * 2**20))
+    uploading = doubao_mcp.Uploading(uploader, 3600, None)
     uploading.cancelled.set()
-    ref = doubao_mcp.MediaRef(
-        argument="reference_videos", media="video", given=str(clip)
-    )
     with pytest.raises(doubao_mcp.UploadCancelled):
         uploading.put(ref, clip, Config())
     assert "Contents" not in storage.list_objects_v2(Bucket=UPLOAD_BUCKET)
@@ -4261,10 +4266,7 @@ def test_a_bad_or_expired_credential_is_told_by_name_and_never_echoed(
     from botocore.stub import Stubber
 
     clip = tmp_path / "clip.mp4"
-    clip.write_bytes(mp4(5.0))
-    uploader = doubao_mcp.Uploader(
-        doubao_mcp.UploadTarget(UPLOAD_BUCKET, "clips/"), storage.env
-    )
+    uploader, ref = clip_upload(storage, clip, mp4(5.0))
     with Stubber(uploader.client()) as stub:
         # The storage's own message echoes the secret, as a hostile proxy might: it is never passed on.
         stub.add_client_error(
@@ -4274,9 +4276,6 @@ def test_a_bad_or_expired_credential_is_told_by_name_and_never_echoed(
             http_status_code=status,
         )
         uploading = doubao_mcp.Uploading(uploader, 3600, None)
-        ref = doubao_mcp.MediaRef(
-            argument="reference_videos", media="video", given=str(clip)
-        )
         with pytest.raises(doubao_mcp.DoubaoError) as failed:
             uploading.put(ref, clip, Config())
     assert told in str(failed.value) and STORAGE_SECRET not in str(failed.value)
@@ -4288,10 +4287,7 @@ def test_a_full_storage_fails_the_upload_with_its_code_and_nothing_is_left(
     from botocore.stub import Stubber
 
     clip = tmp_path / "clip.mp4"
-    clip.write_bytes(mp4(5.0))
-    uploader = doubao_mcp.Uploader(
-        doubao_mcp.UploadTarget(UPLOAD_BUCKET, "clips/"), storage.env
-    )
+    uploader, ref = clip_upload(storage, clip, mp4(5.0))
     with Stubber(uploader.client()) as stub:
         stub.add_client_error(
             "head_object", service_error_code="404", http_status_code=404
@@ -4301,9 +4297,6 @@ def test_a_full_storage_fails_the_upload_with_its_code_and_nothing_is_left(
             service_error_code="QuotaExceeded",
             service_message="full",
             http_status_code=507,
-        )
-        ref = doubao_mcp.MediaRef(
-            argument="reference_videos", media="video", given=str(clip)
         )
         with pytest.raises(doubao_mcp.DoubaoError) as failed:
             doubao_mcp.Uploading(uploader, 3600, None).put(ref, clip, Config())
@@ -4318,17 +4311,8 @@ def test_an_upload_past_its_deadline_is_stopped_and_told(
 ) -> None:
     monkeypatch.setattr(doubao_mcp, "UPLOAD_DEADLINE_SECONDS", 0.0)
     clip = tmp_path / "clip.mp4"
-    clip.write_bytes(mp4(5.0, size=10 * 2**20))
-    uploading = doubao_mcp.Uploading(
-        doubao_mcp.Uploader(
-            doubao_mcp.UploadTarget(UPLOAD_BUCKET, "clips/"), storage.env
-        ),
-        3600,
-        None,
-    )
-    ref = doubao_mcp.MediaRef(
-        argument="reference_videos", media="video", given=str(clip)
-    )
+    uploader, ref = clip_upload(storage, clip, mp4(5.0, size=10 * 2**20))
+    uploading = doubao_mcp.Uploading(uploader, 3600, None)
     with pytest.raises(
         doubao_mcp.DoubaoError,
         match=re.escape("took over 0 minutes and was stopped. Nothing was sent"),
