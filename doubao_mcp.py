@@ -6183,10 +6183,7 @@ async def video_takes(
         outcomes.append({"take": take, **created, **({"note": note} if note else {})})
     made = [outcome for outcome in outcomes if "task_id" in outcome]
     if not made:
-        raise DoubaoError(
-            "No take was made: "
-            + "; ".join(f"take {o['take']}: {o['error']}" for o in outcomes)
-        )
+        raise no_take_made(o["error"] for o in outcomes)
     counted = replace(follow, asked=None)
     followed = {
         t["task_id"]: t for t in await follow_all(studio, made, counted, "takes")
@@ -6259,10 +6256,7 @@ async def image_takes(
                 merged.setdefault(key, []).extend(result[key])
     made = [result for result in results if "error" not in result]
     if not made:
-        raise DoubaoError(
-            "No take was made: "
-            + "; ".join(f"take {i}: {r['error']}" for i, r in enumerate(results))
-        )
+        raise no_take_made(r["error"] for r in results)
     return cast(
         ImageResult,
         {
@@ -6284,6 +6278,12 @@ async def image_takes(
             "note": made[0]["note"],
         },
     )
+
+
+def no_take_made(errors: Iterable[str]) -> DoubaoError:
+    """Every take failed: the call fails, with each take's error in order."""
+    told = "; ".join(f"take {take}: {error}" for take, error in enumerate(errors))
+    return DoubaoError(f"No take was made: {told}")
 
 
 async def check_room(studio: Studio, api_key: str, quote: Quote) -> None:
