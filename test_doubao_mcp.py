@@ -2745,6 +2745,22 @@ async def test_image_takes_are_requests_of_their_own_and_every_image_says_its_ta
     assert content["takes"] == [{"take": 0, "model": None}, {"take": 1, "model": None}]
 
 
+async def test_a_call_whose_every_take_failed_fails_with_each_takes_error(
+    ark: Any,
+) -> None:
+    for _ in range(2):
+        ark.post(
+            IMAGES,
+            status=400,
+            json={"error": {"code": "InvalidParameter", "message": "bad prompt"}},
+        )
+    text = error_text(
+        await call("generate_image", {"prompt": "a fox", "model": S45, "takes": 2})
+    )
+    assert text.count("Ark API error 400 InvalidParameter: bad prompt") == 2
+    assert "No take was made: take 0: " in text and "; take 1: " in text
+
+
 async def test_a_wait_for_takes_counts_progress_in_takes(fake_ark: FakeArk) -> None:
     fake_ark.polls_to_finish = 2
     told: list[str] = []
