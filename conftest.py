@@ -33,6 +33,7 @@ import requests
 import responses
 import urllib3
 from mcp import Client
+from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 from doubao_mcp import (
@@ -54,6 +55,26 @@ TASKS = f"{BASE}/contents/generations/tasks"
 SCRIPT = Path(sys.executable).with_name("doubao-image-video-mcp")
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(64)
 SCRIPT_ENV = {"PATH": os.environ["PATH"], "DOUBAO_STATE_DIR": "off"}
+
+
+def compile_output_schemas_once() -> None:
+    """The SDK's client compiles each tool's output schema once per session, checking it against the metaschema
+    first: 30 ms a schema on a slow machine, and the tests open hundreds of sessions on the same few schemas. Here
+    each schema is compiled once per test process. The result is the same: every result is still validated, and a
+    schema that fails the check is refused on every call, since a failed compile is never kept."""
+    compile_for_session = ClientSession._output_schema_validator
+    compiled: dict[str, Any] = {}
+
+    def compiled_once(session: ClientSession, name: str, schema: dict[str, Any]) -> Any:
+        key = json.dumps(schema, sort_keys=True)
+        if key not in compiled:
+            compiled[key] = compile_for_session(session, name, schema)
+        return compiled[key]
+
+    ClientSession._output_schema_validator = compiled_once  # type: ignore[method-assign]
+
+
+compile_output_schemas_once()
 
 
 def sha256(data: bytes) -> str:
@@ -951,6 +972,12 @@ STORAGE_SECRET = "storage-secret-Zq3u8VwX1yB2cD4eF5gH6iJ7kL8mN9oP"
 
 @pytest.fixture(scope="session")
 def moto_server() -> Any:
+    import botocore.loaders
+    import botocore.session
+
+    # Each boto3 session reads botocore's service and endpoint models (megabytes of JSON) anew: a person's server
+    # makes one S3 client, the tests make dozens. One loader for the test process, its cache shared.
+    botocore.session.create_loader = functools.cache(botocore.loaders.create_loader)  # type: ignore[assignment]
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

@@ -14,6 +14,7 @@ import operator
 import os
 import platform
 import re
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -25,7 +26,7 @@ from datetime import datetime
 from functools import cache, partial, reduce
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from unittest import mock
 from urllib.parse import parse_qsl, urlsplit
 
@@ -60,6 +61,7 @@ from conftest import (
     S40,
     S45,
     S55,
+    SCRIPT_ENV,
     STORAGE_SECRET,
     SUCCEEDED_TASK,
     TASK_ID,
@@ -1736,6 +1738,147 @@ def test_help_lists_every_setting_the_docs_document(
     assert len(documented) >= 12 and not [
         name for name in documented if name not in shown
     ], documented
+
+
+class StartUp(NamedTuple):
+    status: int
+    stdout: str
+    stderr: str
+
+
+def start_up(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    *argv: str,
+    **env: str,
+) -> StartUp:
+    """main() as the console script runs it, in this process, with `env` (and PATH) as the whole environment: for
+    a start-up that ends before serving. What the interpreter would make of its SystemExit: the status, and the
+    message it writes to stderr."""
+    for name in set(os.environ) - {"PATH"}:
+        monkeypatch.delenv(name)
+    for name, value in {**SCRIPT_ENV, **env}.items():
+        monkeypatch.setenv(name, value)
+    handlers = {
+        number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)
+    }
+    # main() sets the root logger up as the process's own; the test process's capture is put back after.
+    root = logging.getLogger()
+    logged = (root.handlers[:], root.level)
+    try:
+        with pytest.raises(SystemExit) as exited:
+            doubao_mcp.main(list(argv))
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+        root.handlers[:], root.level = logged
+    out, err = capsys.readouterr()
+    code = exited.value.code
+    if isinstance(code, str):
+        return StartUp(1, out, err + code + "\n")
+    return StartUp(code or 0, out, err)
+
+
+@pytest.mark.parametrize(
+    "argv, env, message",
+    [
+        (["--transport", "carrier-pigeon"], {}, "invalid choice: 'carrier-pigeon'"),
+        ([], {"DOUBAO_MCP_TRANSPORT": "pigeon"}, "DOUBAO_MCP_TRANSPORT must be one of"),
+        ([], {"DOUBAO_MCP_LOG_LEVEL": "chatty"}, "DOUBAO_MCP_LOG_LEVEL one of"),
+        (["--port", "eighty"], {}, "invalid int value: 'eighty'"),
+        (
+            [],
+            {"DOUBAO_ALLOWED_DIR": "/no/such/folder"},
+            "DOUBAO_ALLOWED_DIR must be an existing folder",
+        ),
+        ([], {"ARK_BASE_URL": "ftp://ark"}, "ARK_BASE_URL must be an http(s) URL"),
+        (
+            [],
+            {"DOUBAO_MEDIA_DOMAINS": "media.example.com/x"},
+            "DOUBAO_MEDIA_DOMAINS entries are origins",
+        ),
+    ],
+)
+def test_bad_options_stop_start_up_with_a_message_on_stderr_only(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    env: dict[str, str],
+    message: str,
+) -> None:
+    run = start_up(monkeypatch, capsys, *argv, **env)
+    assert run.status != 0 and run.stdout == ""
+    assert message in run.stderr
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        (
+            {"DOUBAO_OUTPUT_DIR": "/proc/no-such-folder"},
+            "DOUBAO_OUTPUT_DIR /proc/no-such-folder cannot be made",
+        ),
+        (
+            {"DOUBAO_VIDEO_MODEL": "doubao seedance"},
+            "DOUBAO_VIDEO_MODEL must be a model id",
+        ),
+        (
+            {"DOUBAO_IMAGE_ENDPOINT_ID": "ep/../x"},
+            "DOUBAO_IMAGE_ENDPOINT_ID must be a model id",
+        ),
+        # A limit that does not parse is never read as no limit.
+        ({"DOUBAO_DAILY_LIMIT": "lots"}, "DOUBAO_DAILY_LIMIT must be an amount in CNY"),
+        (
+            {"DOUBAO_PRICES": "/no/such/prices.json"},
+            "DOUBAO_PRICES (/no/such/prices.json) cannot be read",
+        ),
+    ],
+)
+def test_unusable_settings_are_reported_at_start_up(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    env: dict[str, str],
+    message: str,
+) -> None:
+    run = start_up(monkeypatch, capsys, ARK_API_KEY=KEY, **env)
+    assert run.status != 0 and run.stdout == "" and message in run.stderr
+
+
+@pytest.mark.parametrize(
+    "key", ["ark-key-with-a-newline\nX-Evil: 1", "ark-key-\u00e9\u4e2d-non-latin-1"]
+)
+def test_an_unusable_key_is_refused_at_start_up_by_name(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], key: str
+) -> None:
+    run = start_up(monkeypatch, capsys, ARK_API_KEY=key)
+    assert run.status != 0 and run.stdout == ""
+    assert (
+        "ARK_API_KEY contains a control character or a character outside Latin-1"
+        in run.stderr
+    )
+    assert key.split("\n")[0] not in run.stderr
+
+
+def test_help_needs_no_key_and_names_every_setting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    helped = start_up(
+        monkeypatch, capsys, "--help", ARK_BASE_URL="http://127.0.0.1:9/unreachable"
+    )
+    assert helped.status == 0
+    for name in (
+        "ARK_API_KEY",
+        "ARK_BASE_URL",
+        "DOUBAO_OUTPUT_DIR",
+        "DOUBAO_ALLOWED_DIR",
+        "DOUBAO_STATE_DIR",
+        "--transport",
+        "DOUBAO_MCP_HOST",
+        "DOUBAO_MCP_PORT",
+        "DOUBAO_MCP_ALLOWED_HOSTS",
+        "DOUBAO_MCP_LOG_LEVEL",
+    ):
+        assert name in " ".join(helped.stdout.split()), name
 
 
 # --- Arguments: met halfway, then checked, before anything is sent ----------------------------------------------------
@@ -5796,8 +5939,8 @@ async def test_a_waiting_call_keeps_its_task_id_whatever_the_polls_return() -> N
 
 
 async def test_concurrent_waits_of_one_key_share_their_polls(fake_ark: FakeArk) -> None:
-    """Issue 18: 20 waits on videos done in about a second poll together, one list request for all of them."""
-    fake_ark.seconds_to_finish = 1.0
+    """Issue 18: 20 waits on videos that each take six polls poll together, one list request for all of them."""
+    fake_ark.polls_to_finish = 6
     config = Config(
         api_key=KEY, base_url=fake_ark.url, previews=False, poll_intervals=(0.05, 0.2)
     )
@@ -5831,7 +5974,7 @@ async def test_concurrent_waits_of_one_key_share_their_polls(fake_ark: FakeArk) 
         if r["path"] == TASKS_ROUTE
     ]
     assert [r.structured_content["status"] for r in done] == ["succeeded"] * 20
-    # Alone, each would poll about 10 times
+    # Alone, each would poll 6 times: 120 polls
     assert len(polls) <= 40 and max(asked) >= 10, (
         len(polls),
         asked,
@@ -5992,7 +6135,6 @@ async def test_one_list_call_waits_for_many_tasks_saves_each_and_counts_them_don
     fake_ark: FakeArk, tmp_path: Path
 ) -> None:
     """Issue 18: an agent that made three takes waits once."""
-    fake_ark.seconds_to_finish = 0.6
     config = Config(
         api_key=KEY, base_url=fake_ark.url, previews=False, poll_intervals=(0.05, 0.2)
     )

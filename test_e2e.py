@@ -271,7 +271,7 @@ async def test_console_script_waits_with_progress_and_saves_a_video_made_from_a_
     async def progress(value: float, total: float | None, message: str | None) -> None:
         updates.append(message)
 
-    with FakeArk(seconds_to_finish=1) as fake:
+    with FakeArk() as fake:
         async with Client(stdio_server(fake)) as client:
             result = await client.call_tool(
                 "generate_video",
@@ -370,7 +370,6 @@ async def test_beyond_loopback_without_a_key_calls_are_refused_before_ark(
 async def test_over_http_the_server_key_serves_callers_without_one_and_progress_arrives(
     fake_ark: FakeArk,
 ) -> None:
-    fake_ark.seconds_to_finish = 1
     updates: list[str | None] = []
 
     async def progress(value: float, total: float | None, message: str | None) -> None:
@@ -572,29 +571,6 @@ def test_closing_stdin_ends_the_server_cleanly() -> None:
 
 
 @pytest.mark.parametrize(
-    "argv, env, message",
-    [
-        (["--transport", "carrier-pigeon"], {}, "invalid choice: 'carrier-pigeon'"),
-        ([], {"DOUBAO_MCP_TRANSPORT": "pigeon"}, "DOUBAO_MCP_TRANSPORT must be one of"),
-        ([], {"DOUBAO_MCP_LOG_LEVEL": "chatty"}, "DOUBAO_MCP_LOG_LEVEL one of"),
-        (["--port", "eighty"], {}, "invalid int value: 'eighty'"),
-        (
-            [],
-            {"DOUBAO_ALLOWED_DIR": "/no/such/folder"},
-            "DOUBAO_ALLOWED_DIR must be an existing folder",
-        ),
-        ([], {"ARK_BASE_URL": "ftp://ark"}, "ARK_BASE_URL must be an http(s) URL"),
-    ],
-)
-def test_bad_options_stop_start_up_with_a_message_on_stderr_only(
-    argv: list[str], env: dict[str, str], message: str
-) -> None:
-    run = start_with_stdin_closed(*argv, **env)
-    assert run.returncode != 0 and run.stdout == b""
-    assert message in run.stderr.decode() and b"Traceback" not in run.stderr
-
-
-@pytest.mark.parametrize(
     "command",
     [
         [str(SCRIPT)],
@@ -613,37 +589,12 @@ def test_version_needs_no_key_and_no_network(command: list[str]) -> None:
     )
 
 
-def test_help_needs_no_key_and_names_every_setting() -> None:
-    helped = subprocess.run(
-        [str(SCRIPT), "--help"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={"PATH": "/usr/bin:/bin", "ARK_BASE_URL": "http://127.0.0.1:9/unreachable"},
-    )
-    assert helped.returncode == 0
-    for name in (
-        "ARK_API_KEY",
-        "ARK_BASE_URL",
-        "DOUBAO_OUTPUT_DIR",
-        "DOUBAO_ALLOWED_DIR",
-        "DOUBAO_STATE_DIR",
-        "--transport",
-        "DOUBAO_MCP_HOST",
-        "DOUBAO_MCP_PORT",
-        "DOUBAO_MCP_ALLOWED_HOSTS",
-        "DOUBAO_MCP_LOG_LEVEL",
-    ):
-        assert name in " ".join(helped.stdout.split()), name
-
-
 # --- Holding up under load and against a hostile upstream ---------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "key", ["ark-key-with-a-newline\nX-Evil: 1", "ark-key-\u00e9\u4e2d-non-latin-1"]
-)
-def test_an_unusable_key_is_refused_at_start_up_by_name(key: str) -> None:
+def test_the_console_script_refuses_an_unusable_setting_on_stderr_only() -> None:
+    """The console script's own streams and status; every other refusal is tested through main() in-process."""
+    key = "ark-key-with-a-newline\nX-Evil: 1"
     run = start_with_stdin_closed(ARK_API_KEY=key)
     assert run.returncode != 0 and run.stdout == b""
     assert (
@@ -782,40 +733,6 @@ def test_closing_stdin_mid_download_ends_the_server_at_once_and_leaves_no_part_f
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize(
-    "env, message",
-    [
-        (
-            {"DOUBAO_OUTPUT_DIR": "/proc/no-such-folder"},
-            "DOUBAO_OUTPUT_DIR /proc/no-such-folder cannot be made",
-        ),
-        (
-            {"DOUBAO_VIDEO_MODEL": "doubao seedance"},
-            "DOUBAO_VIDEO_MODEL must be a model id",
-        ),
-        (
-            {"DOUBAO_IMAGE_ENDPOINT_ID": "ep/../x"},
-            "DOUBAO_IMAGE_ENDPOINT_ID must be a model id",
-        ),
-        # A limit that does not parse is never read as no limit.
-        ({"DOUBAO_DAILY_LIMIT": "lots"}, "DOUBAO_DAILY_LIMIT must be an amount in CNY"),
-        (
-            {"DOUBAO_PRICES": "/no/such/prices.json"},
-            "DOUBAO_PRICES (/no/such/prices.json) cannot be read",
-        ),
-    ],
-)
-def test_unusable_settings_are_reported_at_start_up(
-    env: dict[str, str], message: str
-) -> None:
-    run = start_with_stdin_closed(ARK_API_KEY=KEY, **env)
-    assert (
-        run.returncode != 0
-        and message in run.stderr.decode()
-        and b"Traceback" not in run.stderr
-    )
-
-
 async def test_over_http_a_rejected_key_is_the_callers_own(fake_ark: FakeArk) -> None:
     fake_ark.faults[("GET", TASKS_ROUTE)] = ark_error(
         401, "AuthenticationError", "bad key"
@@ -939,14 +856,6 @@ async def test_a_finished_video_with_its_last_frame_shows_the_frame(
     assert [item.type for item in created.content] == ["text"]
     assert task.structured_content["last_frame_url"].endswith("-last.png")
     assert [image.size for image in jpegs(task)] == [(512, 384)]
-
-
-def test_a_bad_media_domain_stops_start_up() -> None:
-    run = start_with_stdin_closed(DOUBAO_MEDIA_DOMAINS="media.example.com/x")
-    assert (
-        run.returncode != 0
-        and b"DOUBAO_MEDIA_DOMAINS entries are origins" in run.stderr
-    )
 
 
 # The host side of SEP-1865, as small as a test can have it: the viewer in a sandboxed iframe under the CSP its
@@ -1756,50 +1665,6 @@ async def test_over_http_one_list_call_waits_for_several_tasks_with_progress(
     assert updates[0] == "0 of 3 done" and updates[-1] == "3 of 3 done"
 
 
-NPX = shutil.which("npx")
-
-
-@pytest.mark.skipif(
-    not NPX,
-    reason="needs Node.js's npx to run `@anthropic-ai/mcpb validate` on the bundle manifest "
-    "(https://nodejs.org); test_release_files_bundle_manifest_* checked it against the vendored schema",
-)
-def test_the_bundle_manifest_passes_the_mcpb_cli(tmp_path: Path) -> None:
-    """The same check Claude Desktop's packer runs (zod, strict: an unknown key is an
-    error), pinned to the CLI's 2.x."""
-    manifest = Path(__file__).parent / "manifest.json"
-    checked = subprocess.run(
-        [NPX, "-y", "@anthropic-ai/mcpb@2", "validate", str(manifest)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=tmp_path,
-        check=False,
-    )
-    assert checked.returncode == 0 and "validation passes" in checked.stdout, (
-        checked.stdout + checked.stderr
-    )
-    (tmp_path / "manifest.json").write_text(
-        json.dumps({**json.loads(manifest.read_text()), "unknown_field": 1})
-    )
-    refused = subprocess.run(
-        [
-            NPX,
-            "-y",
-            "@anthropic-ai/mcpb@2",
-            "validate",
-            str(tmp_path / "manifest.json"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=tmp_path,
-        check=False,
-    )
-    # The CLI really validates: the check above is not a formality
-    assert refused.returncode != 0
-
-
 # --- No task id lost, no task dropped: stops mid-save, echoes in the log ----------------------------------------
 
 
@@ -1930,10 +1795,9 @@ async def test_no_form_of_a_key_reaches_the_servers_log(fake_ark: FakeArk) -> No
 async def test_over_stdio_a_poisoned_record_never_costs_a_created_task_its_id(
     fake_ark: FakeArk, tmp_path: Path
 ) -> None:
-    """Issue 23, item 1, as reported: start once, poison the record, restart, make a video."""
+    """Issue 23, item 1, as reported: a record as a start leaves it, poisoned, then a start and a video."""
     state = tmp_path / "state"
-    async with started(fake_ark, state):
-        pass
+    doubao_mcp.Record(state, fake_ark.url)
     with contextlib.closing(sqlite3.connect(state / "tasks.sqlite3")) as db:
         for n in range(3):
             db.execute(
