@@ -1802,15 +1802,6 @@ def read_prices(env: Mapping[str, str], currency: str) -> dict[str, dict[str, An
     return entries
 
 
-def price_key(model: str) -> str:
-    """Where a price is kept: a full model id (with its date stamp) or an endpoint id as it is, anything else as
-    its family."""
-    key = model.strip().lower()
-    return (
-        key if key.startswith("ep-") or re.search(r"-\d{6}$", key) else family_key(key)
-    )
-
-
 def check_price_entry(where: str, entry: Any) -> dict[str, Any]:
     """One DOUBAO_PRICES entry, every field checked."""
     if not isinstance(entry, dict):
@@ -3044,6 +3035,15 @@ class Rule(NamedTuple):
     message: str
 
 
+def check_any_image(ask: ImageAsk) -> None:
+    """The rules every image model shares, known to the table or not."""
+    in_set = ask.max_images and ask.max_images > 1
+    if in_set and ask.images + (ask.max_images or 0) > MAX_SET_IMAGES:
+        raise DoubaoError(
+            f"images plus max_images may total {MAX_SET_IMAGES} at most, got {ask.images} + {ask.max_images}."
+        )
+
+
 def models_for(config: Config, kind: Kind) -> tuple[str, ...]:
     """The models a call that names none may go to, in order: the DOUBAO_*_MODEL setting alone (never replaced),
     else the region's defaults."""
@@ -3315,15 +3315,6 @@ def omni_rules(ask: VideoAsk, family: VideoFamily, shown: str) -> list[Rule]:
             message=f"output_format mov: {shown} makes mp4 only.",
         ),
     ]
-
-
-def check_any_image(ask: ImageAsk) -> None:
-    """The rules every image model shares, known to the table or not."""
-    in_set = ask.max_images and ask.max_images > 1
-    if in_set and ask.images + (ask.max_images or 0) > MAX_SET_IMAGES:
-        raise DoubaoError(
-            f"images plus max_images may total {MAX_SET_IMAGES} at most, got {ask.images} + {ask.max_images}."
-        )
 
 
 class Choice(NamedTuple):
@@ -4467,6 +4458,15 @@ def link_seconds(fields: Mapping[str, Any], extra: Mapping[str, Any]) -> float:
 # to nothing. A quote is never made up: a model or size without a price says so.
 
 
+def price_key(model: str) -> str:
+    """Where a price is kept: a full model id (with its date stamp) or an endpoint id as it is, anything else as
+    its family."""
+    key = model.strip().lower()
+    return (
+        key if key.startswith("ep-") or re.search(r"-\d{6}$", key) else family_key(key)
+    )
+
+
 class PriceBook:
     """The prices one server uses: its region's built-in table, DOUBAO_PRICES on top (field by field, a resolution
     or size at a time), and the real models that answers named for endpoint ids."""
@@ -4656,6 +4656,14 @@ def call_quote(quotes: Iterable[Quote]) -> Quote:
     return max(priced, key=lambda quote: quote.amount or 0) if priced else listed[0]
 
 
+def times(quote: Quote, takes: int) -> Quote:
+    """A call's quote for `takes` takes: every take counted before any is sent."""
+    if takes == 1:
+        return quote
+    amount = None if quote.amount is None else round(quote.amount * takes, 4)
+    return quote._replace(amount=amount, basis=f"{takes} takes of {quote.basis}")
+
+
 def billed_video(
     book: PriceBook, task: Mapping[str, Any], rate: float | None
 ) -> Cost | None:
@@ -4714,13 +4722,6 @@ def billed_images(book: PriceBook, usage: Any, each: float | None) -> Cost | Non
         billed=round(count * each, 4),
         billed_basis=f"{images} at {each:g} {book.currency}",
     )
-
-
-def estimated(quote: Quote) -> Cost:
-    """A quote as a result shows it."""
-    if quote.amount is None:
-        return Cost(currency=quote.currency, basis=quote.basis)
-    return Cost(currency=quote.currency, estimate=quote.amount, basis=quote.basis)
 
 
 def consent_question(ctx: Context, quote: Quote) -> Elicit[SpendConsent] | Unasked:
@@ -5282,6 +5283,28 @@ def new_task(task_id: str, model: str) -> Task:
     }
 
 
+def estimated(quote: Quote) -> Cost:
+    """A quote as a result shows it."""
+    if quote.amount is None:
+        return Cost(currency=quote.currency, basis=quote.basis)
+    return Cost(currency=quote.currency, estimate=quote.amount, basis=quote.basis)
+
+
+def with_fields(task: Mapping[str, Any], **fields: Any) -> Task:
+    """The task with these fields set, next_step kept last: it is what to read after the rest."""
+    rest = {
+        key: value
+        for key, value in task.items()
+        if key not in fields and key != "next_step"
+    }
+    step = (
+        {"next_step": task["next_step"]}
+        if "next_step" in task and "next_step" not in fields
+        else {}
+    )
+    return {**rest, **fields, **step}
+
+
 def record_new_task(
     studio: Studio,
     task: Task,
@@ -5311,12 +5334,13 @@ def unavailable_models(skipped: list[Skipped]) -> str:
     """ "a and b are not available to this account (why)", one clause per reason, in the order tried."""
     clauses = []
     for why in dict.fromkeys(s.why for s in skipped):
-        names = [s.model for s in skipped if s.why == why]
-        listed = (
-            ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
-        )
-        verb = "are" if len(names) > 1 else "is"
-        clauses.append(f"{listed} {verb} not available to this account ({why})")
+        *others, last = [s.model for s in skipped if s.why == why]
+        if others:
+            clauses.append(
+                f"{', '.join(others)} and {last} are not available to this account ({why})"
+            )
+        else:
+            clauses.append(f"{last} is not available to this account ({why})")
     return "; ".join(clauses)
 
 
@@ -5644,8 +5668,12 @@ def age_of(task: Mapping[str, Any]) -> float:
     """Seconds since Ark created the task: 0 when its answer did not say, or said something no running task can be
     (older than Ark lets a task run, or a clock skewed into the future)."""
     created = timestamp_of(task.get("created_at"))
-    age = time.time() - created if created else 0.0
-    return age if 0 <= age <= MAX_TASK_RUN_SECONDS else 0.0
+    if not created:
+        return 0.0
+    age = time.time() - created
+    if 0 <= age <= MAX_TASK_RUN_SECONDS:
+        return age
+    return 0.0
 
 
 def timestamp_of(value: Any) -> float | None:
@@ -6148,12 +6176,63 @@ async def make_images(
     return result
 
 
-def times(quote: Quote, takes: int) -> Quote:
-    """A call's quote for `takes` takes: every take counted before any is sent."""
-    if takes == 1:
-        return quote
-    amount = None if quote.amount is None else round(quote.amount * takes, 4)
-    return quote._replace(amount=amount, basis=f"{takes} takes of {quote.basis}")
+async def with_heartbeat(
+    report: Report, what: str | Callable[[], str], work: Awaitable[T]
+) -> T:
+    """Send progress every few seconds while `work` runs, so clients that reset their timeout on progress keep
+    waiting for a long synchronous generation; `what` says what it does (a function: as it goes)."""
+
+    async def beat() -> None:
+        start = time.monotonic()
+        while True:
+            await anyio.sleep(HEARTBEAT_EVERY_SECONDS)
+            elapsed = time.monotonic() - start
+            doing = what() if callable(what) else what
+            await report(round(elapsed, 1), None, f"{doing}, {elapsed:.0f} s elapsed")
+
+    outcome: list[Any] = []
+    async with anyio.create_task_group() as beats:
+        beats.start_soon(beat)
+        try:
+            outcome.append(await work)
+        except Exception as error:
+            # Raised below, outside the group, so that it is not wrapped in a group.
+            outcome.append(error)
+        beats.cancel_scope.cancel()
+    if isinstance(outcome[0], Exception):
+        raise outcome[0]
+    return cast(T, outcome[0])
+
+
+def save_images(
+    client: ArkClient,
+    data: list[Any],
+    result: Task,
+    folder: Folder,
+    max_bytes: int,
+) -> Task:
+    """Save each generated image, from its URL or its inline b64_json, named by time and index."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    jobs = []
+    for image in result["images"]:
+        index, item = image["index"], data[image["index"]]
+        stem, tags = f"doubao-{stamp}-{index}", {"kind": "image", "index": index}
+        if image.get("url"):
+            fetch = partial(
+                download, client, image["url"], folder, stem, "image", max_bytes
+            )
+            jobs.append(SaveJob(source=image["url"], save=partial(tagged, tags, fetch)))
+        else:
+            # map() decodes as write_file reads, so that a bad payload is this image's save error.
+            chunks = map(base64.b64decode, [item["b64_json"]])
+            write = partial(write_file, folder, stem, chunks, "image", max_bytes)
+            jobs.append(
+                SaveJob(
+                    source=f"image {index} (b64_json)",
+                    save=partial(tagged, tags, write),
+                )
+            )
+    return {**result, **save_each(jobs)}
 
 
 async def video_takes(
@@ -6324,65 +6403,6 @@ def summed_cost(studio: Studio, costs: list[Any]) -> Cost:
         total["billed"] = round(sum(c["billed"] for c in found), 4)
     total["basis"] = f"{len(found)} takes, each as its own entry says"
     return total
-
-
-async def with_heartbeat(
-    report: Report, what: str | Callable[[], str], work: Awaitable[T]
-) -> T:
-    """Send progress every few seconds while `work` runs, so clients that reset their timeout on progress keep
-    waiting for a long synchronous generation; `what` says what it does (a function: as it goes)."""
-
-    async def beat() -> None:
-        start = time.monotonic()
-        while True:
-            await anyio.sleep(HEARTBEAT_EVERY_SECONDS)
-            elapsed = time.monotonic() - start
-            doing = what() if callable(what) else what
-            await report(round(elapsed, 1), None, f"{doing}, {elapsed:.0f} s elapsed")
-
-    outcome: list[Any] = []
-    async with anyio.create_task_group() as beats:
-        beats.start_soon(beat)
-        try:
-            outcome.append(await work)
-        except Exception as error:
-            # Raised below, outside the group, so that it is not wrapped in a group.
-            outcome.append(error)
-        beats.cancel_scope.cancel()
-    if isinstance(outcome[0], Exception):
-        raise outcome[0]
-    return cast(T, outcome[0])
-
-
-def save_images(
-    client: ArkClient,
-    data: list[Any],
-    result: Task,
-    folder: Folder,
-    max_bytes: int,
-) -> Task:
-    """Save each generated image, from its URL or its inline b64_json, named by time and index."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    jobs = []
-    for image in result["images"]:
-        index, item = image["index"], data[image["index"]]
-        stem, tags = f"doubao-{stamp}-{index}", {"kind": "image", "index": index}
-        if image.get("url"):
-            fetch = partial(
-                download, client, image["url"], folder, stem, "image", max_bytes
-            )
-            jobs.append(SaveJob(source=image["url"], save=partial(tagged, tags, fetch)))
-        else:
-            # map() decodes as write_file reads, so that a bad payload is this image's save error.
-            chunks = map(base64.b64decode, [item["b64_json"]])
-            write = partial(write_file, folder, stem, chunks, "image", max_bytes)
-            jobs.append(
-                SaveJob(
-                    source=f"image {index} (b64_json)",
-                    save=partial(tagged, tags, write),
-                )
-            )
-    return {**result, **save_each(jobs)}
 
 
 def reason_of(error: BaseException) -> str:
@@ -7862,6 +7882,34 @@ def watched(connection_class: type) -> type:
     return Watched
 
 
+# The Exchange each thread is making, for the connection classes (`watched`).
+CURRENT = threading.local()
+
+
+def tell_carrier(sock: socket.socket) -> None:
+    """Tell the watchdog which socket carries this thread's exchange."""
+    exchange = getattr(CURRENT, "exchange", None)
+    if exchange is not None:
+        exchange.watchdog.carry(exchange, sock)
+
+
+def check_peer(connection: Any) -> None:
+    """The address a download actually connected to, checked again: a name that resolved to a public address when it
+    was checked may resolve to a loopback one when connected (DNS rebinding)."""
+    exchange = getattr(CURRENT, "exchange", None)
+    if exchange is None or exchange.guard is None:
+        return
+    try:
+        peer = connection.sock.getpeername()[0]
+    except OSError:
+        return
+    reason = exchange.guard(connection.host, peer)
+    if reason:
+        exchange.failure = reason
+        connection.sock.close()
+        raise ConnectionRefusedError(reason)
+
+
 WATCHED_POOLS = {
     "http": type(
         "WatchedHTTPPool",
@@ -7896,34 +7944,6 @@ class WatchedAdapter(HTTPAdapter):
         if proxy.lower().startswith("socks"):
             return manager
         return watch_pools(manager)
-
-
-# The Exchange each thread is making, for the connection classes above.
-CURRENT = threading.local()
-
-
-def tell_carrier(sock: socket.socket) -> None:
-    """Tell the watchdog which socket carries this thread's exchange."""
-    exchange = getattr(CURRENT, "exchange", None)
-    if exchange is not None:
-        exchange.watchdog.carry(exchange, sock)
-
-
-def check_peer(connection: Any) -> None:
-    """The address a download actually connected to, checked again: a name that resolved to a public address when it
-    was checked may resolve to a loopback one when connected (DNS rebinding)."""
-    exchange = getattr(CURRENT, "exchange", None)
-    if exchange is None or exchange.guard is None:
-        return
-    try:
-        peer = connection.sock.getpeername()[0]
-    except OSError:
-        return
-    reason = exchange.guard(connection.host, peer)
-    if reason:
-        exchange.failure = reason
-        connection.sock.close()
-        raise ConnectionRefusedError(reason)
 
 
 def retry_delay(
@@ -8712,21 +8732,6 @@ def unreadable(what: str, body: Any) -> ArkConnectionError:
     return ArkConnectionError(
         f"Ark answered with {what} this server cannot read: {clean_text(excerpt.repr(body))!r}."
     )
-
-
-def with_fields(task: Mapping[str, Any], **fields: Any) -> Task:
-    """The task with these fields set, next_step kept last: it is what to read after the rest."""
-    rest = {
-        key: value
-        for key, value in task.items()
-        if key not in fields and key != "next_step"
-    }
-    step = (
-        {"next_step": task["next_step"]}
-        if "next_step" in task and "next_step" not in fields
-        else {}
-    )
-    return {**rest, **fields, **step}
 
 
 def shape_images(body: dict[str, Any]) -> ImageResult:
