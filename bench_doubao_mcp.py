@@ -116,6 +116,16 @@ async def cold_start(params: StdioServerParameters) -> float:
     return elapsed
 
 
+async def stop_time(params: StdioServerParameters) -> float:
+    """stdin closed (the client leaving) to the process gone: what a client that restarts its server waits out."""
+    client = Client(params)
+    await client.__aenter__()
+    await client.list_tools()
+    start = time.perf_counter()
+    await client.__aexit__(None, None, None)
+    return time.perf_counter() - start
+
+
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f} ms"
 
@@ -694,6 +704,20 @@ async def main() -> None:
                 f"{statistics.median(starts['bare']):.3f} s (bare MCPServer)",
                 f"{statistics.median(ratios):.2f}",
                 "<= 1.2",
+            )
+        )
+
+        stops = {"ours": [], "bare": []}
+        for _ in range(5):
+            stops["ours"].append(await stop_time(ours))
+            stops["bare"].append(await stop_time(floor))
+        rows.append(
+            (
+                "stdio: stdin closed to the process gone (5 alternating rounds)",
+                ms(statistics.median(stops["ours"])),
+                f"{ms(statistics.median(stops['bare']))} (bare MCPServer)",
+                f"{statistics.median(stops['ours']) / statistics.median(stops['bare']):.2f}",
+                "-",
             )
         )
 

@@ -1859,6 +1859,21 @@ def test_an_unusable_key_is_refused_at_start_up_by_name(
     assert key.split("\n")[0] not in run.stderr
 
 
+def test_an_unusable_record_folder_that_was_asked_for_stops_start_up(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    asked = start_up(
+        monkeypatch, capsys, ARK_API_KEY=KEY, DOUBAO_STATE_DIR=str(blocker / "state")
+    )
+    assert asked.status == 1 and asked.stdout == ""
+    assert "the task record cannot be kept in" in asked.stderr
+    assert "Set DOUBAO_STATE_DIR to a writable folder, or to off" in asked.stderr
+
+
 def test_help_needs_no_key_and_names_every_setting(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -8481,6 +8496,64 @@ async def test_bombs_as_result_images_get_no_preview_and_the_result_comes_back(
         )
     assert not result.is_error and len(result.structured_content["images"]) == 4
     assert [item.type for item in result.content] == ["text"]
+
+
+async def test_with_save_dir_the_saved_file_makes_the_preview_and_nothing_is_downloaded_twice(
+    fake_ark: FakeArk, tmp_path: Path
+) -> None:
+    async with Client(make_server(base_url=fake_ark.url, previews=True)) as client:
+        result = await client.call_tool(
+            "generate_image",
+            {"prompt": "two foxes", "max_images": 2, "save_dir": str(tmp_path)},
+        )
+    downloads = [
+        r["path"] for r in fake_ark.requests if r["path"].startswith("/files/")
+    ]
+    # Once each: for the saved files
+    assert sorted(downloads) == ["/files/image-0.png", "/files/image-1.png"]
+    assert (
+        len(jpegs(result)) == 2 and len(result.structured_content["saved_files"]) == 2
+    )
+
+
+async def test_previews_can_be_turned_off_and_one_that_fails_is_left_out(
+    fake_ark: FakeArk, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with Client(make_server(base_url=fake_ark.url, previews=False)) as client:
+        off = await client.call_tool(
+            "generate_image", {"prompt": "a fox", "max_images": 2}
+        )
+    fake_ark.faults[("GET", "/files/image-1.png")] = answer(200, '{"not": "an image"}')
+    with caplog.at_level(logging.WARNING, logger="doubao_mcp"):
+        async with Client(make_server(base_url=fake_ark.url, previews=True)) as client:
+            partly = await client.call_tool(
+                "generate_image", {"prompt": "a fox", "max_images": 3}
+            )
+    assert [item.type for item in off.content] == ["text"] and len(
+        off.structured_content["images"]
+    ) == 2
+    assert [item.type for item in partly.content] == ["text", "image", "image"]
+    assert not partly.is_error
+    # The result itself is whole
+    assert len(partly.structured_content["images"]) == 3
+    assert "No preview of http" in caplog.text and "image-1.png" in caplog.text
+
+
+async def test_a_finished_video_with_its_last_frame_shows_the_frame(
+    fake_ark: FakeArk,
+) -> None:
+    fake_ark.polls_to_finish = 1
+    async with Client(make_server(base_url=fake_ark.url, previews=True)) as client:
+        created = await client.call_tool(
+            "generate_video", {"prompt": "a fox", "return_last_frame": True}
+        )
+        task = await client.call_tool(
+            "query_video_task", {"task_id": created.structured_content["task_id"]}
+        )
+    # Not finished: nothing to show yet
+    assert [item.type for item in created.content] == ["text"]
+    assert task.structured_content["last_frame_url"].endswith("-last.png")
+    assert [image.size for image in jpegs(task)] == [(512, 384)]
 
 
 # --- The watcher: videos saved when they finish, whoever still listens ------------------------------------------------

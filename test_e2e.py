@@ -13,7 +13,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -787,77 +786,6 @@ async def test_generate_image_returns_a_small_preview_of_each_image_beside_the_r
     assert previews[0].size == (512, 384)
 
 
-async def test_with_save_dir_the_saved_file_makes_the_preview_and_nothing_is_downloaded_twice(
-    fake_ark: FakeArk, tmp_path: Path
-) -> None:
-    async with Client(stdio_server(fake_ark)) as client:
-        result = await client.call_tool(
-            "generate_image",
-            {"prompt": "two foxes", "max_images": 2, "save_dir": str(tmp_path)},
-        )
-    downloads = [
-        r["path"] for r in fake_ark.requests if r["path"].startswith("/files/")
-    ]
-    # Once each: for the saved files
-    assert sorted(downloads) == [
-        "/files/image-0.png",
-        "/files/image-1.png",
-    ]
-    assert (
-        len(jpegs(result)) == 2 and len(result.structured_content["saved_files"]) == 2
-    )
-
-
-async def test_previews_can_be_turned_off_and_one_that_fails_is_left_out(
-    fake_ark: FakeArk,
-) -> None:
-    async with Client(stdio_server(fake_ark, DOUBAO_PREVIEWS="0")) as client:
-        off = await client.call_tool(
-            "generate_image", {"prompt": "a fox", "max_images": 2}
-        )
-    fake_ark.faults[("GET", "/files/image-1.png")] = answer(200, '{"not": "an image"}')
-    params = stdio_server(fake_ark)
-    with tempfile.TemporaryFile() as log:
-        async with (
-            stdio_client(params, errlog=log) as streams,
-            ClientSession(*streams) as session,
-        ):
-            await session.initialize()
-            partly = await session.call_tool(
-                "generate_image", {"prompt": "a fox", "max_images": 3}
-            )
-        log.seek(0)
-        logged = log.read().decode()
-    assert [item.type for item in off.content] == ["text"] and len(
-        off.structured_content["images"]
-    ) == 2
-    assert [item.type for item in partly.content] == [
-        "text",
-        "image",
-        "image",
-    ] and not partly.is_error
-    # The result itself is whole
-    assert len(partly.structured_content["images"]) == 3
-    assert "No preview of http" in logged and "image-1.png" in logged
-
-
-async def test_a_finished_video_with_its_last_frame_shows_the_frame(
-    fake_ark: FakeArk,
-) -> None:
-    fake_ark.polls_to_finish = 1
-    async with Client(stdio_server(fake_ark)) as client:
-        created = await client.call_tool(
-            "generate_video", {"prompt": "a fox", "return_last_frame": True}
-        )
-        task = await client.call_tool(
-            "query_video_task", {"task_id": created.structured_content["task_id"]}
-        )
-    # Not finished: nothing to show yet
-    assert [item.type for item in created.content] == ["text"]
-    assert task.structured_content["last_frame_url"].endswith("-last.png")
-    assert [image.size for image in jpegs(task)] == [(512, 384)]
-
-
 # The host side of SEP-1865, as small as a test can have it: the viewer in a sandboxed iframe under the CSP its
 # resource declares; ui/initialize answered (dark theme); the tool's input and result sent once the view is
 # initialized; the view's tools/call recorded and handed to Python, which calls the real server.
@@ -1305,24 +1233,18 @@ async def test_a_cancelled_task_is_not_watched_after_a_restart(
     )
 
 
-def test_an_unusable_record_folder_stops_start_up_only_when_it_was_asked_for(
+def test_an_unusable_record_folder_at_the_default_place_never_stops_start_up(
     tmp_path: Path,
 ) -> None:
+    """Where the person asked for it, a folder that cannot be made stops start-up: tested through main() in
+    test_doubao_mcp.py. At the default place, start-up goes on without a record, and says so."""
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    asked = start_with_stdin_closed(
-        ARK_API_KEY=KEY, DOUBAO_STATE_DIR=str(blocker / "state")
-    )
     default = start_with_stdin_closed(
         ARK_API_KEY=KEY,
         DOUBAO_STATE_DIR="",
         XDG_DATA_HOME=str(blocker),
         HOME=str(blocker),
-    )
-    assert asked.returncode == 1 and asked.stdout == b""
-    assert "the task record cannot be kept in" in asked.stderr.decode()
-    assert (
-        "Set DOUBAO_STATE_DIR to a writable folder, or to off" in asked.stderr.decode()
     )
     assert (
         default.returncode == 0
