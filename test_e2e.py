@@ -270,7 +270,8 @@ async def test_console_script_waits_with_progress_and_saves_a_video_made_from_a_
     async def progress(value: float, total: float | None, message: str | None) -> None:
         updates.append(message)
 
-    with FakeArk() as fake:
+    # Queued at the first look, done at the next: a wait with progress, then a save.
+    with FakeArk(polls_to_finish=2) as fake:
         async with Client(stdio_server(fake)) as client:
             result = await client.call_tool(
                 "generate_video",
@@ -369,6 +370,7 @@ async def test_beyond_loopback_without_a_key_calls_are_refused_before_ark(
 async def test_over_http_the_server_key_serves_callers_without_one_and_progress_arrives(
     fake_ark: FakeArk,
 ) -> None:
+    fake_ark.polls_to_finish = 2
     updates: list[str | None] = []
 
     async def progress(value: float, total: float | None, message: str | None) -> None:
